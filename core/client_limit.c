@@ -1,0 +1,133 @@
+/*
+ * client_limit.c - connection counters (see client_limit.h). Per-address
+ * counts live in an open-addressing table keyed by the 16-byte address,
+ * sized for the configured total, so a lookup is a few probes.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+
+#include "client_limit.h"
+
+struct ip_slot {
+    unsigned char addr[16];
+    unsigned count; /* 0: empty; deleted slots keep a tombstone */
+    bool tombstone;
+};
+
+static struct {
+    unsigned total;
+    struct ip_slot *slots;
+    size_t n_slots; /* power of two */
+} limits;
+
+static void
+client_key(const struct sockaddr *sa, unsigned char key[16])
+{
+    memset(key, 0, 16);
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        key[10] = key[11] = 0xff; /* as ::ffff:a.b.c.d */
+        memcpy(key + 12, &in->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        memcpy(key, &in6->sin6_addr, 16);
+    }
+}
+
+static size_t
+client_hash(const unsigned char key[16])
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (int i = 0; i < 16; i++)
+        h = (h ^ key[i]) * 1099511628211ULL;
+    return (size_t)h;
+}
+
+static struct ip_slot *
+client_slot(const unsigned char key[16], bool create)
+{
+    struct ip_slot *grave = NULL;
+    size_t mask = limits.n_slots - 1;
+
+    for (size_t i = client_hash(key) & mask, probes = 0;
+         probes < limits.n_slots; i = (i + 1) & mask, probes++) {
+        struct ip_slot *s = &limits.slots[i];
+        if (s->count > 0 && memcmp(s->addr, key, 16) == 0)
+            return s;
+        if (s->count == 0 && s->tombstone) {
+            if (!grave)
+                grave = s;
+            continue;
+        }
+        if (s->count == 0) {
+            if (!create)
+                return NULL;
+            s = grave ? grave : s;
+            memcpy(s->addr, key, 16);
+            s->tombstone = false;
+            return s;
+        }
+    }
+    if (create && grave) {
+        memcpy(grave->addr, key, 16);
+        grave->tombstone = false;
+    }
+    return create ? grave : NULL;
+}
+
+client_limit_verdict
+client_limit_acquire(const struct config *cfg, const struct sockaddr *addr,
+                     bool *per_ip)
+{
+    *per_ip = false;
+    if (limits.total >= cfg->limits.connections)
+        return CLIENT_LIMIT_TOTAL;
+    if (!cidr_match(cfg->limits.exempt_networks, cfg->limits.n_exempt_networks,
+                    addr)) {
+        if (!limits.slots) {
+            size_t n = 64;
+            while (n < (size_t)cfg->limits.connections * 2)
+                n *= 2;
+            limits.slots = calloc(n, sizeof(*limits.slots));
+            if (!limits.slots)
+                return CLIENT_LIMIT_TOTAL;
+            limits.n_slots = n;
+        }
+        unsigned char key[16];
+        client_key(addr, key);
+        struct ip_slot *s = client_slot(key, true);
+        if (!s)
+            return CLIENT_LIMIT_TOTAL;
+        if (s->count >= cfg->limits.connections_per_ip) {
+            if (s->count == 0)
+                s->tombstone = true;
+            return CLIENT_LIMIT_PER_IP;
+        }
+        s->count++;
+        *per_ip = true;
+    }
+    limits.total++;
+    return CLIENT_LIMIT_OK;
+}
+
+void
+client_limit_release(const struct sockaddr *addr, bool per_ip)
+{
+    if (limits.total > 0)
+        limits.total--;
+    if (!per_ip || !limits.slots)
+        return;
+    unsigned char key[16];
+    client_key(addr, key);
+    struct ip_slot *s = client_slot(key, false);
+    if (s && s->count > 0 && --s->count == 0)
+        s->tombstone = true;
+}
+
+unsigned
+client_limit_total(void)
+{
+    return limits.total;
+}

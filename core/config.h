@@ -1,0 +1,147 @@
+/*
+ * config.h - the main configuration: its defaults, the JSON file that
+ * overrides them, and the plugins.d instance files.
+ *
+ * Every error names the file, the JSON path and what was expected, e.g.
+ *   /etc/postern/postern.json: $.limits.message_size: expected an integer
+ *   between 1024 and 4294967296, got "big"
+ * Unknown keys, duplicate keys and wrong types are errors.
+ */
+#ifndef POSTERN_CONFIG_H
+#define POSTERN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <jansson.h>
+
+#include "smtp_data.h"
+
+typedef enum tls_mode {
+    TLS_MODE_NONE,     /* plaintext only, no STARTTLS offered */
+    TLS_MODE_STARTTLS, /* STARTTLS offered (RFC 3207) */
+    TLS_MODE_IMPLICIT  /* TLS from the first byte (RFC 8314) */
+} tls_mode;
+
+struct listener_config {
+    char *address; /* numeric IPv4 or IPv6 address, "127.0.0.1" */
+    int port;
+    tls_mode tls;
+    bool tls_required;   /* starttls: MAIL/AUTH before STARTTLS -> 530 */
+    bool auth_plaintext; /* offer AUTH without TLS (default false) */
+    bool auth_required;  /* MAIL needs AUTH first (submission) */
+    bool proxy_protocol; /* reserved; must be false for now */
+};
+
+struct tls_cert_config {
+    char *cert_file; /* PEM chain */
+    char *key_file;  /* PEM key */
+};
+
+struct tls_config {
+    struct tls_cert_config *certs; /* the first is the default; others by
+                                      SNI from their subject names */
+    size_t n_certs;
+    char *priorities;     /* GnuTLS priority string */
+    char *client_ca_file; /* verify client certificates when set */
+    double handshake_timeout;
+};
+
+/* An IPv4 or IPv6 network, for relay_networks and limit exceptions. */
+struct cidr {
+    int family; /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    unsigned prefix;
+};
+
+struct limits_config {
+    uint64_t message_size;        /* bytes, SIZE advertised; 552 beyond */
+    uint64_t header_size;         /* bytes of the header section */
+    unsigned recipients;          /* per message; 452 beyond */
+    size_t command_line;          /* bytes without CRLF; 500 beyond */
+    unsigned connections;         /* total; 421 beyond */
+    unsigned connections_per_ip;  /* 421 beyond */
+    struct cidr *exempt_networks; /* not counted per IP (loopback) */
+    size_t n_exempt_networks;
+    double command_timeout; /* seconds waiting for a command */
+    double data_timeout;    /* seconds between DATA reads */
+    unsigned errors;        /* bad commands before 421 */
+    double greet_pause;     /* seconds; talk before greeting -> 554 */
+    unsigned auth_failures; /* per session before 421 */
+    unsigned transactions;  /* per session; 0 = unlimited */
+};
+
+typedef enum log_level {
+    LOG_LEVEL_ERROR,
+    LOG_LEVEL_WARNING,
+    LOG_LEVEL_INFO,
+    LOG_LEVEL_DEBUG
+} log_level;
+
+struct config {
+    char *source; /* file name, or "(built-in defaults)" */
+    char *hostname;
+    struct listener_config *listeners;
+    size_t n_listeners;
+    struct tls_config tls;
+    struct limits_config limits;
+    char **local_domains; /* accepted as final destination */
+    size_t n_local_domains;
+    struct cidr *relay_networks; /* clients allowed to relay */
+    size_t n_relay_networks;
+    smtp_data_policy line_endings; /* "strict" or "normalise" */
+    char *spool_dir;
+    char *plugins_dir;
+    char **module_path; /* directories searched for <module>.so */
+    size_t n_module_path;
+    log_level log_level;
+    char *user;       /* drop privileges to this user after binding */
+    unsigned workers; /* reserved for the supervisor; 1 today */
+    unsigned pool_threads;
+};
+
+/*
+ * Load the main configuration. path NULL means the built-in defaults (the
+ * quick start). On error returns NULL and writes one line into err.
+ */
+struct config *config_load(const char *path, char *err, size_t errlen);
+
+/* The built-in defaults, also used as the base a file overrides. */
+struct config *config_defaults(void);
+
+void config_free(struct config *cfg);
+
+/* Does addr (AF_INET/AF_INET6 sockaddr) fall in one of the networks? */
+bool cidr_match(const struct cidr *nets, size_t n, const struct sockaddr *addr);
+
+/* Parse "192.0.2.0/24", "::1", "10.0.0.1"; 0 or -1. */
+int cidr_parse(const char *s, struct cidr *out);
+
+/* Is the domain (case-insensitive, trailing dot ignored) local? */
+bool config_is_local_domain(const struct config *cfg, const char *domain,
+                            size_t len);
+
+/*
+ * One plugins.d file: {"module": "name", "hooks": [...], "config": {...}}.
+ * hooks_mask is 0 when "hooks" is absent (meaning: every hook offered).
+ */
+struct plugin_config {
+    char *file;     /* path of the JSON file */
+    char *instance; /* file name without .json */
+    char *module;
+    unsigned hooks_mask;
+    json_t *config; /* owned; {} when absent */
+};
+
+/*
+ * Read every *.json in dir, sorted by file name (so "10-a.json" runs before
+ * "20-b.json"). Other files are ignored; a missing dir is an error. Returns
+ * 0 and an array (caller frees with plugin_configs_free), or -1 with err.
+ */
+int plugin_configs_load(const char *dir, struct plugin_config **out,
+                        size_t *n_out, char *err, size_t errlen);
+void plugin_configs_free(struct plugin_config *p, size_t n);
+
+#endif

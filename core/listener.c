@@ -1,0 +1,175 @@
+/*
+ * listener.c - listening sockets and accept (see listener.h).
+ *
+ * A connection over a limit gets its 421 written straight to the fresh
+ * socket (it is tiny and the socket buffer is empty) and is closed; it
+ * never costs a session.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client_limit.h"
+#include "listener.h"
+#include "log.h"
+#include "smtp_session.h"
+
+#define ACCEPTS_PER_WAKEUP 64
+
+struct listener {
+    ev_io w;
+    int fd;
+    const struct listener_config *lc;
+};
+
+static struct {
+    struct ev_loop *loop;
+    const struct config *cfg;
+    struct listener *items;
+    size_t n;
+} listeners;
+
+static void
+listener_refuse(int fd, const char *reply)
+{
+    ssize_t w = send(fd, reply, strlen(reply), MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+    close(fd);
+}
+
+static void
+listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct listener *l = (struct listener *)w;
+    const struct config *cfg = listeners.cfg;
+    char reply[300];
+
+    for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_event(LOG_LEVEL_WARNING, NULL, "accept_error",
+                          "errno=\"%s\"", strerror(errno));
+            return;
+        }
+        bool per_ip;
+        client_limit_verdict v =
+            client_limit_acquire(cfg, (struct sockaddr *)&peer, &per_ip);
+        if (v != CLIENT_LIMIT_OK) {
+            snprintf(reply, sizeof(reply),
+                     "421 4.7.0 %s Error: too many connections%s\r\n",
+                     cfg->hostname,
+                     v == CLIENT_LIMIT_PER_IP ? " from your address" : "");
+            log_event(LOG_LEVEL_INFO, NULL, "connection_refused", "reason=%s",
+                      v == CLIENT_LIMIT_PER_IP ? "per_ip_limit"
+                                               : "total_limit");
+            listener_refuse(fd, reply);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        session_start(fd, l->lc, cfg, per_ip);
+    }
+}
+
+static int
+listener_bind(const struct listener_config *lc, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int family, fd, one = 1;
+
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, lc->address, &in->sin_addr) == 1) {
+        family = in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)lc->port);
+        len = sizeof(*in);
+    } else if (inet_pton(AF_INET6, lc->address, &in6->sin6_addr) == 1) {
+        family = in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)lc->port);
+        len = sizeof(*in6);
+    } else {
+        snprintf(err, errlen, "listen: bad address %s", lc->address);
+        return -1;
+    }
+    fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "listen %s port %d: socket: %s", lc->address,
+                 lc->port, strerror(errno));
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 511) != 0) {
+        snprintf(err, errlen, "listen %s port %d: %s", lc->address, lc->port,
+                 strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int
+listeners_open(struct ev_loop *loop, const struct config *cfg, char *err,
+               size_t errlen)
+{
+    listeners.loop = loop;
+    listeners.cfg = cfg;
+    listeners.items = calloc(cfg->n_listeners, sizeof(struct listener));
+    if (!listeners.items) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct listener_config *lc = &cfg->listeners[i];
+        int fd = listener_bind(lc, err, errlen);
+        if (fd < 0) {
+            listeners_close();
+            return -1;
+        }
+        struct listener *l = &listeners.items[listeners.n++];
+        l->fd = fd;
+        l->lc = lc;
+        ev_io_init(&l->w, listener_on_accept, fd, EV_READ);
+        ev_io_start(loop, &l->w);
+        log_event(LOG_LEVEL_INFO, NULL, "listening",
+                  "address=%s port=%d tls=%s", lc->address, lc->port,
+                  lc->tls == TLS_MODE_NONE       ? "none"
+                  : lc->tls == TLS_MODE_STARTTLS ? "starttls"
+                                                 : "implicit");
+    }
+    return 0;
+}
+
+void
+listeners_stop(void)
+{
+    for (size_t i = 0; i < listeners.n; i++)
+        ev_io_stop(listeners.loop, &listeners.items[i].w);
+}
+
+void
+listeners_close(void)
+{
+    listeners_stop();
+    for (size_t i = 0; i < listeners.n; i++)
+        close(listeners.items[i].fd);
+    free(listeners.items);
+    listeners.items = NULL;
+    listeners.n = 0;
+}

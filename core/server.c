@@ -1,0 +1,166 @@
+/*
+ * server.c - start-up, the loop and shutdown.
+ *
+ * SIGTERM/SIGINT stop accepting and let sessions finish (up to a drain
+ * timeout, then they are closed); SIGHUP reloads the TLS certificates.
+ * Sessions closed during a loop iteration are freed in an ev_check
+ * watcher, after every callback that might still hold them has returned.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "hook.h"
+#include "postern_build.h"
+#include "listener.h"
+#include "log.h"
+#include "module.h"
+#include "pool.h"
+#include "server.h"
+#include "services.h"
+#include "smtp_session.h"
+#include "spool.h"
+#include "tls.h"
+
+#define DRAIN_TIMEOUT 30.0
+
+static struct {
+    ev_signal sigterm, sigint, sighup;
+    ev_check reaper;
+    ev_timer drain;
+    double drain_started;
+    bool draining;
+} srv;
+
+static void
+on_reap(struct ev_loop *loop, ev_check *w, int revents)
+{
+    session_reap();
+}
+
+static void
+on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    if (session_count() == 0 ||
+        ev_now(loop) - srv.drain_started > DRAIN_TIMEOUT) {
+        log_event(LOG_LEVEL_INFO, NULL, "stopping", "open_sessions=%u",
+                  session_count());
+        ev_break(loop, EVBREAK_ALL);
+    }
+}
+
+static void
+on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    if (srv.draining) {
+        ev_break(loop, EVBREAK_ALL); /* second signal: now */
+        return;
+    }
+    srv.draining = true;
+    srv.drain_started = ev_now(loop);
+    log_event(LOG_LEVEL_INFO, NULL, "draining", "signal=%d sessions=%u",
+              w->signum, session_count());
+    listeners_stop();
+    ev_timer_init(&srv.drain, on_drain_tick, 0., 0.1);
+    ev_timer_again(loop, &srv.drain);
+}
+
+static void
+on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    char err[512];
+    if (tls_reload(err, sizeof(err)) < 0)
+        log_event(LOG_LEVEL_ERROR, NULL, "reload_failed", "error=\"%s\"", err);
+    else
+        log_event(LOG_LEVEL_INFO, NULL, "reloaded", "what=tls");
+}
+
+static int
+drop_privileges(const char *user)
+{
+    struct passwd *pw = getpwnam(user);
+    if (!pw) {
+        log_event(LOG_LEVEL_ERROR, NULL, "startup_failed",
+                  "error=\"unknown user %s\"", user);
+        return -1;
+    }
+    if (setgroups(1, &pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        log_event(LOG_LEVEL_ERROR, NULL, "startup_failed",
+                  "error=\"cannot become %s: %s\"", user, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int
+server_run(const struct config *cfg, struct module_set *modules)
+{
+    struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+    char err[1024];
+    int rc = 1;
+
+    if (!loop) {
+        fprintf(stderr, "postern: cannot start the event loop\n");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    services_init(loop);
+    if (spool_prepare_dir(cfg->spool_dir) < 0) {
+        fprintf(stderr, "postern: %s: $.spool_dir: cannot create %s: %s\n",
+                cfg->source, cfg->spool_dir, strerror(errno));
+        return 1;
+    }
+    if (tls_init(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
+        return 1;
+    }
+    if (hook_chains_build(modules) < 0 ||
+        pool_start(loop, cfg->pool_threads) < 0) {
+        fprintf(stderr, "postern: out of memory at start-up\n");
+        goto out;
+    }
+    if (listeners_open(loop, cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
+        goto out;
+    }
+    if (cfg->user && drop_privileges(cfg->user) < 0)
+        goto out;
+
+    ev_signal_init(&srv.sigterm, on_stop_signal, SIGTERM);
+    ev_signal_init(&srv.sigint, on_stop_signal, SIGINT);
+    ev_signal_init(&srv.sighup, on_reload_signal, SIGHUP);
+    ev_signal_start(loop, &srv.sigterm);
+    ev_signal_start(loop, &srv.sigint);
+    ev_signal_start(loop, &srv.sighup);
+    ev_check_init(&srv.reaper, on_reap);
+    ev_check_start(loop, &srv.reaper);
+    ev_unref(loop); /* the reaper alone must not keep the loop running */
+
+    log_event(LOG_LEVEL_INFO, NULL, "started", "version=%s hostname=%s",
+              POSTERN_VERSION, cfg->hostname);
+    ev_run(loop, 0);
+    rc = 0;
+    session_close_all("shutdown");
+    session_reap();
+
+    ev_ref(loop);
+    ev_check_stop(loop, &srv.reaper);
+    ev_timer_stop(loop, &srv.drain);
+    ev_signal_stop(loop, &srv.sigterm);
+    ev_signal_stop(loop, &srv.sigint);
+    ev_signal_stop(loop, &srv.sighup);
+out:
+    listeners_close();
+    pool_stop();
+    session_reap();
+    hook_chains_free();
+    tls_deinit();
+    return rc;
+}

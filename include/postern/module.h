@@ -1,0 +1,81 @@
+/*
+ * postern/module.h - the module descriptor and its ABI check.
+ *
+ * Every module .so exports exactly one symbol, the descriptor:
+ *
+ *     static postern_result check_rcpt(postern_ctx *ctx, void *instance);
+ *     POSTERN_MODULE_DEFINE = {
+ *         .abi_version = POSTERN_ABI_VERSION,
+ *         .name = "my_check",
+ *         .create = my_create,
+ *         .destroy = my_destroy,
+ *         .handlers = {[POSTERN_HOOK_RCPT] = check_rcpt},
+ *     };
+ *
+ * The loader accepts a module whose ABI major equals the core's and whose
+ * minor is not newer than the core's; anything else is refused with both
+ * versions in the message. A module offers the hooks it has a handler for;
+ * a plugins.d file may attach an instance to a subset of them.
+ */
+#ifndef POSTERN_MODULE_H
+#define POSTERN_MODULE_H
+
+#include <jansson.h>
+
+#include "hook.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define POSTERN_ABI_MAJOR 1
+#define POSTERN_ABI_MINOR 0
+#define POSTERN_ABI_VERSION ((POSTERN_ABI_MAJOR << 16) | POSTERN_ABI_MINOR)
+
+/* Room for hooks added by later minor versions; unused slots are NULL. */
+#define POSTERN_HOOK_SLOTS 16
+
+/* What create() is given: the instance's config and a way to complain. */
+typedef struct postern_module_init postern_module_init;
+
+typedef postern_result (*postern_handler)(postern_ctx *ctx, void *instance);
+
+typedef struct postern_module {
+    unsigned abi_version; /* POSTERN_ABI_VERSION at build time */
+    const char *name;     /* must equal the .so file name without ".so" */
+    const char *description;
+    /* Build an instance from postern_init_config(); 0 on success, or -1
+     * after postern_init_error(). May be NULL for modules with no state. */
+    int (*create)(postern_module_init *init, void **instance);
+    /* Free an instance; called once, on the loop thread, at shutdown. */
+    void (*destroy)(void *instance);
+    postern_handler handlers[POSTERN_HOOK_SLOTS];
+} postern_module;
+
+#define POSTERN_MODULE_SYMBOL "postern_module_descriptor"
+#define POSTERN_MODULE_DEFINE                                                 \
+    __attribute__((visibility("default"))) const postern_module               \
+        postern_module_descriptor
+
+/* The "config" object of the plugins.d file ({} when it has none). */
+const json_t *postern_init_config(const postern_module_init *init);
+
+/* The instance name: the plugins.d file name without ".json". */
+const char *postern_init_instance(const postern_module_init *init);
+
+/* True under --check-config: validate, but start nothing. */
+int postern_init_check_only(const postern_module_init *init);
+
+/*
+ * Report a config error. json_path is relative to "config" ("root",
+ * "addresses[2]"); the core prefixes the file name and "$.config.", so the
+ * operator reads "plugins.d/20-store.json: $.config.root: expected ...".
+ */
+void postern_init_error(postern_module_init *init, const char *json_path,
+                        const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,906 @@
+/*
+ * store_file.c - deliver each message into a maildir, durably.
+ *
+ * The store handler gathers what it needs from the context on the loop
+ * thread (the envelope as JSON text, a message reader, the file name) and
+ * hands the file work to the thread pool, so no open, write or fsync ever
+ * blocks the loop. The pool thread, for each target maildir:
+ *
+ *   1. writes the message to tmp/<name> and fsyncs it (further maildirs
+ *      get a hard link to that file, or a copy when linking fails);
+ *   2. writes the envelope to tmp/<name>.json, fsyncs it, renames it to
+ *      envelope/<name>.json and fsyncs envelope/;
+ *   3. renames tmp/<name> to new/<name> and fsyncs new/.
+ *
+ * Every envelope is in place before any message reaches new/, so a reader
+ * of new/ always finds the envelope. On any failure everything this
+ * delivery created is unlinked again and the client gets 451: it retries,
+ * and nothing half-written is left behind. The 250 is sent only once all
+ * copies are in new/ and on disk.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <postern/postern.h>
+
+#define SF_BUFFER_SIZE (64 * 1024)
+
+struct store_file {
+    char *root;
+    bool per_recipient;
+    bool envelope;
+    bool fsync;
+    char host[256]; /* sanitised host name, for unique file names */
+};
+
+/* Unique names within this process, across instances and threads. */
+static atomic_ulong sf_counter;
+
+/* The first failure of a delivery: what, where, errno. */
+struct sf_error {
+    int err;
+    const char *op;
+    char *path;
+};
+
+static int
+sf_fail(struct sf_error *e, const char *op, const char *path, int err)
+{
+    if (e->err == 0) {
+        e->err = err ? err : EIO;
+        e->op = op;
+        e->path = strdup(path);
+    }
+    return -1;
+}
+
+/* "a/b/c" from up to three parts; NULL parts are skipped. */
+static char *
+sf_path(const char *a, const char *b, const char *c)
+{
+    char *path = NULL;
+
+    if (asprintf(&path, "%s%s%s%s%s", a, b ? "/" : "", b ? b : "", c ? "/" : "",
+                 c ? c : "") < 0)
+        return NULL;
+    return path;
+}
+
+static int
+sf_mkdir(const char *path, bool *created, struct sf_error *e)
+{
+    if (mkdir(path, 0700) == 0) {
+        *created = true;
+        return 0;
+    }
+    if (errno == EEXIST)
+        return 0;
+    return sf_fail(e, "mkdir", path, errno);
+}
+
+/* fsync a directory, so the entries just made in it survive a crash. */
+static int
+sf_sync_dir(const char *path, struct sf_error *e)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    if (fd < 0)
+        return sf_fail(e, "open", path, errno);
+    if (fsync(fd) != 0) {
+        int err = errno;
+        close(fd);
+        return sf_fail(e, "fsync", path, err);
+    }
+    close(fd);
+    return 0;
+}
+
+/* mkdir -p with mode 0700. */
+static int
+sf_mkdir_parents(const char *path, struct sf_error *e)
+{
+    char *copy = strdup(path);
+    bool created = false;
+
+    if (copy == NULL)
+        return sf_fail(e, "mkdir", path, ENOMEM);
+    for (char *s = copy + 1; *s != '\0'; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        int rc = sf_mkdir(copy, &created, e);
+        *s = '/';
+        if (rc != 0) {
+            free(copy);
+            return -1;
+        }
+    }
+    free(copy);
+    return sf_mkdir(path, &created, e);
+}
+
+/*
+ * Make dir a maildir: dir/{tmp,new,cur}, and envelope/ when asked. With
+ * sync, the directories created are fsynced into their parents.
+ */
+static int
+sf_make_maildir(const char *dir, bool envelope, bool sync, struct sf_error *e)
+{
+    static const char *const subdirs[] = {"tmp", "new", "cur", "envelope"};
+    bool made_dir = false, made_sub = false;
+
+    if (sf_mkdir(dir, &made_dir, e) != 0)
+        return -1;
+    for (size_t i = 0; i < (envelope ? 4u : 3u); i++) {
+        char *sub = sf_path(dir, subdirs[i], NULL);
+        int rc = sub ? sf_mkdir(sub, &made_sub, e)
+                     : sf_fail(e, "mkdir", dir, ENOMEM);
+        free(sub);
+        if (rc != 0)
+            return -1;
+    }
+    if (sync && made_sub && sf_sync_dir(dir, e) != 0)
+        return -1;
+    if (sync && made_dir) {
+        char *parent = sf_path(dir, "..", NULL);
+        int rc =
+            parent ? sf_sync_dir(parent, e) : sf_fail(e, "fsync", dir, ENOMEM);
+        free(parent);
+        return rc;
+    }
+    return 0;
+}
+
+/* write() all of buf, through short writes and EINTR. */
+static int
+sf_write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO;
+            return -1;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* --- one delivery ------------------------------------------------------- */
+
+struct sf_target {
+    char *dir;      /* the maildir */
+    char *envelope; /* JSON text, or NULL with "envelope": false */
+    char *tmp, *new, *env_tmp, *env;
+    bool tmp_made, env_tmp_made, env_placed, delivered;
+};
+
+struct sf_job {
+    const struct store_file *sf;
+    postern_ctx *ctx;
+    postern_message_reader *reader;
+    char *id;   /* transaction id, for the reply */
+    char *name; /* the unique file name */
+    struct sf_target *targets;
+    size_t n_targets;
+    struct sf_error error;
+};
+
+static void
+sf_job_free(struct sf_job *job)
+{
+    if (job == NULL)
+        return;
+    postern_message_close(job->reader);
+    for (size_t i = 0; i < job->n_targets; i++) {
+        struct sf_target *t = &job->targets[i];
+        free(t->dir);
+        free(t->envelope);
+        free(t->tmp);
+        free(t->new);
+        free(t->env_tmp);
+        free(t->env);
+    }
+    free(job->targets);
+    free(job->id);
+    free(job->name);
+    free(job->error.path);
+    free(job);
+}
+
+/* Open path for a new file: it must not exist. */
+static int
+sf_create(const char *path, struct sf_error *e)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+    if (fd < 0)
+        sf_fail(e, "open", path, errno);
+    return fd;
+}
+
+/* fsync (when enabled) and close a file just written. */
+static int
+sf_finish_file(struct sf_job *job, int fd, const char *path)
+{
+    if (job->sf->fsync && fsync(fd) != 0) {
+        int err = errno;
+        close(fd);
+        return sf_fail(&job->error, "fsync", path, err);
+    }
+    if (close(fd) != 0)
+        return sf_fail(&job->error, "close", path, errno);
+    return 0;
+}
+
+/* Copy everything src_read yields into fd. */
+typedef ssize_t (*sf_read_fn)(void *src, void *buf, size_t len);
+
+static int
+sf_copy(struct sf_job *job, sf_read_fn read_fn, void *src, const char *what,
+        int fd, const char *path)
+{
+    char *buf = malloc(SF_BUFFER_SIZE);
+
+    if (buf == NULL)
+        return sf_fail(&job->error, "copy to", path, ENOMEM);
+    for (;;) {
+        ssize_t n = read_fn(src, buf, SF_BUFFER_SIZE);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            sf_fail(&job->error, "read", what, errno);
+            break;
+        }
+        if (n == 0) {
+            free(buf);
+            return 0;
+        }
+        if (sf_write_all(fd, buf, (size_t)n) != 0) {
+            sf_fail(&job->error, "write", path, errno);
+            break;
+        }
+    }
+    free(buf);
+    return -1;
+}
+
+static ssize_t
+sf_read_message(void *src, void *buf, size_t len)
+{
+    return postern_message_read(src, buf, len);
+}
+
+static ssize_t
+sf_read_fd(void *src, void *buf, size_t len)
+{
+    return read(*(int *)src, buf, len);
+}
+
+/* Step 1 for the first target: the message from the reader. */
+static int
+sf_write_message(struct sf_job *job, struct sf_target *t)
+{
+    int fd = sf_create(t->tmp, &job->error);
+
+    if (fd < 0)
+        return -1;
+    t->tmp_made = true;
+    if (sf_copy(job, sf_read_message, job->reader, "message", fd, t->tmp) !=
+        0) {
+        close(fd);
+        return -1;
+    }
+    return sf_finish_file(job, fd, t->tmp);
+}
+
+/* Step 1 for the other targets: a hard link to the first copy, or a copy
+ * of it when the link cannot be made (another file system, no links). */
+static int
+sf_link_or_copy(struct sf_job *job, const struct sf_target *first,
+                struct sf_target *t)
+{
+    if (link(first->tmp, t->tmp) == 0) {
+        t->tmp_made = true;
+        return 0;
+    }
+    if (errno == EEXIST)
+        return sf_fail(&job->error, "link", t->tmp, errno);
+
+    int in = open(first->tmp, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return sf_fail(&job->error, "open", first->tmp, errno);
+    int out = sf_create(t->tmp, &job->error);
+    if (out < 0) {
+        close(in);
+        return -1;
+    }
+    t->tmp_made = true;
+    int rc = sf_copy(job, sf_read_fd, &in, first->tmp, out, t->tmp);
+    close(in);
+    if (rc != 0) {
+        close(out);
+        return -1;
+    }
+    return sf_finish_file(job, out, t->tmp);
+}
+
+/* Step 2: the envelope, tmp then rename, before any message is in new/. */
+static int
+sf_write_envelope(struct sf_job *job, struct sf_target *t)
+{
+    int fd = sf_create(t->env_tmp, &job->error);
+
+    if (fd < 0)
+        return -1;
+    t->env_tmp_made = true;
+    if (sf_write_all(fd, t->envelope, strlen(t->envelope)) != 0) {
+        int err = errno;
+        close(fd);
+        return sf_fail(&job->error, "write", t->env_tmp, err);
+    }
+    if (sf_finish_file(job, fd, t->env_tmp) != 0)
+        return -1;
+    if (rename(t->env_tmp, t->env) != 0)
+        return sf_fail(&job->error, "rename", t->env_tmp, errno);
+    t->env_placed = true;
+    if (!job->sf->fsync)
+        return 0;
+    char *dir = sf_path(t->dir, "envelope", NULL);
+    int rc = dir ? sf_sync_dir(dir, &job->error)
+                 : sf_fail(&job->error, "fsync", t->dir, ENOMEM);
+    free(dir);
+    return rc;
+}
+
+/* Step 3: into new/, the moment the message becomes visible. */
+static int
+sf_deliver(struct sf_job *job, struct sf_target *t)
+{
+    if (rename(t->tmp, t->new) != 0)
+        return sf_fail(&job->error, "rename", t->tmp, errno);
+    t->delivered = true;
+    if (!job->sf->fsync)
+        return 0;
+    char *dir = sf_path(t->dir, "new", NULL);
+    int rc = dir ? sf_sync_dir(dir, &job->error)
+                 : sf_fail(&job->error, "fsync", t->dir, ENOMEM);
+    free(dir);
+    return rc;
+}
+
+/* Undo a failed delivery: the client retries, so leave nothing behind. */
+static void
+sf_undo(struct sf_job *job)
+{
+    for (size_t i = 0; i < job->n_targets; i++) {
+        struct sf_target *t = &job->targets[i];
+        if (t->delivered)
+            unlink(t->new);
+        else if (t->tmp_made)
+            unlink(t->tmp);
+        if (t->env_placed)
+            unlink(t->env);
+        else if (t->env_tmp_made)
+            unlink(t->env_tmp);
+    }
+}
+
+/* On a pool thread: all the file work. Only postern_message_read() may be
+ * called here; errors are kept in job->error for sf_done(). */
+static void
+sf_work(void *arg)
+{
+    struct sf_job *job = arg;
+    const struct store_file *sf = job->sf;
+
+    if (sf->per_recipient) {
+        for (size_t i = 0; i < job->n_targets; i++)
+            if (sf_make_maildir(job->targets[i].dir, sf->envelope, sf->fsync,
+                                &job->error) != 0)
+                return;
+    }
+    if (sf_write_message(job, &job->targets[0]) != 0)
+        goto fail;
+    for (size_t i = 1; i < job->n_targets; i++)
+        if (sf_link_or_copy(job, &job->targets[0], &job->targets[i]) != 0)
+            goto fail;
+    for (size_t i = 0; sf->envelope && i < job->n_targets; i++)
+        if (sf_write_envelope(job, &job->targets[i]) != 0)
+            goto fail;
+    for (size_t i = 0; i < job->n_targets; i++)
+        if (sf_deliver(job, &job->targets[i]) != 0)
+            goto fail;
+    return;
+fail:
+    sf_undo(job);
+}
+
+static void
+sf_reply_failure(postern_ctx *ctx)
+{
+    if (!postern_ctx_orphaned(ctx))
+        postern_reply(ctx, 451, "4.3.0", "Error: local storage failure");
+}
+
+/* On the loop thread, once sf_work() is over. Resumes even an orphaned
+ * context: the core ignores the result, and the job is freed either way. */
+static void
+sf_done(void *arg)
+{
+    struct sf_job *job = arg;
+    postern_ctx *ctx = job->ctx;
+
+    if (job->error.err == 0) {
+        postern_log(ctx, POSTERN_LOG_INFO,
+                    "store_file: stored id=%s file=%s maildirs=%zu%s", job->id,
+                    job->name, job->n_targets,
+                    postern_ctx_orphaned(ctx) ? " (client went away)" : "");
+        if (!postern_ctx_orphaned(ctx))
+            postern_reply(ctx, 250, "2.0.0", "Ok: queued as %s", job->id);
+        postern_resume(ctx, POSTERN_ACCEPT);
+    } else {
+        postern_log(ctx, POSTERN_LOG_ERROR,
+                    "store_file: delivery failed id=%s op=%s path=%s: %s",
+                    job->id, job->error.op,
+                    job->error.path ? job->error.path : "?",
+                    strerror(job->error.err));
+        sf_reply_failure(ctx);
+        postern_resume(ctx, POSTERN_TEMPFAIL);
+    }
+    sf_job_free(job);
+}
+
+/* --- gathering the job on the loop thread ----------------------------------
+ */
+
+/* A JSON string; bytes of text that is not UTF-8 become '?'. */
+static json_t *
+sf_json_string(const char *s)
+{
+    if (s == NULL)
+        return json_null();
+    json_t *j = json_string(s);
+    if (j != NULL)
+        return j;
+    char *copy = strdup(s);
+    if (copy == NULL)
+        return NULL;
+    for (char *p = copy; *p != '\0'; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
+/* Set key to value, taking value; -1 when either is missing. */
+static int
+sf_json_set(json_t *obj, const char *key, json_t *value)
+{
+    return value != NULL ? json_object_set_new(obj, key, value) : -1;
+}
+
+/* The envelope of this transaction, for the recipients rcpts[0..n). */
+static char *
+sf_envelope_text(postern_ctx *ctx, const size_t *rcpts, size_t n,
+                 const char *received_at)
+{
+    static const char *const params[] = {"SIZE", "BODY", "SMTPUTF8",
+                                         "AUTH", "RET",  "ENVID"};
+    json_t *env = json_object(), *mail_params = json_object(),
+           *rcpt_to = json_array();
+    int rc = (env && mail_params && rcpt_to) ? 0 : -1;
+
+    for (size_t i = 0; rc == 0 && i < sizeof params / sizeof params[0]; i++) {
+        const char *value = postern_mail_param(ctx, params[i]);
+        if (value != NULL)
+            rc = sf_json_set(mail_params, params[i], sf_json_string(value));
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        json_t *addr = sf_json_string(postern_rcpt_address(ctx, rcpts[i]));
+        rc = addr ? json_array_append_new(rcpt_to, addr) : -1;
+    }
+    if (rc == 0)
+        rc |= sf_json_set(env, "id",
+                          sf_json_string(postern_transaction_id(ctx))) |
+              sf_json_set(env, "session",
+                          sf_json_string(postern_session_id(ctx))) |
+              sf_json_set(env, "client_ip",
+                          sf_json_string(postern_client_ip(ctx))) |
+              sf_json_set(env, "client_port",
+                          json_integer(postern_client_port(ctx))) |
+              sf_json_set(env, "helo", sf_json_string(postern_helo_name(ctx))) |
+              sf_json_set(env, "esmtp", json_boolean(postern_is_esmtp(ctx))) |
+              sf_json_set(env, "tls", json_boolean(postern_tls_active(ctx))) |
+              sf_json_set(env, "auth_user",
+                          sf_json_string(postern_auth_user(ctx))) |
+              sf_json_set(env, "mail_from",
+                          sf_json_string(postern_mail_from(ctx))) |
+              sf_json_set(env, "mail_params", json_incref(mail_params)) |
+              sf_json_set(env, "rcpt_to", json_incref(rcpt_to)) |
+              sf_json_set(env, "size",
+                          json_integer((json_int_t)postern_message_size(ctx))) |
+              sf_json_set(env, "received_at", json_string(received_at));
+    char *text = rc == 0 ? json_dumps(env, JSON_COMPACT) : NULL;
+    json_decref(env);
+    json_decref(mail_params);
+    json_decref(rcpt_to);
+    if (text == NULL)
+        return NULL;
+    /* A final newline, as text files have. */
+    size_t len = strlen(text);
+    char *line = realloc(text, len + 2);
+    if (line == NULL) {
+        free(text);
+        return NULL;
+    }
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    return line;
+}
+
+/* The per-recipient directory name: lowercased, anything outside
+ * [a-z0-9.@_+=-] (so '/' too) becomes '_', and so does a leading '.'. */
+static char *
+sf_recipient_dir_name(const char *addr)
+{
+    size_t len = strlen(addr);
+    char *name = malloc(len ? len + 1 : 2);
+
+    if (name == NULL)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)addr[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c - 'A' + 'a');
+        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  (c != '\0' && strchr(".@_+=-", c) != NULL);
+        name[i] = ok ? (char)c : '_';
+    }
+    if (len == 0)
+        name[len++] = '_';
+    name[len] = '\0';
+    if (name[0] == '.')
+        name[0] = '_';
+    return name;
+}
+
+/* The paths of target t in maildir dir (taken). 0 or -1. */
+static int
+sf_target_init(struct sf_target *t, char *dir, const char *name)
+{
+    char json_name[512];
+
+    t->dir = dir;
+    snprintf(json_name, sizeof json_name, "%s.json", name);
+    t->tmp = sf_path(dir, "tmp", name);
+    t->new = sf_path(dir, "new", name);
+    t->env_tmp = sf_path(dir, "tmp", json_name);
+    t->env = sf_path(dir, "envelope", json_name);
+    return (t->tmp && t->new && t->env_tmp && t->env) ? 0 : -1;
+}
+
+/*
+ * The target maildirs: the root, or one per distinct recipient directory
+ * (two recipients may share one, "A@x" and "a@x"). For each, the envelope
+ * lists the recipients delivered there.
+ */
+static int
+sf_job_targets(struct sf_job *job, postern_ctx *ctx, const char *received_at)
+{
+    const struct store_file *sf = job->sf;
+    size_t n_rcpts = postern_rcpt_count(ctx);
+    size_t *group = calloc(n_rcpts ? n_rcpts : 1, sizeof *group);
+    size_t *members = calloc(n_rcpts ? n_rcpts : 1, sizeof *members);
+    size_t *first = calloc(n_rcpts ? n_rcpts : 1, sizeof *first);
+    char **names = calloc(n_rcpts ? n_rcpts : 1, sizeof *names);
+    int rc = -1;
+
+    job->targets = calloc(n_rcpts ? n_rcpts : 1, sizeof *job->targets);
+    if (!group || !members || !first || !names || !job->targets)
+        goto out;
+
+    if (!sf->per_recipient) {
+        char *dir = strdup(sf->root);
+        if (dir == NULL)
+            goto out;
+        job->n_targets = 1;
+        if (sf_target_init(&job->targets[0], dir, job->name) != 0)
+            goto out;
+        for (size_t i = 0; i < n_rcpts; i++)
+            members[i] = i;
+        if (sf->envelope && !(job->targets[0].envelope = sf_envelope_text(
+                                  ctx, members, n_rcpts, received_at)))
+            goto out;
+        rc = 0;
+        goto out;
+    }
+
+    for (size_t i = 0; i < n_rcpts; i++) {
+        const char *addr = postern_rcpt_address(ctx, i);
+        if ((names[i] = sf_recipient_dir_name(addr ? addr : "")) == NULL)
+            goto out;
+        size_t g = 0;
+        while (g < job->n_targets && strcmp(names[first[g]], names[i]))
+            g++;
+        group[i] = g;
+        if (g == job->n_targets) {
+            first[g] = i;
+            char *dir = sf_path(sf->root, names[i], NULL);
+            if (dir == NULL)
+                goto out;
+            if (sf_target_init(&job->targets[job->n_targets++], dir,
+                               job->name) != 0)
+                goto out;
+        }
+    }
+    for (size_t g = 0; sf->envelope && g < job->n_targets; g++) {
+        size_t n = 0;
+        for (size_t i = 0; i < n_rcpts; i++)
+            if (group[i] == g)
+                members[n++] = i;
+        if (!(job->targets[g].envelope =
+                  sf_envelope_text(ctx, members, n, received_at)))
+            goto out;
+    }
+    rc = job->n_targets > 0 ? 0 : -1;
+out:
+    for (size_t i = 0; names && i < n_rcpts; i++)
+        free(names[i]);
+    free(names);
+    free(members);
+    free(first);
+    free(group);
+    return rc;
+}
+
+/* "<sec>.M<usec>P<pid>Q<id>R<counter>.<host>": unique across processes
+ * (pid), transactions (id) and deliveries within a process (counter). */
+static char *
+sf_unique_name(const struct store_file *sf, double now, const char *id)
+{
+    long long sec = (long long)now;
+    long usec = (long)((now - (double)sec) * 1e6);
+    char safe_id[64];
+    size_t n = 0;
+    char *name = NULL;
+
+    if (usec < 0 || usec > 999999)
+        usec = 0;
+    /* The id is 16 hex digits; keep any other byte out of the name. */
+    for (const char *p = id; *p != '\0' && n < sizeof safe_id - 1; p++) {
+        unsigned char c = (unsigned char)*p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  (c >= '0' && c <= '9');
+        safe_id[n++] = ok ? (char)c : '_';
+    }
+    safe_id[n] = '\0';
+    unsigned long counter = atomic_fetch_add(&sf_counter, 1) + 1;
+    if (asprintf(&name, "%lld.M%ldP%ldQ%sR%lu.%s", sec, usec, (long)getpid(),
+                 safe_id, counter, sf->host) < 0)
+        return NULL;
+    return name;
+}
+
+static struct sf_job *
+sf_job_new(const struct store_file *sf, postern_ctx *ctx)
+{
+    const char *id = postern_transaction_id(ctx);
+    struct sf_job *job = calloc(1, sizeof *job);
+    double now = postern_now();
+    char received_at[64];
+    struct tm tm;
+    time_t t = (time_t)now;
+
+    if (job == NULL)
+        return NULL;
+    job->sf = sf;
+    job->ctx = ctx;
+    if (gmtime_r(&t, &tm) == NULL ||
+        strftime(received_at, sizeof received_at, "%Y-%m-%dT%H:%M:%SZ", &tm) ==
+            0 ||
+        (job->id = strdup(id)) == NULL ||
+        (job->name = sf_unique_name(sf, now, id)) == NULL ||
+        sf_job_targets(job, ctx, received_at) != 0) {
+        sf_job_free(job);
+        return NULL;
+    }
+    return job;
+}
+
+/* The store hook: gather, hand to the pool, answer later. */
+static postern_result
+sf_store(postern_ctx *ctx, void *instance)
+{
+    const struct store_file *sf = instance;
+    struct sf_job *job = NULL;
+
+    if (postern_transaction_id(ctx) == NULL) {
+        postern_log(ctx, POSTERN_LOG_ERROR,
+                    "store_file: store hook called outside a transaction");
+        goto fail;
+    }
+    if (sf->per_recipient && postern_rcpt_count(ctx) == 0) {
+        postern_log(ctx, POSTERN_LOG_ERROR,
+                    "store_file: no recipients to deliver to");
+        goto fail;
+    }
+    if ((job = sf_job_new(sf, ctx)) == NULL) {
+        postern_log(ctx, POSTERN_LOG_ERROR,
+                    "store_file: cannot prepare the delivery: out of memory");
+        goto fail;
+    }
+    errno = 0;
+    if ((job->reader = postern_message_open(ctx)) == NULL) {
+        postern_log(ctx, POSTERN_LOG_ERROR,
+                    "store_file: cannot open the message id=%s: %s", job->id,
+                    errno ? strerror(errno) : "unknown error");
+        goto fail;
+    }
+    if (postern_pool_submit(sf_work, sf_done, job) != 0) {
+        postern_log(ctx, POSTERN_LOG_ERROR,
+                    "store_file: the thread pool refused the delivery id=%s",
+                    job->id);
+        goto fail;
+    }
+    /* job now belongs to sf_done(); it may even be freed already. */
+    return POSTERN_PENDING;
+fail:
+    sf_job_free(job);
+    sf_reply_failure(ctx);
+    return POSTERN_TEMPFAIL;
+}
+
+/* --- configuration ---------------------------------------------------------
+ */
+
+static void
+sf_destroy(void *instance)
+{
+    struct store_file *sf = instance;
+
+    if (sf == NULL)
+        return;
+    free(sf->root);
+    free(sf);
+}
+
+static int
+sf_config_bool(postern_module_init *init, const char *key, const json_t *value,
+               bool *out)
+{
+    if (!json_is_boolean(value)) {
+        postern_init_error(init, key, "expected true or false");
+        return -1;
+    }
+    *out = json_is_true(value);
+    return 0;
+}
+
+/* Read the config into sf. 0, or -1 after postern_init_error(). */
+static int
+sf_config(postern_module_init *init, struct store_file *sf)
+{
+    const json_t *config = postern_init_config(init);
+    const char *key;
+    json_t *value;
+
+    if (!json_is_object(config)) {
+        postern_init_error(init, "", "expected an object");
+        return -1;
+    }
+    json_object_foreach((json_t *)config, key, value)
+    {
+        int rc = 0;
+        if (strcmp(key, "root") == 0) {
+            if (!json_is_string(value) || json_string_length(value) == 0 ||
+                strlen(json_string_value(value)) != json_string_length(value)) {
+                postern_init_error(init, "root",
+                                   "expected a non-empty string (a "
+                                   "directory)");
+                return -1;
+            }
+            if ((sf->root = strdup(json_string_value(value))) == NULL) {
+                postern_init_error(init, "root", "out of memory");
+                return -1;
+            }
+        } else if (strcmp(key, "per_recipient") == 0) {
+            rc = sf_config_bool(init, key, value, &sf->per_recipient);
+        } else if (strcmp(key, "envelope") == 0) {
+            rc = sf_config_bool(init, key, value, &sf->envelope);
+        } else if (strcmp(key, "fsync") == 0) {
+            rc = sf_config_bool(init, key, value, &sf->fsync);
+        } else {
+            postern_init_error(init, key,
+                               "unknown key (expected root, per_recipient, "
+                               "envelope or fsync)");
+            return -1;
+        }
+        if (rc != 0)
+            return -1;
+    }
+    if (sf->root == NULL) {
+        postern_init_error(init, "root",
+                           "required: the directory to deliver into");
+        return -1;
+    }
+    return 0;
+}
+
+/* Our host name with anything but [A-Za-z0-9.-] replaced: it ends the
+ * file name, where '/' and ':' (maildir flags) must not appear. */
+static void
+sf_host_name(char *out, size_t size)
+{
+    if (gethostname(out, size) != 0 || out[0] == '\0')
+        snprintf(out, size, "localhost");
+    out[size - 1] = '\0';
+    for (char *p = out; *p != '\0'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '-'))
+            *p = '_';
+    }
+}
+
+static int
+sf_create_instance(postern_module_init *init, void **instance)
+{
+    struct store_file *sf = calloc(1, sizeof *sf);
+
+    if (sf == NULL) {
+        postern_init_error(init, "", "out of memory");
+        return -1;
+    }
+    sf->envelope = true;
+    sf->fsync = true;
+    if (sf_config(init, sf) != 0) {
+        sf_destroy(sf);
+        return -1;
+    }
+    sf_host_name(sf->host, sizeof sf->host);
+
+    /* The root maildir now, so a bad root fails at start, not at the
+     * first message; per-recipient maildirs are made on demand. */
+    if (!postern_init_check_only(init)) {
+        struct sf_error e = {0};
+        if (sf_mkdir_parents(sf->root, &e) != 0 ||
+            (!sf->per_recipient &&
+             sf_make_maildir(sf->root, sf->envelope, false, &e) != 0)) {
+            postern_init_error(init, "root", "cannot create %s: %s",
+                               e.path ? e.path : sf->root, strerror(e.err));
+            free(e.path);
+            sf_destroy(sf);
+            return -1;
+        }
+    }
+    if (!sf->fsync)
+        postern_log(NULL, POSTERN_LOG_WARNING,
+                    "store_file: fsync disabled: a 250 reply no longer means "
+                    "the message is on disk; for tests only");
+    *instance = sf;
+    return 0;
+}
+
+POSTERN_MODULE_DEFINE = {
+    .abi_version = POSTERN_ABI_VERSION,
+    .name = "store_file",
+    .description = "deliver messages durably into maildirs",
+    .create = sf_create_instance,
+    .destroy = sf_destroy,
+    .handlers = {[POSTERN_HOOK_STORE] = sf_store},
+};

@@ -1,0 +1,185 @@
+"""Many sessions at once on one loop: 200 concurrent smtplib transactions
+all land, and a slow asynchronous hook in one session does not hold up the
+others."""
+
+import os
+import smtplib
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import (  # noqa: E402
+    PosternTestCase,
+    Server,
+    async_plugin,
+    main,
+    read_bytes,
+    read_envelope,
+    split_added_headers,
+    store_plugin,
+)
+
+CONFIG = {"limits": {"connections": 1000, "connections_per_ip": 1000}}
+
+
+def run_threads(targets, timeout):
+    threads = [threading.Thread(target=t, daemon=True) for t in targets]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return [t for t in threads if t.is_alive()]
+
+
+class ConcurrencyTest(PosternTestCase):
+    def test_200_concurrent_sessions(self):
+        n = 200
+        plugins = {"20-store": store_plugin()}
+        with Server(plugins=plugins, config=CONFIG) as srv:
+            barrier = threading.Barrier(n, timeout=30)
+            results = [None] * n
+            bodies = [b"Subject: c%d\r\n\r\nconcurrent body %d\r\n" % (i, i)
+                      for i in range(n)]
+
+            def client(i):
+                def run():
+                    try:
+                        barrier.wait()
+                        with smtplib.SMTP("127.0.0.1", srv.port,
+                                          local_hostname="c%d.test" % i,
+                                          timeout=60) as s:
+                            s.sendmail("s%d@example.org" % i,
+                                       ["r%d@example.com" % i], bodies[i])
+                            s.quit()
+                        results[i] = "ok"
+                    except Exception as e:  # reported below
+                        results[i] = repr(e)
+                return run
+
+            start = time.monotonic()
+            hung = run_threads([client(i) for i in range(n)], timeout=120)
+            elapsed = time.monotonic() - start
+            self.assertEqual(hung, [], "client threads still running")
+            failures = [(i, r) for i, r in enumerate(results) if r != "ok"]
+            self.assertEqual(failures, [], "%d of %d failed" % (len(failures), n))
+            msgs = srv.wait_messages(n, timeout=10)
+            self.assertEqual(len(msgs), n)
+            seen = set()
+            for path in msgs:
+                env = read_envelope(srv.maildir, path)
+                i = int(env["mail_from"][1:].split("@")[0])
+                self.assertEqual(env["rcpt_to"], ["r%d@example.com" % i])
+                split_added_headers(read_bytes(path), bodies[i])
+                seen.add(i)
+            self.assertEqual(seen, set(range(n)))
+            self.assertEqual(srv.spool_files(), [])
+            sys.stderr.write("\n200 sessions in %.2f s\n" % elapsed)
+
+    def test_200_concurrent_sessions_discard(self):
+        n = 200
+        with Server(plugins={"20-discard": {"module": "discard"}},
+                    config=CONFIG) as srv:
+            barrier = threading.Barrier(n, timeout=30)
+            codes = [None] * n
+
+            def client(i):
+                def run():
+                    try:
+                        barrier.wait()
+                        with smtplib.SMTP("127.0.0.1", srv.port,
+                                          timeout=60) as s:
+                            s.ehlo()
+                            s.mail("a@example.org")
+                            s.rcpt("b@example.com")
+                            codes[i] = s.data(b"Subject: d\r\n\r\nx\r\n")[0]
+                            s.quit()
+                    except Exception as e:
+                        codes[i] = repr(e)
+                return run
+
+            hung = run_threads([client(i) for i in range(n)], timeout=120)
+            self.assertEqual(hung, [])
+            bad = [(i, c) for i, c in enumerate(codes) if c != 250]
+            self.assertEqual(bad, [])
+            self.assertEqual(srv.messages(), [])
+            self.assertEqual(srv.spool_files(), [])
+
+    def test_slow_hook_does_not_block_others(self):
+        hooks = {"rcpt": {"delay": 3.0, "result": "continue", "match": "slow"}}
+        plugins = [("10-async", async_plugin(hooks)),
+                   ("20-store", store_plugin())]
+        with Server(plugins=plugins, config=CONFIG) as srv:
+            times = {}
+            errors = []
+
+            def send(name, sender):
+                try:
+                    t0 = time.monotonic()
+                    with smtplib.SMTP("127.0.0.1", srv.port, timeout=30) as s:
+                        s.sendmail(sender, ["b@example.com"],
+                                   b"Subject: %s\r\n\r\nx\r\n" % name.encode())
+                        s.quit()
+                    times[name] = (t0, time.monotonic())
+                except Exception as e:
+                    errors.append((name, repr(e)))
+
+            slow = threading.Thread(target=send, args=("slow", "slow@example.org"),
+                                    daemon=True)
+            slow.start()
+            # wait until the slow session is parked in its rcpt hook
+            self.assertIsNotNone(
+                srv.wait_log(r"test_async pending hook=rcpt", timeout=5))
+            fast = [threading.Thread(target=send,
+                                     args=("fast%d" % i, "fast@example.org"),
+                                     daemon=True) for i in range(5)]
+            for t in fast:
+                t.start()
+            for t in fast:
+                t.join(20)
+            slow.join(20)
+            self.assertEqual(errors, [])
+            self.assertEqual(len(times), 6, times)
+            slow_end = times["slow"][1]
+            for i in range(5):
+                start, end = times["fast%d" % i]
+                self.assertLess(end - start, 1.5,
+                                "a fast session took %.2f s" % (end - start))
+                self.assertLess(end, slow_end, "fast finished after slow")
+            self.assertGreaterEqual(slow_end - times["slow"][0], 2.9)
+            self.assertEqual(len(srv.wait_messages(6)), 6)
+
+    def test_many_pending_hooks_run_in_parallel(self):
+        """20 sessions each waiting 1 s in a hook finish in about 1 s."""
+        n = 20
+        hooks = {"mail": {"delay": 1.0, "result": "continue"}}
+        plugins = [("10-async", async_plugin(hooks)),
+                   ("20-store", store_plugin())]
+        with Server(plugins=plugins, config=CONFIG) as srv:
+            results = [None] * n
+
+            def client(i):
+                def run():
+                    try:
+                        with smtplib.SMTP("127.0.0.1", srv.port, timeout=30) as s:
+                            s.sendmail("a@example.org", ["b@example.com"],
+                                       b"Subject: p\r\n\r\nx\r\n")
+                            s.quit()
+                        results[i] = "ok"
+                    except Exception as e:
+                        results[i] = repr(e)
+                return run
+
+            start = time.monotonic()
+            hung = run_threads([client(i) for i in range(n)], timeout=60)
+            elapsed = time.monotonic() - start
+            self.assertEqual(hung, [])
+            self.assertEqual(results, ["ok"] * n)
+            self.assertLess(elapsed, 5.0, "hooks were serialised")
+            self.assertEqual(len(srv.wait_messages(n)), n)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,612 @@
+/*
+ * mock_core.c - the fake postern core behind the module unit tests.
+ *
+ * Plain global state, set by the tests through mock_core.h; every
+ * postern_* function a bundled module calls reads or records it. Strings
+ * are copied in fixed buffers or strdup'ed and freed by mock_reset(), so
+ * valgrind shows only the module's own leaks.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mock_core.h"
+
+#define MOCK_MAX_ITEMS 64
+
+struct postern_ctx {
+    int unused;
+};
+
+struct postern_module_init {
+    const json_t *config;
+    int check_only;
+};
+
+struct postern_message_reader {
+    unsigned char *data;
+    size_t len, pos;
+    mock_reader_mode mode;
+    size_t fail_at;
+};
+
+static struct postern_ctx mock_the_ctx;
+static struct postern_module_init mock_the_init;
+
+static struct {
+    char *session_id, *client_ip, *helo, *auth_user, *transaction_id;
+    char *mail_from, *rcpt_current;
+    int client_port, esmtp, tls, orphaned;
+    char *param_keys[MOCK_MAX_ITEMS], *param_values[MOCK_MAX_ITEMS];
+    size_t n_params;
+    char *rcpts[MOCK_MAX_ITEMS];
+    size_t n_rcpts;
+    unsigned char *message;
+    size_t message_len;
+    double now;
+
+    mock_pool_mode pool_mode;
+    postern_work_fn deferred_work;
+    postern_done_fn deferred_done;
+    void *deferred_arg;
+    int submits;
+
+    mock_reader_mode reader_mode;
+    size_t reader_fail_at, read_chunk, readers_open;
+
+    struct mock_reply reply;
+    int resumes;
+    postern_result last_resume;
+    char *logs[256];
+    postern_log_level log_levels[256];
+    size_t n_logs;
+    int init_errors;
+    char init_error_path[128];
+    char init_error_text[1024];
+} mock;
+
+static char *
+mock_strdup(const char *s)
+{
+    char *copy = s ? strdup(s) : NULL;
+
+    if (s != NULL && copy == NULL)
+        abort();
+    return copy;
+}
+
+static void
+mock_replace(char **slot, const char *s)
+{
+    free(*slot);
+    *slot = mock_strdup(s);
+}
+
+void
+mock_cleanup(void)
+{
+    free(mock.session_id);
+    free(mock.client_ip);
+    free(mock.helo);
+    free(mock.auth_user);
+    free(mock.transaction_id);
+    free(mock.mail_from);
+    free(mock.rcpt_current);
+    for (size_t i = 0; i < mock.n_params; i++) {
+        free(mock.param_keys[i]);
+        free(mock.param_values[i]);
+    }
+    for (size_t i = 0; i < mock.n_rcpts; i++)
+        free(mock.rcpts[i]);
+    free(mock.message);
+    for (size_t i = 0; i < mock.n_logs; i++)
+        free(mock.logs[i]);
+    memset(&mock, 0, sizeof mock);
+}
+
+void
+mock_reset(void)
+{
+    mock_cleanup();
+    mock.session_id = mock_strdup("0123456789abcdef");
+    mock.client_ip = mock_strdup("192.0.2.1");
+    mock.client_port = 40000;
+    mock.transaction_id = mock_strdup("fedcba9876543210");
+    mock.mail_from = mock_strdup("");
+    mock.now = 1700000000.0;
+    mock.read_chunk = 5000;
+}
+
+postern_ctx *
+mock_ctx(void)
+{
+    return &mock_the_ctx;
+}
+
+postern_module_init *
+mock_init(const json_t *config, int check_only)
+{
+    mock_the_init.config = config;
+    mock_the_init.check_only = check_only;
+    return &mock_the_init;
+}
+
+/* --- setters ------------------------------------------------------------ */
+
+void
+mock_set_session_id(const char *id)
+{
+    mock_replace(&mock.session_id, id);
+}
+
+void
+mock_set_client(const char *ip, int port)
+{
+    mock_replace(&mock.client_ip, ip);
+    mock.client_port = port;
+}
+
+void
+mock_set_helo(const char *name, int esmtp)
+{
+    mock_replace(&mock.helo, name);
+    mock.esmtp = esmtp;
+}
+
+void
+mock_set_tls(int active)
+{
+    mock.tls = active;
+}
+
+void
+mock_set_auth_user(const char *user)
+{
+    mock_replace(&mock.auth_user, user);
+}
+
+void
+mock_set_transaction_id(const char *id)
+{
+    mock_replace(&mock.transaction_id, id);
+}
+
+void
+mock_set_mail_from(const char *from)
+{
+    mock_replace(&mock.mail_from, from);
+}
+
+void
+mock_add_mail_param(const char *key, const char *value)
+{
+    if (mock.n_params == MOCK_MAX_ITEMS)
+        abort();
+    mock.param_keys[mock.n_params] = mock_strdup(key);
+    mock.param_values[mock.n_params] = mock_strdup(value);
+    mock.n_params++;
+}
+
+void
+mock_add_rcpt(const char *addr)
+{
+    if (mock.n_rcpts == MOCK_MAX_ITEMS)
+        abort();
+    mock.rcpts[mock.n_rcpts++] = mock_strdup(addr);
+}
+
+void
+mock_set_rcpt_current(const char *addr)
+{
+    mock_replace(&mock.rcpt_current, addr);
+}
+
+void
+mock_set_message(const void *data, size_t len)
+{
+    free(mock.message);
+    mock.message = malloc(len ? len : 1);
+    if (mock.message == NULL)
+        abort();
+    memcpy(mock.message, data, len);
+    mock.message_len = len;
+}
+
+void
+mock_set_orphaned(int orphaned)
+{
+    mock.orphaned = orphaned;
+}
+
+void
+mock_set_now(double now)
+{
+    mock.now = now;
+}
+
+void
+mock_set_pool_mode(mock_pool_mode mode)
+{
+    mock.pool_mode = mode;
+}
+
+int
+mock_pool_run(void)
+{
+    if (mock.deferred_work == NULL)
+        return 0;
+    postern_work_fn work = mock.deferred_work;
+    postern_done_fn done = mock.deferred_done;
+    void *arg = mock.deferred_arg;
+    mock.deferred_work = NULL;
+    mock.deferred_done = NULL;
+    work(arg);
+    done(arg);
+    return 1;
+}
+
+void
+mock_set_reader(mock_reader_mode mode, size_t fail_at)
+{
+    mock.reader_mode = mode;
+    mock.reader_fail_at = fail_at;
+}
+
+void
+mock_set_read_chunk(size_t chunk)
+{
+    mock.read_chunk = chunk ? chunk : 1;
+}
+
+/* --- records ------------------------------------------------------------ */
+
+const struct mock_reply *
+mock_last_reply(void)
+{
+    return &mock.reply;
+}
+
+int
+mock_resume_count(void)
+{
+    return mock.resumes;
+}
+
+postern_result
+mock_last_resume(void)
+{
+    return mock.last_resume;
+}
+
+size_t
+mock_log_count(void)
+{
+    return mock.n_logs;
+}
+
+const char *
+mock_log_text(size_t i)
+{
+    return i < mock.n_logs ? mock.logs[i] : NULL;
+}
+
+postern_log_level
+mock_log_level(size_t i)
+{
+    return i < mock.n_logs ? mock.log_levels[i] : POSTERN_LOG_DEBUG;
+}
+
+int
+mock_log_find(postern_log_level level, const char *needle)
+{
+    for (size_t i = 0; i < mock.n_logs; i++)
+        if (mock.log_levels[i] == level && strstr(mock.logs[i], needle))
+            return (int)i;
+    return -1;
+}
+
+int
+mock_init_error_count(void)
+{
+    return mock.init_errors;
+}
+
+const char *
+mock_init_error_path(void)
+{
+    return mock.init_error_path;
+}
+
+const char *
+mock_init_error_text(void)
+{
+    return mock.init_error_text;
+}
+
+size_t
+mock_readers_open(void)
+{
+    return mock.readers_open;
+}
+
+int
+mock_pool_submit_count(void)
+{
+    return mock.submits;
+}
+
+/* --- the postern API ------------------------------------------------------ */
+
+void
+postern_reply(postern_ctx *ctx, int code, const char *enhanced, const char *fmt,
+              ...)
+{
+    va_list ap;
+
+    (void)ctx;
+    mock.reply.count++;
+    mock.reply.code = code;
+    snprintf(mock.reply.enhanced, sizeof mock.reply.enhanced, "%s",
+             enhanced ? enhanced : "");
+    va_start(ap, fmt);
+    vsnprintf(mock.reply.text, sizeof mock.reply.text, fmt, ap);
+    va_end(ap);
+}
+
+void
+postern_resume(postern_ctx *ctx, postern_result result)
+{
+    (void)ctx;
+    mock.resumes++;
+    mock.last_resume = result;
+}
+
+int
+postern_ctx_orphaned(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.orphaned;
+}
+
+postern_hook
+postern_ctx_hook(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return POSTERN_HOOK_STORE;
+}
+
+void
+postern_log(const postern_ctx *ctx, postern_log_level level, const char *fmt,
+            ...)
+{
+    va_list ap;
+    char *line = NULL;
+
+    (void)ctx;
+    va_start(ap, fmt);
+    if (vasprintf(&line, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    if (mock.n_logs == sizeof mock.logs / sizeof mock.logs[0]) {
+        free(line); /* the first 256 lines are enough for any test */
+        return;
+    }
+    mock.log_levels[mock.n_logs] = level;
+    mock.logs[mock.n_logs++] = line;
+}
+
+const json_t *
+postern_init_config(const postern_module_init *init)
+{
+    return init->config;
+}
+
+const char *
+postern_init_instance(const postern_module_init *init)
+{
+    (void)init;
+    return "test";
+}
+
+int
+postern_init_check_only(const postern_module_init *init)
+{
+    return init->check_only;
+}
+
+void
+postern_init_error(postern_module_init *init, const char *json_path,
+                   const char *fmt, ...)
+{
+    va_list ap;
+
+    (void)init;
+    mock.init_errors++;
+    snprintf(mock.init_error_path, sizeof mock.init_error_path, "%s",
+             json_path ? json_path : "");
+    va_start(ap, fmt);
+    vsnprintf(mock.init_error_text, sizeof mock.init_error_text, fmt, ap);
+    va_end(ap);
+}
+
+double
+postern_now(void)
+{
+    return mock.now;
+}
+
+int
+postern_pool_submit(postern_work_fn work, postern_done_fn done, void *arg)
+{
+    switch (mock.pool_mode) {
+    case MOCK_POOL_REFUSE:
+        return -1;
+    case MOCK_POOL_DEFER:
+        if (mock.deferred_work != NULL)
+            return -1; /* one job at a time is all the tests need */
+        mock.deferred_work = work;
+        mock.deferred_done = done;
+        mock.deferred_arg = arg;
+        mock.submits++;
+        return 0;
+    case MOCK_POOL_RUN:
+    default:
+        mock.submits++;
+        work(arg);
+        done(arg);
+        return 0;
+    }
+}
+
+const char *
+postern_session_id(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.session_id;
+}
+
+const char *
+postern_client_ip(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.client_ip;
+}
+
+int
+postern_client_port(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.client_port;
+}
+
+const char *
+postern_helo_name(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.helo;
+}
+
+int
+postern_is_esmtp(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.esmtp;
+}
+
+int
+postern_tls_active(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.tls;
+}
+
+const char *
+postern_auth_user(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.auth_user;
+}
+
+const char *
+postern_transaction_id(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.transaction_id;
+}
+
+const char *
+postern_mail_from(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.mail_from;
+}
+
+const char *
+postern_mail_param(const postern_ctx *ctx, const char *key)
+{
+    (void)ctx;
+    for (size_t i = 0; i < mock.n_params; i++)
+        if (strcasecmp(mock.param_keys[i], key) == 0)
+            return mock.param_values[i] ? mock.param_values[i] : "";
+    return NULL;
+}
+
+size_t
+postern_rcpt_count(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.n_rcpts;
+}
+
+const char *
+postern_rcpt_address(const postern_ctx *ctx, size_t index)
+{
+    (void)ctx;
+    return index < mock.n_rcpts ? mock.rcpts[index] : NULL;
+}
+
+const char *
+postern_rcpt_current(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.rcpt_current;
+}
+
+uint64_t
+postern_message_size(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.message_len;
+}
+
+postern_message_reader *
+postern_message_open(const postern_ctx *ctx)
+{
+    (void)ctx;
+    if (mock.reader_mode == MOCK_READER_OPEN_FAILS)
+        return NULL;
+    postern_message_reader *r = calloc(1, sizeof *r);
+    if (r == NULL || (r->data = malloc(mock.message_len + 1)) == NULL)
+        abort();
+    /* A copy: the reader outlives the context, as the real one does. */
+    if (mock.message_len > 0)
+        memcpy(r->data, mock.message, mock.message_len);
+    r->len = mock.message_len;
+    r->mode = mock.reader_mode;
+    r->fail_at = mock.reader_fail_at;
+    mock.readers_open++;
+    return r;
+}
+
+ssize_t
+postern_message_read(postern_message_reader *r, void *buf, size_t len)
+{
+    size_t n = r->len - r->pos;
+
+    if (r->mode == MOCK_READER_READ_FAILS && r->pos >= r->fail_at) {
+        errno = EIO;
+        return -1;
+    }
+    if (r->mode == MOCK_READER_READ_FAILS && n > r->fail_at - r->pos)
+        n = r->fail_at - r->pos;
+    if (n > len)
+        n = len;
+    if (n > mock.read_chunk)
+        n = mock.read_chunk;
+    memcpy(buf, r->data + r->pos, n);
+    r->pos += n;
+    return (ssize_t)n;
+}
+
+void
+postern_message_close(postern_message_reader *r)
+{
+    if (r == NULL)
+        return;
+    mock.readers_open--;
+    free(r->data);
+    free(r);
+}

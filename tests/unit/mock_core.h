@@ -1,0 +1,91 @@
+/*
+ * mock_core.h - a fake postern core for the bundled modules' unit tests.
+ *
+ * mock_core.c implements the postern_* functions the modules call, over
+ * one fake session/transaction whose state the tests set here, and it
+ * records what the module did: replies, resumes, log lines, config errors.
+ * The thread pool runs work() then done() synchronously inside
+ * postern_pool_submit() (or refuses, or defers until mock_pool_run()).
+ */
+#ifndef POSTERN_MOCK_CORE_H
+#define POSTERN_MOCK_CORE_H
+
+#include <stddef.h>
+
+#include <postern/postern.h>
+
+/* The module under test (linked into the test executable). */
+extern const postern_module postern_module_descriptor;
+
+/* Forget everything: state back to defaults, records freed. */
+void mock_reset(void);
+/* Free everything the mock holds and leave no defaults (end of a test). */
+void mock_cleanup(void);
+
+/* The one hook context, and a module init over config (borrowed; keep it
+ * alive while create() runs). */
+postern_ctx *mock_ctx(void);
+postern_module_init *mock_init(const json_t *config, int check_only);
+
+/* --- fake state ---------------------------------------------------------- */
+
+void mock_set_session_id(const char *id);
+void mock_set_client(const char *ip, int port);
+void mock_set_helo(const char *name, int esmtp);
+void mock_set_tls(int active);
+void mock_set_auth_user(const char *user); /* NULL: not authenticated */
+void mock_set_transaction_id(const char *id);
+void mock_set_mail_from(const char *from);
+void mock_add_mail_param(const char *key, const char *value);
+void mock_add_rcpt(const char *addr);
+void mock_set_rcpt_current(const char *addr);
+void mock_set_message(const void *data, size_t len);
+void mock_set_orphaned(int orphaned);
+void mock_set_now(double now);
+
+typedef enum mock_pool_mode {
+    MOCK_POOL_RUN,    /* work() then done() inside postern_pool_submit() */
+    MOCK_POOL_REFUSE, /* postern_pool_submit() returns -1 */
+    MOCK_POOL_DEFER   /* keep the job until mock_pool_run() */
+} mock_pool_mode;
+void mock_set_pool_mode(mock_pool_mode mode);
+/* Run the deferred job, if any: 1 if one ran, 0 otherwise. */
+int mock_pool_run(void);
+
+typedef enum mock_reader_mode {
+    MOCK_READER_OK,
+    MOCK_READER_OPEN_FAILS, /* postern_message_open() returns NULL */
+    MOCK_READER_READ_FAILS  /* read fails (EIO) once fail_at bytes are out */
+} mock_reader_mode;
+void mock_set_reader(mock_reader_mode mode, size_t fail_at);
+/* Largest chunk one postern_message_read() returns (default 5000). */
+void mock_set_read_chunk(size_t chunk);
+
+/* --- records ---------------------------------------------------------------
+ */
+
+struct mock_reply {
+    int count; /* postern_reply() calls since reset */
+    int code;
+    char enhanced[16]; /* "" when NULL was given */
+    char text[512];
+};
+const struct mock_reply *mock_last_reply(void);
+
+int mock_resume_count(void);
+postern_result mock_last_resume(void);
+
+size_t mock_log_count(void);
+const char *mock_log_text(size_t i);
+postern_log_level mock_log_level(size_t i);
+/* Index of the first log line at level containing needle, or -1. */
+int mock_log_find(postern_log_level level, const char *needle);
+
+int mock_init_error_count(void);
+const char *mock_init_error_path(void); /* of the last error */
+const char *mock_init_error_text(void);
+
+size_t mock_readers_open(void);   /* opened and not closed yet */
+int mock_pool_submit_count(void); /* accepted submissions */
+
+#endif
