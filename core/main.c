@@ -16,6 +16,7 @@
 #include "module.h"
 #include "postern_build.h"
 #include "server.h"
+#include "services.h"
 #include "tls.h"
 
 static void
@@ -126,6 +127,16 @@ main(int argc, char **argv)
         return 1;
     }
     log_set_level(cfg->log_level);
+
+    /* The loop exists before modules are created: create() may start
+     * timers or read the clock. */
+    struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+    if (!loop) {
+        fprintf(stderr, "postern: cannot start the event loop\n");
+        config_free(cfg);
+        return 1;
+    }
+    services_init(loop);
 
     struct module_set *modules = NULL;
     if (module_set_load(cfg, check_only, &modules, err, sizeof(err)) < 0) {

@@ -102,16 +102,11 @@ drop_privileges(const char *user)
 int
 server_run(const struct config *cfg, struct module_set *modules)
 {
-    struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+    struct ev_loop *loop = services_loop();
     char err[1024];
     int rc = 1;
 
-    if (!loop) {
-        fprintf(stderr, "postern: cannot start the event loop\n");
-        return 1;
-    }
     signal(SIGPIPE, SIG_IGN);
-    services_init(loop);
     if (spool_prepare_dir(cfg->spool_dir) < 0) {
         fprintf(stderr, "postern: %s: $.spool_dir: cannot create %s: %s\n",
                 cfg->source, cfg->spool_dir, strerror(errno));

@@ -3,6 +3,7 @@
  * types stay private: modules see opaque postern_timer / postern_io.
  */
 #include <stdlib.h>
+#include <sys/time.h>
 
 #include "postern/services.h"
 
@@ -25,6 +26,12 @@ services_loop(void)
 double
 postern_now(void)
 {
+    if (!loop_for_modules) {
+        /* Before the loop exists (module create() at start-up). */
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        return tv.tv_sec + tv.tv_usec / 1e6;
+    }
     return ev_now(loop_for_modules);
 }
 

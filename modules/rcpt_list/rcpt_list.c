@@ -500,7 +500,7 @@ rl_maybe_reload(struct rcpt_list *rl)
     if (stat(rl->file, &st) != 0) {
         if (!rl->stat_failed)
             postern_log(NULL, POSTERN_LOG_WARNING,
-                        "rcpt_list: cannot stat %s: %s; keeping the current "
+                        "cannot stat %s: %s; keeping the current "
                         "list (%zu entries)",
                         rl->file, strerror(errno), rl->list->entries);
         rl->stat_failed = true;
@@ -519,7 +519,7 @@ rl_maybe_reload(struct rcpt_list *rl)
         char text[512];
         rl_error_text(rl, &err, text, sizeof text);
         postern_log(NULL, POSTERN_LOG_WARNING,
-                    "rcpt_list: reload failed: %s; keeping the current list "
+                    "reload failed: %s; keeping the current list "
                     "(%zu entries)",
                     text, rl->list->entries);
         /* Warn once per broken version, not once per second. */
@@ -530,8 +530,8 @@ rl_maybe_reload(struct rcpt_list *rl)
     rl->list = list;
     rl->loaded = ident;
     rl->failed = (struct rl_ident){0};
-    postern_log(NULL, POSTERN_LOG_INFO, "rcpt_list: reloaded %s: %zu entries",
-                rl->file, list->entries);
+    postern_log(NULL, POSTERN_LOG_INFO, "reloaded %s: %zu entries", rl->file,
+                list->entries);
 }
 
 static void
@@ -677,7 +677,8 @@ rl_create(postern_module_init *init, void **instance)
         rl_destroy(rl);
         return -1;
     }
-    rl->last_check = postern_now();
+    /* last_check stays 0: the first recipient stat()s the file (no
+     * postern_now() here: under --check-config there is no loop). */
     *instance = rl;
     return 0;
 }

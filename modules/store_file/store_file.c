@@ -446,17 +446,16 @@ sf_done(void *arg)
 
     if (job->error.err == 0) {
         postern_log(ctx, POSTERN_LOG_INFO,
-                    "store_file: stored id=%s file=%s maildirs=%zu%s", job->id,
-                    job->name, job->n_targets,
+                    "stored id=%s file=%s maildirs=%zu%s", job->id, job->name,
+                    job->n_targets,
                     postern_ctx_orphaned(ctx) ? " (client went away)" : "");
         if (!postern_ctx_orphaned(ctx))
             postern_reply(ctx, 250, "2.0.0", "Ok: queued as %s", job->id);
         postern_resume(ctx, POSTERN_ACCEPT);
     } else {
         postern_log(ctx, POSTERN_LOG_ERROR,
-                    "store_file: delivery failed id=%s op=%s path=%s: %s",
-                    job->id, job->error.op,
-                    job->error.path ? job->error.path : "?",
+                    "delivery failed id=%s op=%s path=%s: %s", job->id,
+                    job->error.op, job->error.path ? job->error.path : "?",
                     strerror(job->error.err));
         sf_reply_failure(ctx);
         postern_resume(ctx, POSTERN_TEMPFAIL);
@@ -731,30 +730,27 @@ sf_store(postern_ctx *ctx, void *instance)
 
     if (postern_transaction_id(ctx) == NULL) {
         postern_log(ctx, POSTERN_LOG_ERROR,
-                    "store_file: store hook called outside a transaction");
+                    "store hook called outside a transaction");
         goto fail;
     }
     if (sf->per_recipient && postern_rcpt_count(ctx) == 0) {
-        postern_log(ctx, POSTERN_LOG_ERROR,
-                    "store_file: no recipients to deliver to");
+        postern_log(ctx, POSTERN_LOG_ERROR, "no recipients to deliver to");
         goto fail;
     }
     if ((job = sf_job_new(sf, ctx)) == NULL) {
         postern_log(ctx, POSTERN_LOG_ERROR,
-                    "store_file: cannot prepare the delivery: out of memory");
+                    "cannot prepare the delivery: out of memory");
         goto fail;
     }
     errno = 0;
     if ((job->reader = postern_message_open(ctx)) == NULL) {
-        postern_log(ctx, POSTERN_LOG_ERROR,
-                    "store_file: cannot open the message id=%s: %s", job->id,
-                    errno ? strerror(errno) : "unknown error");
+        postern_log(ctx, POSTERN_LOG_ERROR, "cannot open the message id=%s: %s",
+                    job->id, errno ? strerror(errno) : "unknown error");
         goto fail;
     }
     if (postern_pool_submit(sf_work, sf_done, job) != 0) {
         postern_log(ctx, POSTERN_LOG_ERROR,
-                    "store_file: the thread pool refused the delivery id=%s",
-                    job->id);
+                    "the thread pool refused the delivery id=%s", job->id);
         goto fail;
     }
     /* job now belongs to sf_done(); it may even be freed already. */
@@ -890,7 +886,7 @@ sf_create_instance(postern_module_init *init, void **instance)
     }
     if (!sf->fsync)
         postern_log(NULL, POSTERN_LOG_WARNING,
-                    "store_file: fsync disabled: a 250 reply no longer means "
+                    "fsync disabled: a 250 reply no longer means "
                     "the message is on disk; for tests only");
     *instance = sf;
     return 0;
