@@ -64,6 +64,8 @@ conn_close(struct conn *c)
     ev_io_stop(c->loop, &c->ww);
     ev_timer_stop(c->loop, &c->idle);
     if (c->tls) {
+        if (c->tls_active && !c->failed)
+            gnutls_bye(c->tls, GNUTLS_SHUT_WR); /* best effort, no wait */
         gnutls_deinit(c->tls);
         c->tls = NULL;
     }
@@ -132,6 +134,10 @@ conn_recv(struct conn *c, char *buf, size_t len)
         }
         if (n == GNUTLS_E_PREMATURE_TERMINATION)
             return 0; /* peer closed without close_notify: treat as EOF */
+        if (!gnutls_error_is_fatal((int)n)) {
+            errno = EAGAIN; /* e.g. a warning alert: wait for more */
+            return -1;
+        }
         errno = EIO;
         return -1;
     }
@@ -171,8 +177,11 @@ conn_on_readable(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     if (n == 0) {
+        /* The peer may only have shut its sending side: replies to what
+         * it already sent can still go out. */
         c->eof = true;
-        conn_fail(c);
+        conn_update_read_watcher(c);
+        c->cb->on_error(c, c->owner);
         return;
     }
     c->in_end += (size_t)n;

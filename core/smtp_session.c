@@ -283,7 +283,9 @@ static void
 session_unbusy(struct session *s)
 {
     s->busy = false;
-    if (s->state == SESSION_CLOSED)
+    /* Inside session_process already (the hook finished synchronously):
+     * its loop goes on; recursing would grow the stack per command. */
+    if (s->state == SESSION_CLOSED || s->processing)
         return;
     session_process(s);
 }
@@ -980,10 +982,10 @@ bdat_chunk_done(struct session *s)
     if (tx->bdat_discard) {
         /* The chunk was read only to stay in sync with the client. */
         if (tx->bdat_error)
-            smtp_reply_hook(&s->conn, tx->bdat_error, tx->bdat_error->code,
-                            tx->bdat_error->enhanced, tx->bdat_error->text);
-        if (tx->bdat_error && tx->bdat_error->code == 0)
-            smtp_reply(&s->conn, 503, "5.5.1", "Error: no transaction");
+            smtp_reply(&s->conn, tx->bdat_error->code, tx->bdat_error->enhanced,
+                       "%s", tx->bdat_error->text);
+        else
+            smtp_reply(&s->conn, 451, "4.3.0", "Error: out of memory");
         transaction_end(s);
         return;
     }
@@ -1014,7 +1016,7 @@ bdat_step(struct session *s)
     size_t take = len < tx->bdat_remaining ? len : (size_t)tx->bdat_remaining;
     if (!tx->bdat_discard && take > 0) {
         /* Past the size limit the bytes are only counted. */
-        if (spool_size(tx->spool) + take <= s->cfg->limits.message_size + 1)
+        if (spool_size(tx->spool) + take <= s->cfg->limits.message_size)
             spool_write(tx->spool, c->in + c->in_start, take);
         else
             tx->bdat_discard = tx->bdat_failed = true;
@@ -1254,6 +1256,7 @@ session_process(struct session *s)
 {
     struct conn *c = &s->conn;
 
+    s->processing = true;
     while (!s->busy && !s->quitting && s->state != SESSION_CLOSED) {
         if (conn_pending_output(c) > SESSION_OUTPUT_HIGH_WATER)
             break; /* the client is not reading: resumed by on_drained */
@@ -1289,6 +1292,7 @@ session_process(struct session *s)
         }
         session_line(s, line, len);
     }
+    s->processing = false;
     if (s->state == SESSION_CLOSED)
         return;
     conn_set_reading(c, true); /* room was made in the buffer */
@@ -1344,8 +1348,10 @@ static void
 on_timeout(struct conn *c, void *owner)
 {
     struct session *s = owner;
-    smtp_reply(c, 421, "4.4.2", "%s Error: timeout exceeded", hostname(s));
-    conn_flush(c);
+    if (!c->tls_handshaking) {
+        smtp_reply(c, 421, "4.4.2", "%s Error: timeout exceeded", hostname(s));
+        conn_flush(c);
+    }
     session_close(s, "timeout");
 }
 

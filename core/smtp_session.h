@@ -73,9 +73,10 @@ struct session {
     const struct config *cfg;
 
     session_state state;
-    bool busy;      /* a hook or TLS handshake is under way */
-    bool peer_gone; /* EOF seen; close once buffered input is done */
-    bool quitting;  /* 221 sent; close when flushed */
+    bool busy;       /* a hook or TLS handshake is under way */
+    bool processing; /* inside the input loop (no re-entry) */
+    bool peer_gone;  /* EOF seen; close once buffered input is done */
+    bool quitting;   /* 221 sent; close when flushed */
     bool esmtp;
     bool counted_ip; /* holds a per-IP connection slot */
     char *helo;
