@@ -194,7 +194,7 @@ done
 
 # --- report -------------------------------------------------------------------
 
-printf '\npostern %s vs smtp-sink: %d messages, %d parallel sessions, %d-byte payload, %s, store_file fsync=%s\n\n' \
+printf '\n%s vs smtp-sink: %d messages, %d parallel sessions, %d-byte payload, %s, store_file fsync=%s\n\n' \
     "$("$postern_bin" --version 2>/dev/null | head -1)" "$messages" "$sessions" \
     "$size" "$(nproc) CPUs" "$fsync"
 printf '%-11s %-9s %12s %12s %8s %14s\n' store msgs/conn "sink msg/s" \

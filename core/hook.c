@@ -40,7 +40,41 @@ struct postern_ctx {
     bool resumed_early; /* resume called before the handler returned */
     postern_result early_result;
     struct hook_reply reply;
+    struct postern_ctx *orphan_prev, *orphan_next; /* while orphaned */
 };
+
+/* Orphaned contexts still held by modules; freed at resume or at exit. */
+static struct postern_ctx *orphans;
+
+static void
+orphan_add(struct postern_ctx *ctx)
+{
+    ctx->session = NULL;
+    ctx->orphan_prev = NULL;
+    ctx->orphan_next = orphans;
+    if (orphans)
+        orphans->orphan_prev = ctx;
+    orphans = ctx;
+}
+
+static void
+orphan_free(struct postern_ctx *ctx)
+{
+    if (ctx->orphan_prev)
+        ctx->orphan_prev->orphan_next = ctx->orphan_next;
+    else
+        orphans = ctx->orphan_next;
+    if (ctx->orphan_next)
+        ctx->orphan_next->orphan_prev = ctx->orphan_prev;
+    free(ctx);
+}
+
+void
+hook_orphans_free(void)
+{
+    while (orphans)
+        orphan_free(orphans);
+}
 
 const char *
 postern_hook_name(postern_hook hook)
@@ -105,7 +139,7 @@ hook_ctx_release(struct postern_ctx *ctx)
     if (!ctx)
         return;
     if (ctx->pending) {
-        ctx->session = NULL; /* freed by postern_resume() */
+        orphan_add(ctx); /* freed by postern_resume() */
         return;
     }
     free(ctx);
@@ -180,25 +214,29 @@ hook_run(struct postern_ctx *ctx, postern_hook hook, hook_done_fn done)
     hook_advance(ctx);
 }
 
-void
+struct postern_ctx *
 hook_notify(struct postern_ctx *ctx, postern_hook hook)
 {
     const struct hook_chain *chain = &chains[hook];
 
-    if (ctx->pending)
-        return; /* cannot happen: notifications run between stages */
-    ctx->hook = hook;
-    for (ctx->index = 0; ctx->index < chain->n; ctx->index++) {
-        const struct hook_handler *h = &chain->handlers[ctx->index];
+    for (size_t i = 0; ctx && i < chain->n; i++) {
+        const struct hook_handler *h = &chain->handlers[i];
+        ctx->hook = hook;
+        ctx->index = i;
         ctx->in_handler = true;
         ctx->resumed_early = false;
-        if (h->fn(ctx, h->instance->state) == POSTERN_PENDING &&
-            !ctx->resumed_early)
-            log_event(LOG_LEVEL_WARNING, session_id(ctx->session), "hook",
-                      "hook=%s module=%s returned pending; ignored",
-                      hook_names[hook], h->instance->instance);
+        postern_result r = h->fn(ctx, h->instance->state);
         ctx->in_handler = false;
+        if (r != POSTERN_PENDING || ctx->resumed_early)
+            continue;
+        /* The module keeps this context until it resumes; it is detached
+         * (orphaned) and the session goes on with a fresh one. */
+        struct session *s = ctx->session;
+        ctx->pending = true;
+        orphan_add(ctx);
+        ctx = hook_ctx_new(s);
     }
+    return ctx;
 }
 
 void
@@ -218,11 +256,18 @@ postern_resume(postern_ctx *ctx, postern_result result)
     }
     ctx->pending = false;
     if (!ctx->session) {
-        free(ctx); /* orphaned: the client went away meanwhile */
+        orphan_free(ctx); /* the client went away meanwhile */
         return;
     }
-    if (result == POSTERN_PENDING)
+    if (!ctx->done)
+        return; /* not from hook_run: nothing waits for it */
+    if ((unsigned)result >= POSTERN_PENDING) {
+        log_event(LOG_LEVEL_ERROR, session_id(ctx->session), "hook",
+                  "hook=%s bad_resume_result=%d; treated as tempfail",
+                  hook_names[ctx->hook], (int)result);
         result = POSTERN_TEMPFAIL;
+        memset(&ctx->reply, 0, sizeof(ctx->reply));
+    }
     if (result == POSTERN_CONTINUE) {
         ctx->index++;
         hook_advance(ctx);

@@ -21,7 +21,7 @@ struct session;
 struct hook_reply {
     int code;          /* 0: the stage default */
     char enhanced[16]; /* "" : the stage default */
-    char text[416];    /* "" : the stage default */
+    char text[401];    /* "" : the stage default (400 bytes at most) */
 };
 
 typedef void (*hook_done_fn)(struct session *s, postern_result result,
@@ -42,9 +42,17 @@ bool hook_ctx_pending(const struct postern_ctx *ctx);
  * before hook_run returns, when no handler goes PENDING). */
 void hook_run(struct postern_ctx *ctx, postern_hook hook, hook_done_fn done);
 
-/* Notification hooks (reset, disconnect): every handler runs, results are
- * ignored; a handler must not return PENDING (it is treated as CONTINUE). */
-void hook_notify(struct postern_ctx *ctx, postern_hook hook);
+/*
+ * Notification hooks (reset, disconnect): every handler runs, results are
+ * ignored. A handler that goes PENDING keeps its context (detached from
+ * the session, freed by its postern_resume()); the session continues with
+ * the context returned here, NULL if a new one could not be allocated.
+ */
+struct postern_ctx *hook_notify(struct postern_ctx *ctx, postern_hook hook);
+
+/* At exit, after the modules are destroyed: free the contexts modules
+ * never resumed. */
+void hook_orphans_free(void);
 
 /* The session behind a context; NULL when orphaned. */
 struct session *hook_ctx_session(const struct postern_ctx *ctx);

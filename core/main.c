@@ -12,6 +12,7 @@
 #include "postern/module.h"
 
 #include "config.h"
+#include "hook.h"
 #include "log.h"
 #include "module.h"
 #include "postern_build.h"
@@ -160,6 +161,7 @@ main(int argc, char **argv)
         rc = server_run(cfg, modules);
     }
     module_set_free(modules);
+    hook_orphans_free();
     config_free(cfg);
     return rc;
 }

@@ -133,8 +133,12 @@ sasl_plain_split(char *msg, size_t len, const char **authzid,
 bool
 smtp_auth_offered(const struct session *s)
 {
-    return hook_chain_length(POSTERN_HOOK_AUTH) > 0 &&
-           (s->conn.tls_active || s->listener->auth_plaintext);
+    if (hook_chain_length(POSTERN_HOOK_AUTH) == 0)
+        return false;
+    if (s->conn.tls_active)
+        return true;
+    /* Plaintext AUTH only where allowed, and never where TLS is required. */
+    return s->listener->auth_plaintext && !s->listener->tls_required;
 }
 
 /* End the exchange and go back to command mode. */
@@ -174,8 +178,9 @@ on_auth_done(struct session *s, postern_result r,
 {
     struct sasl_state *st = s->sasl;
 
+    if (r == POSTERN_ACCEPT && !(s->auth_user = strdup(st->authcid)))
+        r = POSTERN_TEMPFAIL; /* out of memory: say so, never half-auth */
     if (r == POSTERN_ACCEPT) {
-        s->auth_user = strdup(st->authcid);
         smtp_reply_hook(&s->conn, reply, 235, "2.7.0",
                         "Authentication successful");
         log_event(LOG_LEVEL_INFO, s->id, "auth", "mechanism=%s user=\"%s\"",
@@ -214,8 +219,7 @@ on_auth_done(struct session *s, postern_result r,
 static void
 auth_decide(struct session *s)
 {
-    s->busy = true;
-    hook_run(s->ctx, POSTERN_HOOK_AUTH, on_auth_done);
+    session_hook_run(s, POSTERN_HOOK_AUTH, on_auth_done);
 }
 
 static void
@@ -307,6 +311,11 @@ smtp_auth_command(struct session *s, const struct smtp_command *cmd)
     }
     if (hook_chain_length(POSTERN_HOOK_AUTH) == 0) {
         smtp_reply(&s->conn, 502, "5.5.1", "Error: authentication not enabled");
+        return;
+    }
+    if (!s->conn.tls_active && s->listener->tls_required) {
+        smtp_reply(&s->conn, 530, "5.7.0",
+                   "Must issue a STARTTLS command first");
         return;
     }
     if (!smtp_auth_offered(s)) {

@@ -142,6 +142,29 @@ session_quit(struct session *s)
     s->quitting = true;
 }
 
+/* Run a decision hook; done replies. Without a context (it could not be
+ * allocated) the session ends with a temporary error. */
+void
+session_hook_run(struct session *s, postern_hook hook, hook_done_fn done)
+{
+    s->busy = true;
+    if (!s->ctx) {
+        smtp_reply(&s->conn, 421, "4.3.0", "%s Error: out of memory",
+                   hostname(s));
+        s->quitting = true;
+        s->busy = false;
+        return;
+    }
+    hook_run(s->ctx, hook, done);
+}
+
+static void
+session_notify(struct session *s, postern_hook hook)
+{
+    if (s->ctx && !hook_ctx_pending(s->ctx) && hook_chain_length(hook) > 0)
+        s->ctx = hook_notify(s->ctx, hook);
+}
+
 /* --- transactions --- */
 
 static void
@@ -168,8 +191,7 @@ transaction_end(struct session *s)
 {
     if (!s->tx)
         return;
-    if (hook_chain_length(POSTERN_HOOK_RESET) > 0 && !hook_ctx_pending(s->ctx))
-        hook_notify(s->ctx, POSTERN_HOOK_RESET);
+    session_notify(s, POSTERN_HOOK_RESET);
     transaction_free(s->tx);
     s->tx = NULL;
     if (s->state == SESSION_MAIL || s->state == SESSION_RCPT ||
@@ -215,8 +237,7 @@ session_close(struct session *s, const char *why)
     }
     if (s->ctx) {
         transaction_end(s);
-        if (hook_chain_length(POSTERN_HOOK_DISCONNECT) > 0)
-            hook_notify(s->ctx, POSTERN_HOOK_DISCONNECT);
+        session_notify(s, POSTERN_HOOK_DISCONNECT);
     } else {
         transaction_free(s->tx);
         s->tx = NULL;
@@ -244,6 +265,7 @@ static void
 session_free(struct session *s)
 {
     hook_ctx_release(s->ctx);
+    free((char *)s->rcpt_current);
     notes_free(&s->notes);
     free(s->helo);
     free(s->auth_user);
@@ -347,8 +369,7 @@ session_greet(struct session *s)
 static void
 session_run_connect(struct session *s)
 {
-    s->busy = true;
-    hook_run(s->ctx, POSTERN_HOOK_CONNECT, on_connect_done);
+    session_hook_run(s, POSTERN_HOOK_CONNECT, on_connect_done);
 }
 
 /* greet_pause expired without the client talking. */
@@ -444,8 +465,7 @@ cmd_helo(struct session *s, const struct smtp_command *cmd)
     free(s->helo);
     s->helo = dup_range(cmd->arg, cmd->arg_len);
     s->esmtp = ehlo;
-    s->busy = true;
-    hook_run(s->ctx, POSTERN_HOOK_HELO, on_helo_done);
+    session_hook_run(s, POSTERN_HOOK_HELO, on_helo_done);
 }
 
 /* --- MAIL --- */
@@ -631,8 +651,7 @@ cmd_mail(struct session *s, const struct smtp_command *cmd)
     make_id(tx->id);
     tx->smtputf8 = smtputf8;
     s->tx = tx;
-    s->busy = true;
-    hook_run(s->ctx, POSTERN_HOOK_MAIL, on_mail_done);
+    session_hook_run(s, POSTERN_HOOK_MAIL, on_mail_done);
 }
 
 /* --- RCPT --- */
@@ -666,7 +685,7 @@ on_rcpt_done(struct session *s, postern_result r,
         if (postmaster || rcpt_relay_allowed(s, addr))
             r = POSTERN_ACCEPT;
         else {
-            smtp_reply(&s->conn, 554, "5.7.1", "<%s>: Relay access denied",
+            smtp_reply(&s->conn, 550, "5.7.1", "<%s>: Relay access denied",
                        addr);
             log_event(LOG_LEVEL_INFO, s->id, "relay_denied", "rcpt=<%s>", addr);
         }
@@ -750,8 +769,7 @@ cmd_rcpt(struct session *s, const struct smtp_command *cmd)
         smtp_reply(&s->conn, 451, "4.3.0", "Error: out of memory");
         return;
     }
-    s->busy = true;
-    hook_run(s->ctx, POSTERN_HOOK_RCPT, on_rcpt_done);
+    session_hook_run(s, POSTERN_HOOK_RCPT, on_rcpt_done);
 }
 
 /* --- the end of a message: message hook, then store hook --- */
@@ -813,7 +831,7 @@ on_message_done(struct session *s, postern_result r,
                 const struct hook_reply *reply)
 {
     if (r == POSTERN_CONTINUE || r == POSTERN_ACCEPT) {
-        hook_run(s->ctx, POSTERN_HOOK_STORE, on_store_done);
+        session_hook_run(s, POSTERN_HOOK_STORE, on_store_done);
         return;
     }
     if (r == POSTERN_REJECT) {
@@ -860,7 +878,7 @@ message_received(struct session *s, bool too_big, bool header_too_big,
     } else if (message_add_received(s) < 0) {
         smtp_reply(&s->conn, 451, "4.3.0", "Error: out of memory");
     } else {
-        hook_run(s->ctx, POSTERN_HOOK_MESSAGE, on_message_done);
+        session_hook_run(s, POSTERN_HOOK_MESSAGE, on_message_done);
         return;
     }
     message_finished(s);
@@ -946,8 +964,7 @@ cmd_data(struct session *s, const struct smtp_command *cmd)
         session_error(s);
         return;
     }
-    s->busy = true;
-    hook_run(s->ctx, POSTERN_HOOK_DATA, on_data_done);
+    session_hook_run(s, POSTERN_HOOK_DATA, on_data_done);
 }
 
 /* Feed DATA bytes; true when the end was found (the loop goes on). */
@@ -986,7 +1003,11 @@ bdat_chunk_done(struct session *s)
                        "%s", tx->bdat_error->text);
         else
             smtp_reply(&s->conn, 451, "4.3.0", "Error: out of memory");
+        bool throwaway = !tx->mail_from;
+        session_state before = tx->state_before;
         transaction_end(s);
+        if (throwaway)
+            s->state = before; /* BDAT outside a transaction changes nothing */
         return;
     }
     if (spool_size(tx->spool) > s->cfg->limits.message_size) {
@@ -1054,6 +1075,8 @@ bdat_discard_chunk(struct session *s, uint64_t size, int code,
         }
     }
     struct transaction *tx = s->tx;
+    if (!tx->mail_from)
+        tx->state_before = s->state; /* a throwaway: restore it after */
     free(tx->bdat_error);
     tx->bdat_error = calloc(1, sizeof(*tx->bdat_error));
     if (tx->bdat_error) {
@@ -1142,8 +1165,7 @@ cmd_bdat(struct session *s, const struct smtp_command *cmd)
         bdat_begin_chunk(s);
         return;
     }
-    s->busy = true;
-    hook_run(s->ctx, POSTERN_HOOK_DATA, on_bdat_data_done);
+    session_hook_run(s, POSTERN_HOOK_DATA, on_bdat_data_done);
 }
 
 /* --- the simple commands --- */

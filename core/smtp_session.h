@@ -57,6 +57,7 @@ struct transaction {
     char *received; /* our trace header, stored below the module headers */
     size_t received_len;
     uint64_t body_size;
+    int state_before; /* BDAT outside a transaction: the session state */
 };
 
 struct sasl_state;
@@ -129,6 +130,9 @@ void session_resume(struct session *s);
 
 /* Close every open session (shutdown). */
 void session_close_all(const char *why);
+
+/* Run a decision hook for this session (busy until done is called). */
+void session_hook_run(struct session *s, postern_hook hook, hook_done_fn done);
 
 /* Sessions open now. */
 unsigned session_count(void);

@@ -43,6 +43,13 @@ spool_prepare_dir(const char *dir)
     }
     if (mkdir(path, 0700) != 0 && errno != EEXIST)
         return -1;
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
     return 0;
 }
 

@@ -3,7 +3,6 @@ message and header size, recipients, errors, connections (total and per
 IP), command and data timeouts, greet_pause."""
 
 import os
-import socket
 import sys
 import time
 

@@ -44,8 +44,8 @@ class SmtpBasicTest(PosternTestCase):
             ".a line starting with a dot\n"
             "..two dots\n"
             ".\n"
-            "x" * 998 + "\n"
-            "  trailing spaces  \n"
+            + "x" * 998 + "\n"
+            + "  trailing spaces  \n"
             "\n"
             "last line\n"
         )
@@ -58,7 +58,8 @@ class SmtpBasicTest(PosternTestCase):
             msgs = srv.wait_messages(1)
             self.assertEqual(len(msgs), 1, msgs)
             data = read_bytes(msgs[0])
-            self.assertStoredBody(data, body, rcpt="bob@example.com")
+            headers = self.assertStoredBody(data, body, rcpt="bob@example.com")
+            self.assertIn(b"\r\n" + b"x" * 998 + b"\r\n", data)
 
             env = read_envelope(srv.maildir, msgs[0])
             self.assertEqual(env["mail_from"], "alice@example.org")
@@ -70,7 +71,7 @@ class SmtpBasicTest(PosternTestCase):
             self.assertIn(env["size"], (len(data), len(body)))
             self.assertIn("received_at", env)
             # the queue id in the Received header is the envelope's id
-            self.assertIn("id " + env["id"], data.split(b"\r\n", 1)[0].decode())
+            self.assertIn(" id %s " % env["id"], headers[0])
             # the spool is cleaned after the hand-off
             self.assertEqual(srv.spool_files(), [])
 
@@ -178,7 +179,9 @@ class SmtpBasicTest(PosternTestCase):
             data = read_bytes(msgs[0])
             header_end = data.index(b"\r\n\r\n")
             body = data[header_end + 4:]
-            self.assertEqual(body, b"Hello from swaks\r\n.dot line\r\nend\r\n")
+            # swaks may end its body with empty lines of its own
+            self.assertEqual(body.rstrip(b"\r\n"),
+                             b"Hello from swaks\r\n.dot line\r\nend")
             headers = data[:header_end].decode()
             self.assertIn("\r\nSubject: swaks test", headers)
             self.assertTrue(headers.startswith("Received: from swaks.test "),

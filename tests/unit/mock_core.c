@@ -39,6 +39,7 @@ static struct postern_module_init mock_the_init;
 static struct {
     char *session_id, *client_ip, *helo, *auth_user, *transaction_id;
     char *mail_from, *rcpt_current;
+    char *auth_mechanism, *auth_login, *auth_password, *auth_authzid;
     int client_port, esmtp, tls, orphaned;
     char *param_keys[MOCK_MAX_ITEMS], *param_values[MOCK_MAX_ITEMS];
     size_t n_params;
@@ -95,6 +96,10 @@ mock_cleanup(void)
     free(mock.transaction_id);
     free(mock.mail_from);
     free(mock.rcpt_current);
+    free(mock.auth_mechanism);
+    free(mock.auth_login);
+    free(mock.auth_password);
+    free(mock.auth_authzid);
     for (size_t i = 0; i < mock.n_params; i++) {
         free(mock.param_keys[i]);
         free(mock.param_values[i]);
@@ -166,6 +171,16 @@ void
 mock_set_auth_user(const char *user)
 {
     mock_replace(&mock.auth_user, user);
+}
+
+void
+mock_set_auth(const char *mechanism, const char *login, const char *password,
+              const char *authzid)
+{
+    mock_replace(&mock.auth_mechanism, mechanism);
+    mock_replace(&mock.auth_login, login);
+    mock_replace(&mock.auth_password, password);
+    mock_replace(&mock.auth_authzid, authzid);
 }
 
 void
@@ -508,6 +523,34 @@ postern_auth_user(const postern_ctx *ctx)
 {
     (void)ctx;
     return mock.auth_user;
+}
+
+const char *
+postern_auth_mechanism(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.auth_mechanism;
+}
+
+const char *
+postern_auth_login(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.auth_login;
+}
+
+const char *
+postern_auth_password(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.auth_password;
+}
+
+const char *
+postern_auth_authzid(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.auth_authzid;
 }
 
 const char *

@@ -34,6 +34,9 @@ void mock_set_client(const char *ip, int port);
 void mock_set_helo(const char *name, int esmtp);
 void mock_set_tls(int active);
 void mock_set_auth_user(const char *user); /* NULL: not authenticated */
+/* Credentials under decision in the auth hook (NULL: none). */
+void mock_set_auth(const char *mechanism, const char *login,
+                   const char *password, const char *authzid);
 void mock_set_transaction_id(const char *id);
 void mock_set_mail_from(const char *from);
 void mock_add_mail_param(const char *key, const char *value);
