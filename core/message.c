@@ -141,6 +141,7 @@ message_size(const struct transaction *tx)
 /* --- the public reader --- */
 
 struct postern_message_reader {
+    struct spool *spool; /* referenced: it outlives the transaction */
     int fd;
     char *headers;
     size_t headers_len;
@@ -160,15 +161,14 @@ postern_message_open(const postern_ctx *ctx)
     r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
-    r->fd = dup(spool_fd(tx->spool));
     r->headers = malloc(tx->headers_len + tx->received_len + 1);
-    if (r->fd < 0 || !r->headers) {
-        if (r->fd >= 0)
-            close(r->fd);
-        free(r->headers);
+    if (!r->headers) {
         free(r);
         return NULL;
     }
+    r->spool = tx->spool;
+    spool_ref(r->spool);
+    r->fd = spool_fd(r->spool);
     if (tx->headers_len)
         memcpy(r->headers, tx->headers, tx->headers_len);
     if (tx->received_len)
@@ -217,7 +217,7 @@ postern_message_close(postern_message_reader *r)
 {
     if (!r)
         return;
-    close(r->fd);
+    spool_unref(r->spool);
     free(r->headers);
     free(r);
 }

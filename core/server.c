@@ -156,6 +156,7 @@ out:
     pool_stop();
     session_reap();
     hook_chains_free();
+    spool_spares_free();
     tls_deinit();
     return rc;
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,11 +14,15 @@
 #include "spool.h"
 
 #define SPOOL_BUFFER (64 * 1024)
+#define SPOOL_SPARES 64                 /* recycled files kept */
+#define SPOOL_RECYCLE_MAX (1024 * 1024) /* bigger files are not kept */
 
 struct spool {
     int fd;
+    atomic_uint refs;
     int error;
-    uint64_t size; /* bytes accepted by spool_write */
+    uint64_t high_water; /* largest size the file has had */
+    uint64_t size;       /* bytes accepted by spool_write */
     size_t buffered;
     char buf[SPOOL_BUFFER];
 };
@@ -75,18 +80,34 @@ spool_create_anonymous(const char *dir)
     return fd;
 }
 
+/* Recycled spool files, touched only on the loop thread. */
+static struct spool *spares[SPOOL_SPARES];
+static size_t n_spares;
+
 struct spool *
 spool_open(const char *dir)
 {
-    struct spool *sp = malloc(sizeof(*sp));
+    struct spool *sp;
 
-    if (!sp)
-        return NULL;
-    sp->fd = spool_create_anonymous(dir);
-    if (sp->fd < 0) {
-        free(sp);
-        return NULL;
+    if (n_spares > 0) {
+        sp = spares[--n_spares];
+        if (lseek(sp->fd, 0, SEEK_SET) != 0) {
+            close(sp->fd);
+            free(sp);
+            return spool_open(dir);
+        }
+    } else {
+        sp = malloc(sizeof(*sp));
+        if (!sp)
+            return NULL;
+        sp->fd = spool_create_anonymous(dir);
+        if (sp->fd < 0) {
+            free(sp);
+            return NULL;
+        }
+        sp->high_water = 0;
     }
+    atomic_init(&sp->refs, 1);
     sp->error = 0;
     sp->size = 0;
     sp->buffered = 0;
@@ -160,11 +181,47 @@ spool_error(const struct spool *sp)
     return sp->error;
 }
 
+static void
+spool_destroy(struct spool *sp)
+{
+    close(sp->fd);
+    free(sp);
+}
+
+void
+spool_ref(struct spool *sp)
+{
+    atomic_fetch_add(&sp->refs, 1);
+}
+
+void
+spool_unref(struct spool *sp)
+{
+    /* The last reader of a spool its transaction already let go. */
+    if (atomic_fetch_sub(&sp->refs, 1) == 1)
+        spool_destroy(sp);
+}
+
 void
 spool_free(struct spool *sp)
 {
     if (!sp)
         return;
-    close(sp->fd);
-    free(sp);
+    if (sp->size > sp->high_water)
+        sp->high_water = sp->size;
+    if (atomic_fetch_sub(&sp->refs, 1) != 1)
+        return; /* a reader still has it; the reader destroys it */
+    if (sp->error || sp->high_water > SPOOL_RECYCLE_MAX ||
+        n_spares == SPOOL_SPARES) {
+        spool_destroy(sp);
+        return;
+    }
+    spares[n_spares++] = sp;
+}
+
+void
+spool_spares_free(void)
+{
+    while (n_spares > 0)
+        spool_destroy(spares[--n_spares]);
 }

@@ -92,7 +92,7 @@ static const postern_module behave_module = {
 #define MAX_INSTANCES 4
 static struct module_instance instances[MAX_INSTANCES];
 static struct module_set set;
-static char instance_names[MAX_INSTANCES][16];
+static char instance_names[MAX_INSTANCES][48];
 
 /* Chains of behaviours: one instance per behaviour, on the given hooks. */
 static void
