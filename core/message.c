@@ -98,23 +98,41 @@ int
 message_add_received(const struct session *s)
 {
     struct transaction *tx = s->tx;
-    char date[64], line[2048], tls[256] = "";
+    char date[64], line[2048], comments[512] = "";
     time_t now = time(NULL);
     struct tm tm;
     bool v6 = strchr(s->client_ip, ':') != NULL;
 
+    /* Trace comments: TLS (RFC 3207 6) and the authenticated sender. */
+
     localtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
     if (s->conn.tls_active && s->tls_version)
-        snprintf(tls, sizeof(tls), "\r\n\t(using %s with cipher %s)",
+        snprintf(comments, sizeof(comments), "\r\n\t(using %s with cipher %s)",
                  s->tls_version, s->tls_cipher ? s->tls_cipher : "unknown");
+    if (s->auth_user) {
+        /* The identity is client-chosen text: keep it a clean comment. */
+        char user[128];
+        size_t i;
+        for (i = 0; s->auth_user[i] && i < sizeof(user) - 1; i++) {
+            unsigned char ch = (unsigned char)s->auth_user[i];
+            user[i] =
+                (ch < 0x21 || ch > 0x7e || ch == '(' || ch == ')' || ch == '\\')
+                    ? '?'
+                    : (char)ch;
+        }
+        user[i] = '\0';
+        size_t used = strlen(comments);
+        snprintf(comments + used, sizeof(comments) - used,
+                 "\r\n\t(Authenticated sender: %s)", user);
+    }
 
     int n =
         snprintf(line, sizeof(line),
                  "Received: from %s ([%s%s])%s\r\n"
                  "\tby %s (postern) with %s id %s",
                  s->helo ? s->helo : "unknown", v6 ? "IPv6:" : "", s->client_ip,
-                 tls, s->cfg->hostname, received_protocol(s), tx->id);
+                 comments, s->cfg->hostname, received_protocol(s), tx->id);
     /* Name the recipient only when there is one (no list disclosure). */
     if (tx->n_rcpts == 1 && n < (int)sizeof(line))
         n += snprintf(line + n, sizeof(line) - (size_t)n, "\r\n\tfor <%s>",

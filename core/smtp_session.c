@@ -1219,7 +1219,9 @@ cmd_help(struct session *s, const struct smtp_command *cmd)
 {
     smtp_reply(&s->conn, 214, "2.0.0",
                "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY "
-               "HELP STARTTLS AUTH");
+               "HELP%s%s",
+               tls_can_starttls(s) ? " STARTTLS" : "",
+               smtp_auth_offered(s) ? " AUTH" : "");
 }
 
 static void

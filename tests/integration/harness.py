@@ -33,14 +33,17 @@ SOURCE_DIR = os.environ.get(
 )
 BUILD_DIR = os.environ.get("POSTERN_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
 POSTERN_BIN = os.environ.get("POSTERN_BIN", os.path.join(BUILD_DIR, "postern"))
+# e.g. POSTERN_WRAPPER="valgrind --leak-check=full --errors-for-leak-kinds=definite"
+# runs the daemon under valgrind; its error summary is checked at stop.
+WRAPPER = os.environ.get("POSTERN_WRAPPER", "").split()
 MODULE_DIR = os.environ.get("POSTERN_MODULE_DIR", os.path.join(BUILD_DIR, "modules"))
 TEST_PLUGIN_DIR = os.environ.get(
     "POSTERN_TEST_PLUGIN_DIR", os.path.join(BUILD_DIR, "tests", "plugins")
 )
 
 HOSTNAME = "mx.postern.test"
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 5.0
+START_TIMEOUT = 30.0 if WRAPPER else 10.0
+STOP_TIMEOUT = 30.0 if WRAPPER else 5.0
 IO_TIMEOUT = 10.0
 
 # Lines a sanitizer writes when it finds a bug; any of them fails the test.
@@ -180,7 +183,7 @@ class Server:
     def start(self):
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [POSTERN_BIN, "-c", self.config_path],
+            WRAPPER + [POSTERN_BIN, "-c", self.config_path],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -236,6 +239,8 @@ class Server:
         for line in text.splitlines():
             if any(p in line for p in SANITIZER_PATTERNS):
                 problems.append("sanitizer: " + line.strip())
+            if "ERROR SUMMARY:" in line and "ERROR SUMMARY: 0 errors" not in line:
+                problems.append("valgrind: " + line.strip())
         return problems
 
     def __enter__(self):
