@@ -29,12 +29,32 @@ struct listener {
     const struct listener_config *lc;
 };
 
+#define ACCEPT_BACKOFF 0.1 /* seconds without accepting after EMFILE */
+
 static struct {
     struct ev_loop *loop;
     const struct config *cfg;
     struct listener *items;
     size_t n;
+    ev_timer backoff; /* out of descriptors: pause accepting */
+    bool stopped;
 } listeners;
+
+static void
+listeners_pause(void)
+{
+    for (size_t i = 0; i < listeners.n; i++)
+        ev_io_stop(listeners.loop, &listeners.items[i].w);
+}
+
+static void
+listener_on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    if (listeners.stopped)
+        return;
+    for (size_t i = 0; i < listeners.n; i++)
+        ev_io_start(loop, &listeners.items[i].w);
+}
 
 static void
 listener_refuse(int fd, const char *reply)
@@ -59,6 +79,18 @@ listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM) {
+                /* The pending connection stays readable: without a pause
+                 * the loop would spin on it. */
+                log_event(LOG_LEVEL_WARNING, NULL, "accept_paused",
+                          "errno=\"%s\"", strerror(errno));
+                listeners_pause();
+                ev_timer_stop(loop, &listeners.backoff);
+                ev_timer_set(&listeners.backoff, ACCEPT_BACKOFF, 0.);
+                ev_timer_start(loop, &listeners.backoff);
+                return;
+            }
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 log_event(LOG_LEVEL_WARNING, NULL, "accept_error",
                           "errno=\"%s\"", strerror(errno));
@@ -130,6 +162,8 @@ listeners_open(struct ev_loop *loop, const struct config *cfg, char *err,
 {
     listeners.loop = loop;
     listeners.cfg = cfg;
+    listeners.stopped = false;
+    ev_timer_init(&listeners.backoff, listener_on_backoff, 0., 0.);
     listeners.items = calloc(cfg->n_listeners, sizeof(struct listener));
     if (!listeners.items) {
         snprintf(err, errlen, "out of memory");
@@ -157,16 +191,12 @@ listeners_open(struct ev_loop *loop, const struct config *cfg, char *err,
 }
 
 void
-listeners_stop(void)
-{
-    for (size_t i = 0; i < listeners.n; i++)
-        ev_io_stop(listeners.loop, &listeners.items[i].w);
-}
-
-void
 listeners_close(void)
 {
-    listeners_stop();
+    listeners.stopped = true;
+    if (listeners.loop)
+        ev_timer_stop(listeners.loop, &listeners.backoff);
+    listeners_pause();
     for (size_t i = 0; i < listeners.n; i++)
         close(listeners.items[i].fd);
     free(listeners.items);

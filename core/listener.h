@@ -14,8 +14,8 @@
 /* Bind every listener; 0, or -1 with err naming the address. */
 int listeners_open(struct ev_loop *loop, const struct config *cfg, char *err,
                    size_t errlen);
-/* Stop accepting (draining); sessions in progress go on. */
-void listeners_stop(void);
+/* Stop accepting and close the sockets, so new clients are refused at
+ * once (draining); sessions in progress go on. */
 void listeners_close(void);
 
 #endif

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -66,7 +67,7 @@ on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     srv.drain_started = ev_now(loop);
     log_event(LOG_LEVEL_INFO, NULL, "draining", "signal=%d sessions=%u",
               w->signum, session_count());
-    listeners_stop();
+    listeners_close();
     ev_timer_init(&srv.drain, on_drain_tick, 0., 0.1);
     ev_timer_again(loop, &srv.drain);
 }
@@ -79,6 +80,18 @@ on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
         log_event(LOG_LEVEL_ERROR, NULL, "reload_failed", "error=\"%s\"", err);
     else
         log_event(LOG_LEVEL_INFO, NULL, "reloaded", "what=tls");
+}
+
+/* One descriptor per client plus spool and store files: use what the
+ * hard limit allows rather than the usual soft 1024. */
+static void
+raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 static int
@@ -107,6 +120,7 @@ server_run(const struct config *cfg, struct module_set *modules)
     int rc = 1;
 
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
     if (spool_prepare_dir(cfg->spool_dir) < 0) {
         fprintf(stderr, "postern: %s: $.spool_dir: cannot create %s: %s\n",
                 cfg->source, cfg->spool_dir, strerror(errno));
