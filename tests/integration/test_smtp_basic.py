@@ -4,6 +4,10 @@ followed by exactly the bytes the client meant to send, and the envelope
 JSON must describe the transaction."""
 
 import os
+import time
+import socket
+import smtplib
+import json
 import shutil
 import subprocess
 import sys
@@ -220,6 +224,55 @@ class SmtpBasicTest(PosternTestCase):
             self.assertEqual(len(msgs), 1)
             headers = split_added_headers(read_bytes(msgs[0]), b"")
             self.assertTrue(headers[0].startswith("Received:"))
+
+
+def ipv6_loopback_port():
+    """A free port on ::1, or None when the machine has no IPv6 loopback."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            return s.getsockname()[1]
+    except OSError:
+        return None
+
+
+class Ipv6ListenerTest(PosternTestCase):
+    """IPv4 and IPv6 listeners side by side; the client address of an IPv6
+    session reaches the envelope and the Received header as [IPv6:...]."""
+
+    def test_ipv6_and_ipv4_listeners(self):
+        port6 = ipv6_loopback_port()
+        if port6 is None:
+            self.skipTest("no IPv6 loopback here")
+        with Server(plugins=STORE, start=False) as srv:
+            srv.config["listen"].append(
+                {"address": "::1", "port": port6, "tls": "none"})
+            with open(srv.config_path, "w") as f:
+                json.dump(srv.config, f)
+            srv.start()
+            ok = False
+            for _ in range(100):  # the v4 port is checked by start()
+                try:
+                    socket.create_connection(("::1", port6), timeout=1).close()
+                    ok = True
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            self.assertTrue(ok, "nothing listens on [::1]:%d" % port6)
+            body = crlf("Subject: v6\n\nover IPv6\n")
+            with smtplib.SMTP("::1", port6, timeout=10) as s6:
+                s6.sendmail("a@example.org", ["b@example.com"], body)
+            with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s4:
+                s4.sendmail("c@example.org", ["d@example.com"], body)
+            msgs = srv.wait_messages(2)
+            envs = {read_envelope(srv.maildir, m)["mail_from"]:
+                    (m, read_envelope(srv.maildir, m)) for m in msgs}
+            path6, env6 = envs["a@example.org"]
+            self.assertEqual(env6["client_ip"], "::1")
+            self.assertIn(b"([IPv6:::1])", read_bytes(path6))
+            path4, env4 = envs["c@example.org"]
+            self.assertEqual(env4["client_ip"], "127.0.0.1")
+            self.assertIn(b"([127.0.0.1])", read_bytes(path4))
 
 
 if __name__ == "__main__":
