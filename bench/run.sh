@@ -151,7 +151,7 @@ start_postern() {
 {
   "hostname": "bench.postern.test",
   "listen": [{"address": "127.0.0.1", "port": $port, "tls": "none"}],
-  "limits": {"connections": 2000},
+  "limits": {"connections": 2000, "message_size": 104857600},
   "spool_dir": "$dir/spool",
   "plugins_dir": "$dir/plugins.d",
   "module_path": ["$build/modules"]
@@ -207,3 +207,21 @@ for store in discard store_file; do
             "$(awk -v p="$p" -v s="$s" 'BEGIN { printf "%.2f", p / s }')" "${pg_rss[$store.$mode]}"
     done
 done
+
+# --- memory: one 50 MB message must not cost 50 MB of RSS -------------------
+
+start_postern discard large
+rss_before=$(awk '/^VmHWM/ {print $2}' "/proc/$pg_pid/status")
+python3 - "$port" <<'EOF' || die "the 50 MB message was not accepted"
+import smtplib, sys
+body = b"Subject: large\r\n\r\n" + (b"x" * 998 + b"\r\n") * 52000
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=120) as s:
+    s.sendmail("a@example.org", ["b@example.com"], body)
+EOF
+rss_after=$(awk '/^VmHWM/ {print $2}' "/proc/$pg_pid/status")
+kill -TERM "$pg_pid"
+wait "$pg_pid" 2>/dev/null || true
+growth=$((rss_after - rss_before))
+printf '\n50 MB message (discard): postern peak RSS %s KiB before, %s KiB after: +%s KiB (%s%% of the message size)\n' \
+    "$rss_before" "$rss_after" "$growth" \
+    "$(awk -v g="$growth" 'BEGIN { printf "%.2f", g * 1024 * 100 / 52000016 }')"
