@@ -650,7 +650,7 @@ config_defaults(void)
         .connections_per_ip = 100,
         .command_timeout = 300, /* RFC 5321 4.5.3.2.7 */
         .data_timeout = 180,    /* RFC 5321 4.5.3.2.6, per data block */
-        .errors = 10,
+        .errors = 20,           /* Postfix smtpd_hard_error_limit */
         .greet_pause = 0,
         .auth_failures = 3,
         .transactions = 0,

@@ -163,7 +163,7 @@ test_defaults(void **state)
     assert_false(match(cfg->limits.exempt_networks, 2, "128.0.0.1"));
     assert_true(cfg->limits.command_timeout == 300);
     assert_true(cfg->limits.data_timeout == 180);
-    assert_int_equal(cfg->limits.errors, 10);
+    assert_int_equal(cfg->limits.errors, 20);
     assert_true(cfg->limits.greet_pause == 0);
     assert_int_equal(cfg->limits.auth_failures, 3);
     assert_int_equal(cfg->limits.transactions, 0);
