@@ -19,7 +19,8 @@ struct ip_slot {
 static struct {
     unsigned total;
     struct ip_slot *slots;
-    size_t n_slots; /* power of two */
+    size_t n_slots;    /* power of two */
+    size_t tombstones; /* freed slots that still lengthen probe chains */
 } limits;
 
 static void
@@ -45,6 +46,29 @@ client_hash(const unsigned char key[16])
     return (size_t)h;
 }
 
+/* Re-insert the live entries so probe chains lose their tombstones. */
+static void
+client_table_rebuild(void)
+{
+    struct ip_slot *old = limits.slots;
+    struct ip_slot *fresh = calloc(limits.n_slots, sizeof(*fresh));
+    size_t mask = limits.n_slots - 1;
+
+    if (!fresh)
+        return; /* keep the old table: correct, only slower */
+    for (size_t i = 0; i < limits.n_slots; i++) {
+        if (old[i].count == 0)
+            continue;
+        size_t j = client_hash(old[i].addr) & mask;
+        while (fresh[j].count > 0)
+            j = (j + 1) & mask;
+        fresh[j] = old[i];
+    }
+    free(old);
+    limits.slots = fresh;
+    limits.tombstones = 0;
+}
+
 static struct ip_slot *
 client_slot(const unsigned char key[16], bool create)
 {
@@ -64,6 +88,8 @@ client_slot(const unsigned char key[16], bool create)
         if (s->count == 0) {
             if (!create)
                 return NULL;
+            if (grave)
+                limits.tombstones--;
             s = grave ? grave : s;
             memcpy(s->addr, key, 16);
             s->tombstone = false;
@@ -73,6 +99,7 @@ client_slot(const unsigned char key[16], bool create)
     if (create && grave) {
         memcpy(grave->addr, key, 16);
         grave->tombstone = false;
+        limits.tombstones--;
     }
     return create ? grave : NULL;
 }
@@ -100,11 +127,8 @@ client_limit_acquire(const struct config *cfg, const struct sockaddr *addr,
         struct ip_slot *s = client_slot(key, true);
         if (!s)
             return CLIENT_LIMIT_TOTAL;
-        if (s->count >= cfg->limits.connections_per_ip) {
-            if (s->count == 0)
-                s->tombstone = true;
+        if (s->count >= cfg->limits.connections_per_ip)
             return CLIENT_LIMIT_PER_IP;
-        }
         s->count++;
         *per_ip = true;
     }
@@ -122,8 +146,11 @@ client_limit_release(const struct sockaddr *addr, bool per_ip)
     unsigned char key[16];
     client_key(addr, key);
     struct ip_slot *s = client_slot(key, false);
-    if (s && s->count > 0 && --s->count == 0)
+    if (s && s->count > 0 && --s->count == 0) {
         s->tombstone = true;
+        if (++limits.tombstones > limits.n_slots / 4)
+            client_table_rebuild();
+    }
 }
 
 unsigned

@@ -719,6 +719,16 @@ config_check(struct vctx *c, const struct config *cfg, const json_t *root)
             return fail_expected(c, "$.tls.certificates", what, certs);
         }
     }
+    if (cfg->limits.greet_pause >= cfg->limits.command_timeout) {
+        /* Every client would time out before it is greeted. */
+        char what[80];
+        snprintf(what, sizeof what,
+                 "a number of seconds below limits.command_timeout (%g)",
+                 cfg->limits.command_timeout);
+        return fail_expected(
+            c, "$.limits.greet_pause", what,
+            json_object_get(json_object_get(root, "limits"), "greet_pause"));
+    }
     return 0;
 }
 

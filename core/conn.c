@@ -26,6 +26,7 @@ static void conn_tls_handshake_step(struct conn *c);
 
 int
 conn_init(struct conn *c, struct ev_loop *loop, int fd, size_t in_cap,
+          const struct sockaddr *peer, socklen_t peer_len,
           const struct conn_callbacks *cb, void *owner)
 {
     memset(c, 0, sizeof(*c));
@@ -43,9 +44,14 @@ conn_init(struct conn *c, struct ev_loop *loop, int fd, size_t in_cap,
     }
     c->in_cap = in_cap;
     c->out_cap = CONN_OUT_INITIAL;
-    c->peer_len = sizeof(c->peer);
-    if (getpeername(fd, (struct sockaddr *)&c->peer, &c->peer_len) != 0)
-        c->peer_len = 0;
+    if (peer && peer_len <= sizeof(c->peer)) {
+        memcpy(&c->peer, peer, peer_len);
+        c->peer_len = peer_len;
+    } else {
+        c->peer_len = sizeof(c->peer);
+        if (getpeername(fd, (struct sockaddr *)&c->peer, &c->peer_len) != 0)
+            c->peer_len = 0;
+    }
     c->local_len = sizeof(c->local);
     if (getsockname(fd, (struct sockaddr *)&c->local, &c->local_len) != 0)
         c->local_len = 0;
@@ -134,6 +140,10 @@ conn_recv(struct conn *c, char *buf, size_t len)
         }
         if (n == GNUTLS_E_PREMATURE_TERMINATION)
             return 0; /* peer closed without close_notify: treat as EOF */
+        if (n == GNUTLS_E_REHANDSHAKE) {
+            errno = EPROTO; /* no renegotiation: the client would wait */
+            return -1;
+        }
         if (!gnutls_error_is_fatal((int)n)) {
             errno = EAGAIN; /* e.g. a warning alert: wait for more */
             return -1;
@@ -257,6 +267,8 @@ conn_flush(struct conn *c)
 {
     if (c->fd < 0 || c->failed)
         return -1;
+    if (c->tls_handshaking)
+        return 0; /* the handshake owns the watchers; nothing is queued */
     while (c->out_start < c->out_end) {
         ssize_t n =
             conn_send(c, c->out + c->out_start, c->out_end - c->out_start);

@@ -60,7 +60,11 @@ struct conn {
     socklen_t local_len;
 };
 
+/* peer: the address accept() returned (kept as the client's address, so
+ * it is known even when the client already reset the connection); NULL
+ * asks getpeername(). */
 int conn_init(struct conn *c, struct ev_loop *loop, int fd, size_t in_cap,
+              const struct sockaddr *peer, socklen_t peer_len,
               const struct conn_callbacks *cb, void *owner);
 /* Stops watchers and closes the socket; frees the buffers. */
 void conn_close(struct conn *c);

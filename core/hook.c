@@ -188,7 +188,7 @@ hook_advance(struct postern_ctx *ctx)
                 return;
             }
         }
-        if ((unsigned)r > POSTERN_PENDING) {
+        if ((unsigned)r >= POSTERN_PENDING) { /* PENDING via early resume */
             log_event(LOG_LEVEL_ERROR, session_id(ctx->session), "hook",
                       "hook=%s module=%s bad_result=%d; treated as tempfail",
                       hook_names[ctx->hook], h->instance->instance, (int)r);

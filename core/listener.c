@@ -112,7 +112,7 @@ listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        session_start(fd, l->lc, cfg, per_ip);
+        session_start(fd, (struct sockaddr *)&peer, len, l->lc, cfg, per_ip);
     }
 }
 

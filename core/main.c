@@ -139,9 +139,16 @@ main(int argc, char **argv)
     }
     services_init(loop);
 
+    if (!check_only && server_prepare(cfg) < 0) {
+        server_cleanup();
+        config_free(cfg);
+        return 1;
+    }
     struct module_set *modules = NULL;
     if (module_set_load(cfg, check_only, &modules, err, sizeof(err)) < 0) {
         fprintf(stderr, "postern: %s\n", err);
+        if (!check_only)
+            server_cleanup();
         config_free(cfg);
         return 1;
     }

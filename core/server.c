@@ -112,35 +112,60 @@ drop_privileges(const char *user)
     return 0;
 }
 
+/* Check the spool works for the user postern now runs as. */
+static int
+spool_check(const struct config *cfg)
+{
+    if (spool_prepare_dir(cfg->spool_dir) < 0) {
+        fprintf(stderr, "postern: %s: $.spool_dir: cannot create %s: %s\n",
+                cfg->source, cfg->spool_dir, strerror(errno));
+        return -1;
+    }
+    struct spool *probe = spool_open(cfg->spool_dir);
+    if (!probe) {
+        fprintf(stderr,
+                "postern: %s: $.spool_dir: cannot create files in %s%s%s: "
+                "%s\n",
+                cfg->source, cfg->spool_dir, cfg->user ? " as user " : "",
+                cfg->user ? cfg->user : "", strerror(errno));
+        return -1;
+    }
+    spool_free(probe);
+    return 0;
+}
+
+int
+server_prepare(const struct config *cfg)
+{
+    char err[1024];
+
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+    /* Keys and privileged ports while still root; then the user. */
+    if (tls_init(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
+        return -1;
+    }
+    if (listeners_open(services_loop(), cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
+        return -1;
+    }
+    if (cfg->user && drop_privileges(cfg->user) < 0)
+        return -1;
+    return spool_check(cfg);
+}
+
 int
 server_run(const struct config *cfg, struct module_set *modules)
 {
     struct ev_loop *loop = services_loop();
-    char err[1024];
     int rc = 1;
 
-    signal(SIGPIPE, SIG_IGN);
-    raise_fd_limit();
-    if (spool_prepare_dir(cfg->spool_dir) < 0) {
-        fprintf(stderr, "postern: %s: $.spool_dir: cannot create %s: %s\n",
-                cfg->source, cfg->spool_dir, strerror(errno));
-        return 1;
-    }
-    if (tls_init(cfg, err, sizeof(err)) < 0) {
-        fprintf(stderr, "postern: %s\n", err);
-        return 1;
-    }
     if (hook_chains_build(modules) < 0 ||
         pool_start(loop, cfg->pool_threads) < 0) {
         fprintf(stderr, "postern: out of memory at start-up\n");
         goto out;
     }
-    if (listeners_open(loop, cfg, err, sizeof(err)) < 0) {
-        fprintf(stderr, "postern: %s\n", err);
-        goto out;
-    }
-    if (cfg->user && drop_privileges(cfg->user) < 0)
-        goto out;
 
     ev_signal_init(&srv.sigterm, on_stop_signal, SIGTERM);
     ev_signal_init(&srv.sigint, on_stop_signal, SIGINT);
@@ -166,11 +191,17 @@ server_run(const struct config *cfg, struct module_set *modules)
     ev_signal_stop(loop, &srv.sigint);
     ev_signal_stop(loop, &srv.sighup);
 out:
-    listeners_close();
     pool_stop();
     session_reap();
     hook_chains_free();
+    server_cleanup();
+    return rc;
+}
+
+void
+server_cleanup(void)
+{
+    listeners_close();
     spool_spares_free();
     tls_deinit();
-    return rc;
 }

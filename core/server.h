@@ -9,7 +9,18 @@
 
 struct module_set;
 
+/*
+ * Before the modules load: TLS credentials, listening sockets (privileged
+ * ports), then the switch to cfg->user, then a check that the spool works
+ * for that user. So modules create their files as the user that will use
+ * them. 0, or -1 after a message on stderr.
+ */
+int server_prepare(const struct config *cfg);
+
 /* Run until SIGTERM/SIGINT has drained the sessions. 0 or 1 (exit code). */
 int server_run(const struct config *cfg, struct module_set *modules);
+
+/* Undo server_prepare() (also after a failed start). */
+void server_cleanup(void);
 
 #endif

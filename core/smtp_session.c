@@ -33,6 +33,9 @@
 
 #define SESSION_INPUT_BUFFER (32 * 1024)
 #define SESSION_OUTPUT_HIGH_WATER (64 * 1024)
+/* How long a hook may keep a session waiting (RFC 5321 4.5.3.2.6: a client
+ * waits 10 minutes for the reply to the end of data). */
+#define SESSION_HOOK_TIMEOUT 600.0
 
 static struct session *dead_sessions;
 static struct session *live_list;
@@ -107,8 +110,17 @@ session_id(const struct session *s)
 void
 session_close_all(const char *why)
 {
-    while (live_list)
-        session_close(live_list, why);
+    while (live_list) {
+        struct session *s = live_list;
+        /* RFC 5321 3.8: tell the client before going away. */
+        if (!s->conn.tls_handshaking && !s->quitting) {
+            smtp_reply(&s->conn, 421, "4.3.2",
+                       "%s Service shutting down, closing channel",
+                       s->cfg->hostname);
+            conn_flush(&s->conn);
+        }
+        session_close(s, why);
+    }
 }
 
 unsigned
@@ -155,6 +167,8 @@ session_hook_run(struct session *s, postern_hook hook, hook_done_fn done)
         s->busy = false;
         return;
     }
+    /* The client waits for us now: the idle timeout must not fire. */
+    conn_touch(&s->conn, SESSION_HOOK_TIMEOUT);
     hook_run(s->ctx, hook, done);
 }
 
@@ -305,6 +319,11 @@ static void
 session_unbusy(struct session *s)
 {
     s->busy = false;
+    if (s->state != SESSION_CLOSED)
+        conn_touch(&s->conn,
+                   s->state == SESSION_DATA || s->state == SESSION_BDAT
+                       ? s->cfg->limits.data_timeout
+                       : s->cfg->limits.command_timeout);
     /* Inside session_process already (the hook finished synchronously):
      * its loop goes on; recursing would grow the stack per command. */
     if (s->state == SESSION_CLOSED || s->processing)
@@ -1144,10 +1163,12 @@ cmd_bdat(struct session *s, const struct smtp_command *cmd)
     bool last;
 
     if (!smtp_parse_bdat_arg(cmd->arg, cmd->arg_len, &size, &last)) {
-        /* Without a size the chunk cannot be skipped; RFC 3030 has no
-         * better answer than an error and hoping the client stops. */
+        /* Without a size the chunk cannot be skipped: its bytes would be
+         * read as commands. The stream cannot be resynchronised. */
         smtp_reply(&s->conn, 501, "5.5.4", "Syntax: BDAT size [LAST]");
-        session_error(s);
+        smtp_reply(&s->conn, 421, "4.7.0",
+                   "%s Error: lost synchronisation, closing", hostname(s));
+        session_quit(s);
         return;
     }
     if (!s->tx || s->state == SESSION_READY || s->tx->bdat_failed) {
@@ -1279,11 +1300,23 @@ static void
 session_process(struct session *s)
 {
     struct conn *c = &s->conn;
+    bool output_blocked = false;
 
     s->processing = true;
     while (!s->busy && !s->quitting && s->state != SESSION_CLOSED) {
-        if (conn_pending_output(c) > SESSION_OUTPUT_HIGH_WATER)
-            break; /* the client is not reading: resumed by on_drained */
+        if (conn_pending_output(c) > SESSION_OUTPUT_HIGH_WATER) {
+            /* Send what we have; stop only while the client is not
+             * reading (then on_drained resumes us). */
+            if (conn_flush(c) < 0) {
+                s->processing = false;
+                session_close(s, "write_error");
+                return;
+            }
+            if (conn_pending_output(c) > SESSION_OUTPUT_HIGH_WATER) {
+                output_blocked = true;
+                break;
+            }
+        }
         if (s->state == SESSION_DATA) {
             if (!data_step(s))
                 break;
@@ -1320,9 +1353,11 @@ session_process(struct session *s)
     if (s->state == SESSION_CLOSED)
         return;
     conn_set_reading(c, true); /* room was made in the buffer */
+    /* The client closed its side and all it sent is answered: end once
+     * the replies are out. */
+    if (s->peer_gone && !s->busy && !output_blocked)
+        s->quitting = true;
     session_flush(s);
-    if (s->state != SESSION_CLOSED && s->peer_gone && !s->busy)
-        session_close(s, "client_closed");
 }
 
 /* --- transport callbacks --- */
@@ -1384,18 +1419,22 @@ on_error(struct conn *c, void *owner)
 {
     struct session *s = owner;
 
-    if (c->eof) {
-        s->peer_gone = true;
-        /* Finish commands already received (a client may pipeline QUIT
-         * and half-close); a pending hook with nothing after it means the
-         * client is gone for good. */
-        if (!s->busy || c->in_end == c->in_start) {
-            session_close(s, "client_closed");
-            return;
-        }
+    if (!c->eof) {
+        session_close(s, "io_error");
         return;
     }
-    session_close(s, "io_error");
+    /* The client shut its sending side. Commands it already sent still
+     * get their replies (a client may pipeline QUIT and half-close), but
+     * a pending hook with nothing after it means the client is gone. */
+    s->peer_gone = true;
+    if (s->busy) {
+        if (c->in_end == c->in_start)
+            session_close(s, "client_closed");
+        return;
+    }
+    if (conn_pending_output(c) == 0)
+        session_close(s, "client_closed");
+    /* else: replies are still going out; on_drained finishes the rest. */
 }
 
 static void
@@ -1414,8 +1453,9 @@ static const struct conn_callbacks session_callbacks = {
 };
 
 void
-session_start(int fd, const struct listener_config *listener,
-              const struct config *cfg, bool counted_ip)
+session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
+              const struct listener_config *listener, const struct config *cfg,
+              bool counted_ip)
 {
     struct session *s = calloc(1, sizeof(*s));
     size_t in_cap = cfg->limits.command_line + 2;
@@ -1423,14 +1463,16 @@ session_start(int fd, const struct listener_config *listener,
     if (in_cap < SESSION_INPUT_BUFFER)
         in_cap = SESSION_INPUT_BUFFER;
     if (!s ||
-        conn_init(&s->conn, services_loop(), fd, in_cap, &session_callbacks,
-                  s) < 0 ||
+        conn_init(&s->conn, services_loop(), fd, in_cap, peer, peer_len,
+                  &session_callbacks, s) < 0 ||
         !(s->ctx = hook_ctx_new(s))) {
         if (s && s->conn.in)
             conn_close(&s->conn);
         else
             close(fd);
         free(s);
+        if (peer)
+            client_limit_release(peer, counted_ip);
         return;
     }
     s->cfg = cfg;

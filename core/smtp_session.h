@@ -107,9 +107,12 @@ struct session {
     struct session *live_prev, *live_next; /* open sessions */
 };
 
-/* Serve a new client on fd (already non-blocking). counted_ip: the
- * client holds a per-address connection slot (client_limit.h). */
-void session_start(int fd, const struct listener_config *listener,
+/* Serve a new client on fd (already non-blocking). peer is the address
+ * accept() gave (NULL: ask the socket). The client holds a connection
+ * slot (client_limit.h; counted_ip: a per-address one too), released when
+ * the session ends, or here if it cannot start. */
+void session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
+                   const struct listener_config *listener,
                    const struct config *cfg, bool counted_ip);
 
 /* For tls.c: the handshake finished; implicit TLS greets, STARTTLS resets

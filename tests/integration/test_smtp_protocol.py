@@ -3,6 +3,7 @@ every command and sequence error, pipelining, over-long lines, the DATA
 terminator (bare LF, SMTP smuggling), BDAT, relay policy, SMTPUTF8, SIZE."""
 
 import os
+import socket
 import sys
 import time
 
@@ -173,6 +174,30 @@ class ProtocolTest(PosternTestCase):
             c.cmd_expect("MAIL FROM:<a@example.org> SIZE=%d" % MESSAGE_SIZE, 250)
 
     # --- pipelining --------------------------------------------------------
+
+    def test_long_pipelined_burst_is_answered_in_full(self):
+        """More replies than the output high-water mark: every command
+        still gets its reply (the session must not stall waiting for the
+        client, which is waiting for the replies)."""
+        n = 5000
+        with server() as srv, srv.client() as c:
+            c.ehlo()
+            c.send(b"NOOP\r\n" * n + b"QUIT\r\n")
+            for i in range(n):
+                self.assertEqual(c.reply().code, 250, "reply %d" % i)
+            self.assertReply(c.reply(), 221)
+
+    def test_long_burst_then_half_close(self):
+        """The same burst, then the client shuts its sending side: the
+        replies to everything it sent still arrive."""
+        n = 5000
+        with server() as srv, srv.client() as c:
+            c.ehlo()
+            c.send(b"NOOP\r\n" * n + b"QUIT\r\n")
+            c.sock.shutdown(socket.SHUT_WR)
+            for i in range(n):
+                self.assertEqual(c.reply().code, 250, "reply %d" % i)
+            self.assertReply(c.reply(), 221)
 
     def test_pipelined_group(self):
         with server() as srv, srv.client() as c:
@@ -398,11 +423,15 @@ class ProtocolTest(PosternTestCase):
             self.assertReply(c.cmd("NOOP"), 250)
             c.cmd_expect("MAIL FROM:<a@example.org>", 250)
             c.cmd_expect("RCPT TO:<b@example.com>", 250)
-            self.assertReply(c.cmd("BDAT abc"), 501)
             # DATA after BDAT in one transaction is an error
             c.send(b"BDAT 3\r\nabc")
             self.assertReply(c.reply(), 250)
             self.assertReply(c.cmd("DATA"), 503)
+            # A BDAT without a usable size cannot be skipped: its bytes
+            # would run as commands, so the session ends.
+            self.assertReply(c.cmd("BDAT abc"), 501)
+            self.assertReply(c.reply(), 421)
+            self.assertTrue(c.wait_closed())
 
     # --- relay and addresses -----------------------------------------------
 

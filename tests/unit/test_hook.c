@@ -390,9 +390,9 @@ setup_reply_conn(void **state)
 {
     setup_engine(state);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, reply_fds), 0);
-    assert_int_equal(
-        conn_init(&reply_conn, services_loop(), reply_fds[0], 4096, NULL, NULL),
-        0);
+    assert_int_equal(conn_init(&reply_conn, services_loop(), reply_fds[0], 4096,
+                               NULL, 0, NULL, NULL),
+                     0);
     return 0;
 }
 
@@ -1005,7 +1005,7 @@ serve(const char *in, bool client_closes)
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
     assert_int_equal(fcntl(sv[1], F_SETFL, O_NONBLOCK), 0);
-    session_start(sv[0], &h.listener, h.cfg, false);
+    session_start(sv[0], NULL, 0, &h.listener, h.cfg, false);
     assert_int_equal(session_count(), 1);
     assert_int_equal(send(sv[1], in, strlen(in), MSG_NOSIGNAL),
                      (ssize_t)strlen(in));

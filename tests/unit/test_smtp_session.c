@@ -459,7 +459,7 @@ run_session(const char *in, size_t len, const struct run_opts *o,
     /* Sessions start inside loop callbacks, where the loop's time is
      * fresh; here the last iteration may be long ago. */
     ev_now_update(h.loop);
-    session_start(sv[0], &h.listener, h.cfg, false);
+    session_start(sv[0], NULL, 0, &h.listener, h.cfg, false);
     assert_int_equal(session_count(), before + 1);
 
     while (pos < len && !eof && wall_now() < deadline) {
