@@ -68,6 +68,7 @@ on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     log_event(LOG_LEVEL_INFO, NULL, "draining", "signal=%d sessions=%u",
               w->signum, session_count());
     listeners_close();
+    session_drain();
     ev_timer_init(&srv.drain, on_drain_tick, 0., 0.1);
     ev_timer_again(loop, &srv.drain);
 }

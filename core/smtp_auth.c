@@ -149,6 +149,13 @@ auth_finish(struct session *s)
     s->state = SESSION_HELO;
 }
 
+void
+smtp_auth_cancel(struct session *s)
+{
+    if (s->state == SESSION_AUTH && !s->busy)
+        auth_finish(s);
+}
+
 static void
 auth_reply_failure(struct session *s)
 {
@@ -336,6 +343,10 @@ smtp_auth_command(struct session *s, const struct smtp_command *cmd)
         initial_len = (size_t)(end - initial);
     }
     sasl_mech mech;
+    if (mech_len == 0) {
+        smtp_reply(&s->conn, 501, "5.5.4", "Syntax: AUTH mechanism");
+        return;
+    }
     if (mech_len == 5 && strncasecmp(arg, "PLAIN", 5) == 0)
         mech = SASL_PLAIN;
     else if (mech_len == 5 && strncasecmp(arg, "LOGIN", 5) == 0)

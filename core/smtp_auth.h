@@ -19,6 +19,8 @@ void smtp_auth_command(struct session *s, const struct smtp_command *cmd);
 /* A client response line inside the exchange (state SESSION_AUTH). */
 void smtp_auth_line(struct session *s, const char *line, size_t len);
 void smtp_auth_free(struct session *s);
+/* Abandon an exchange in progress (a bad line): back to commands. */
+void smtp_auth_cancel(struct session *s);
 
 /* Pure SASL decoding, exposed for unit tests. */
 typedef enum sasl_status {

@@ -39,12 +39,16 @@
 
 static struct session *dead_sessions;
 static struct session *live_list;
+static bool draining; /* shutting down: no new transactions */
 static unsigned live_sessions;
 static uint64_t id_counter;
 static uint64_t id_seed;
 
 static void session_process(struct session *s);
 static void session_greet(struct session *s);
+static void session_flush(struct session *s);
+static void session_quit(struct session *s);
+static const char *hostname(const struct session *s);
 
 /* --- small helpers --- */
 
@@ -105,6 +109,23 @@ const char *
 session_id(const struct session *s)
 {
     return s ? s->id : NULL;
+}
+
+void
+session_drain(void)
+{
+    draining = true;
+    /* Idle sessions go now; those in a transaction finish it first. */
+    for (struct session *s = live_list, *next; s; s = next) {
+        next = s->live_next;
+        if (s->busy || s->tx || s->quitting ||
+            (s->state != SESSION_READY && s->state != SESSION_HELO))
+            continue;
+        smtp_reply(&s->conn, 421, "4.3.2",
+                   "%s Service shutting down, closing channel", hostname(s));
+        session_quit(s);
+        session_flush(s);
+    }
 }
 
 void
@@ -216,10 +237,17 @@ transaction_end(struct session *s)
 static int
 transaction_add_rcpt(struct transaction *tx, const char *addr, size_t len)
 {
+    /* The same mailbox twice is stored once. Local parts are
+     * case-sensitive (RFC 5321 2.4); domains are not. */
+    const char *at = memrchr(addr, '@', len);
+    size_t local_len =
+        at ? (size_t)(at - addr) : 0; /* <Postmaster>: any case */
     for (size_t i = 0; i < tx->n_rcpts; i++)
         if (strlen(tx->rcpts[i]) == len &&
-            strncasecmp(tx->rcpts[i], addr, len) == 0)
-            return 0; /* the same recipient twice is stored once */
+            memcmp(tx->rcpts[i], addr, local_len) == 0 &&
+            strncasecmp(tx->rcpts[i] + local_len, addr + local_len,
+                        len - local_len) == 0)
+            return 0;
     if (tx->n_rcpts == tx->cap_rcpts) {
         size_t cap = tx->cap_rcpts ? tx->cap_rcpts * 2 : 4;
         char **grown = realloc(tx->rcpts, cap * sizeof(*grown));
@@ -497,7 +525,6 @@ on_mail_done(struct session *s, postern_result r,
     case POSTERN_CONTINUE:
     case POSTERN_ACCEPT:
         s->state = SESSION_MAIL;
-        s->transactions++;
         smtp_reply_hook(&s->conn, reply, 250, "2.1.0", "Ok");
         break;
     case POSTERN_REJECT:
@@ -542,13 +569,17 @@ mail_check_params(struct session *s, const struct smtp_path *path,
         unsigned bit;
         if (smtp_param_is(&p, "SIZE")) {
             bit = 1;
+            /* RFC 1870: 1*20DIGIT; beyond 64 bits it is simply too big */
             uint64_t size = 0;
-            bool ok = p.value && p.value_len > 0 && p.value_len <= 19;
+            bool ok = p.value && p.value_len > 0 && p.value_len <= 20;
             for (size_t i = 0; ok && i < p.value_len; i++) {
-                if (!isdigit((unsigned char)p.value[i]))
+                unsigned digit = (unsigned char)p.value[i] - '0';
+                if (digit > 9)
                     ok = false;
+                else if (size > (UINT64_MAX - digit) / 10)
+                    size = UINT64_MAX;
                 else
-                    size = size * 10 + (uint64_t)(p.value[i] - '0');
+                    size = size * 10 + digit;
             }
             if (!ok) {
                 smtp_reply(&s->conn, 501, "5.5.4", "Error: bad SIZE value");
@@ -876,6 +907,7 @@ message_received(struct session *s, bool too_big, bool header_too_big,
     bool spool_ok = spool_finish(tx->spool) == 0;
 
     s->busy = true;
+    s->transactions++; /* a message was sent, whatever becomes of it */
     tx->body_size = spool_size(tx->spool);
     if (too_big) {
         smtp_reply(&s->conn, 552, "5.3.4",
@@ -1290,6 +1322,13 @@ session_line(struct session *s, const char *line, size_t len)
         return;
     }
     smtp_verb verb = smtp_command_parse(line, len, &cmd);
+    if (draining && !s->tx && verb != SMTP_VERB_QUIT) {
+        /* RFC 5321 3.8: between transactions, say goodbye. */
+        smtp_reply(&s->conn, 421, "4.3.2",
+                   "%s Service shutting down, closing channel", hostname(s));
+        session_quit(s);
+        return;
+    }
     if (log_enabled(LOG_LEVEL_DEBUG) && verb != SMTP_VERB_AUTH)
         log_event(LOG_LEVEL_DEBUG, s->id, "command", "line=\"%.*s\"",
                   (int)(len > 200 ? 200 : len), line);
@@ -1336,7 +1375,15 @@ session_process(struct session *s)
         if (st == SMTP_LINE_NEED_MORE)
             break;
         if (st == SMTP_LINE_TOO_LONG) {
-            smtp_reply(c, 500, "5.5.2", "Error: line too long");
+            if (s->state == SESSION_AUTH) {
+                /* RFC 4954 4: the exchange ends; the next line is a
+                 * command again, never a credential. */
+                smtp_reply(c, 500, "5.5.6",
+                           "Error: authentication exchange line too long");
+                smtp_auth_cancel(s);
+            } else {
+                smtp_reply(c, 500, "5.5.2", "Error: line too long");
+            }
             session_error(s);
             continue;
         }
@@ -1344,6 +1391,7 @@ session_process(struct session *s)
             s->cfg->line_endings == SMTP_DATA_STRICT) {
             smtp_reply(c, 500, "5.5.2",
                        "Error: command lines must end with CRLF");
+            smtp_auth_cancel(s);
             session_error(s);
             continue;
         }
@@ -1424,14 +1472,13 @@ on_error(struct conn *c, void *owner)
         return;
     }
     /* The client shut its sending side. Commands it already sent still
-     * get their replies (a client may pipeline QUIT and half-close), but
-     * a pending hook with nothing after it means the client is gone. */
+     * get their replies: a client may half-close right after the final
+     * dot or after a pipelined QUIT, and a 250 it never reads would make
+     * it send the message again. A client that is really gone resets the
+     * connection, which is an I/O error above. */
     s->peer_gone = true;
-    if (s->busy) {
-        if (c->in_end == c->in_start)
-            session_close(s, "client_closed");
-        return;
-    }
+    if (s->busy)
+        return; /* the hook's outcome is still owed: reply, then close */
     if (conn_pending_output(c) == 0)
         session_close(s, "client_closed");
     /* else: replies are still going out; on_drained finishes the rest. */

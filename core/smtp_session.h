@@ -131,6 +131,10 @@ void session_reap(void);
 /* The session was busy (a hook, a delay): go on with buffered input. */
 void session_resume(struct session *s);
 
+/* Shutting down: idle sessions get 421 now, the others after their
+ * transaction (RFC 5321 3.8). */
+void session_drain(void);
+
 /* Close every open session (shutdown). */
 void session_close_all(const char *why);
 

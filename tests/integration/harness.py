@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -450,6 +451,16 @@ class Client:
             self.sock.close()
         except OSError:
             pass
+
+    def abort(self):
+        """Vanish: close with a reset, as a crashed or killed client does
+        (a plain close is only a half-close the server answers to)."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                 struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close()
 
     def __enter__(self):
         return self

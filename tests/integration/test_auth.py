@@ -352,6 +352,29 @@ class ExchangeTest(AuthTestCase):
                 r = c.cmd("RCPT TO:<%s>" % REMOTE_RCPT)
                 self.assertEqual((r.code, r.enhanced), (550, "5.7.1"), r)
 
+    def test_overlong_or_bare_lf_line_ends_the_exchange(self):
+        """RFC 4954 4: a too-long response line ends the exchange with
+        500 5.5.6, and what follows is a command again, never a
+        credential (QUIT must quit)."""
+        with self.server() as srv:
+            c, _ = self.tls_client(srv)
+            with c:
+                c.cmd_expect("AUTH LOGIN", 334)
+                r = c.cmd("A" * 3000)
+                self.assertEqual((r.code, r.enhanced), (500, "5.5.6"), r)
+                c.cmd_expect("NOOP", 250)
+                c.cmd_expect("AUTH LOGIN", 334)
+                c.send(b"abc\n")
+                self.assertEqual(c.reply().code, 500)
+                c.cmd_expect("QUIT", 221)
+
+    def test_auth_without_mechanism_is_a_syntax_error(self):
+        with self.server() as srv:
+            c, _ = self.tls_client(srv)
+            with c:
+                r = c.cmd("AUTH")
+                self.assertEqual((r.code, r.enhanced), (501, "5.5.4"), r)
+
     def test_bad_base64(self):
         with self.server() as srv:
             c, _ = self.tls_client(srv)

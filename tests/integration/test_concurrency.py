@@ -4,6 +4,8 @@ others."""
 
 import os
 import smtplib
+import socket
+import signal
 import sys
 import threading
 import time
@@ -179,6 +181,38 @@ class ConcurrencyTest(PosternTestCase):
             self.assertEqual(results, ["ok"] * n)
             self.assertLess(elapsed, 5.0, "hooks were serialised")
             self.assertEqual(len(srv.wait_messages(n)), n)
+
+
+class DrainTest(PosternTestCase):
+    """SIGTERM: new clients are refused at once, idle sessions are told
+    421 4.3.2 (RFC 5321 3.8), a transaction in progress still finishes
+    with its 250, then that session is told 421 too."""
+
+    def test_sigterm_drains(self):
+        plugins = {"20-store": store_plugin()}
+        with Server(plugins=plugins) as srv:
+            idle = srv.client()
+            idle.ehlo()
+            busy = srv.client()
+            busy.ehlo()
+            busy.cmd_expect("MAIL FROM:<a@example.org>", 250)
+            busy.cmd_expect("RCPT TO:<b@example.com>", 250)
+            srv.proc.send_signal(signal.SIGTERM)
+            self.assertTrue(srv.wait_log(r"draining", 5))
+            r = idle.reply()
+            self.assertEqual((r.code, r.enhanced), (421, "4.3.2"), r)
+            self.assertTrue(idle.wait_closed())
+            with self.assertRaises(OSError):
+                socket.create_connection(("127.0.0.1", srv.port), timeout=2)
+            busy.cmd_expect("DATA", 354)
+            busy.send(b"Subject: drain\r\n\r\nstill delivered\r\n.\r\n")
+            self.assertEqual(busy.reply().code, 250)
+            r = busy.cmd("MAIL FROM:<a@example.org>")
+            self.assertEqual((r.code, r.enhanced), (421, "4.3.2"), r)
+            self.assertTrue(busy.wait_closed())
+            self.assertEqual(len(srv.wait_messages(1)), 1)
+            srv.proc.wait(10)
+            self.assertEqual(srv.proc.returncode, 0)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ order by plugins.d file name, the "hooks" subset, notes and header_add
 (test_notes), the reject test module and the bundled rcpt_list."""
 
 import os
+import socket
 import sys
 import time
 
@@ -246,7 +247,7 @@ class AsyncHookTest(PosternTestCase):
             c.cmd_expect("MAIL FROM:<a@example.org>", 250)
             c.send(b"RCPT TO:<b@example.com>\r\n")
             self.assertTrue(srv.wait_log(r"test_async pending hook=rcpt", 5))
-            c.close()
+            c.abort()
             self.assertTrue(srv.wait_log(r"test_async orphaned", timeout=5),
                             "orphaned context not reported")
             self.assertTrue(srv.alive)
@@ -259,6 +260,26 @@ class AsyncHookTest(PosternTestCase):
                 c2.send(BODY + b".\r\n")
                 self.assertEqual(c2.reply().code, 250)
             self.assertEqual(len(srv.wait_messages(1)), 1)
+
+    def test_half_close_after_final_dot_gets_the_reply(self):
+        """A client that shuts its sending side right after the final dot
+        (no QUIT) still reads the store's 250: closing instead would make
+        it retry a message that was stored, a duplicate."""
+        hooks = {"store": {"delay": 0.5, "result": "continue"}}
+        plugins = with_async(hooks)
+        with Server(plugins=plugins) as srv:
+            c = srv.client()
+            c.ehlo()
+            c.cmd_expect("MAIL FROM:<a@example.org>", 250)
+            c.cmd_expect("RCPT TO:<b@example.com>", 250)
+            c.cmd_expect("DATA", 354)
+            c.send(BODY + b".\r\n")
+            c.sock.shutdown(socket.SHUT_WR)
+            r = c.reply()
+            self.assertEqual(r.code, 250, r)
+            self.assertTrue(c.wait_closed())
+            self.assertEqual(len(srv.wait_messages(1)), 1)
+            self.assertEqual(srv.count_log(r"test_async orphaned"), 0)
 
     def test_orphaned_every_stage(self):
         """Close while pending at connect, helo, mail, data, message and
@@ -282,7 +303,7 @@ class AsyncHookTest(PosternTestCase):
                         c.send(script)
                     self.assertTrue(
                         srv.wait_log(r"test_async pending hook=%s" % hook, 5))
-                    c.close()
+                    c.abort()
                     self.assertTrue(srv.wait_log(r"test_async orphaned", 5),
                                     "no orphan reported at " + hook)
                     self.assertTrue(srv.alive)
