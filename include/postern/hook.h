@@ -58,8 +58,7 @@ typedef struct postern_ctx postern_ctx;
  * is printf-formatted, CR and LF are replaced, and it is cut at 400 bytes.
  */
 void postern_reply(postern_ctx *ctx, int code, const char *enhanced,
-                   const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Finish a PENDING handler. Exactly once, from the loop thread. */
 void postern_resume(postern_ctx *ctx, postern_result result);

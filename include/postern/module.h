@@ -53,9 +53,9 @@ typedef struct postern_module {
 } postern_module;
 
 #define POSTERN_MODULE_SYMBOL "postern_module_descriptor"
-#define POSTERN_MODULE_DEFINE                                                 \
-    __attribute__((visibility("default"))) const postern_module               \
-        postern_module_descriptor
+#define POSTERN_MODULE_DEFINE                                                  \
+    __attribute__((visibility("default")))                                     \
+    const postern_module postern_module_descriptor
 
 /* The "config" object of the plugins.d file ({} when it has none). */
 const json_t *postern_init_config(const postern_module_init *init);
