@@ -1061,18 +1061,27 @@ bdat_chunk_done(struct session *s)
             s->state = before; /* BDAT outside a transaction changes nothing */
         return;
     }
-    if (spool_size(tx->spool) > s->cfg->limits.message_size) {
-        smtp_reply(&s->conn, 552, "5.3.4",
-                   "Error: message size exceeds fixed limit");
-        transaction_end(s);
-        return;
-    }
     if (!tx->bdat_last) {
         smtp_reply(&s->conn, 250, "2.0.0", "%" PRIu64 " octets received",
                    tx->bdat_chunk);
         return;
     }
     message_received(s, false, false, false);
+}
+
+/* The reply owed once the chunk being read (and thrown away) is over. */
+static void
+bdat_set_error(struct transaction *tx, int code, const char *enhanced,
+               const char *text)
+{
+    free(tx->bdat_error);
+    tx->bdat_error = calloc(1, sizeof(*tx->bdat_error));
+    if (!tx->bdat_error)
+        return; /* bdat_chunk_done answers 451 */
+    tx->bdat_error->code = code;
+    snprintf(tx->bdat_error->enhanced, sizeof(tx->bdat_error->enhanced), "%s",
+             enhanced);
+    snprintf(tx->bdat_error->text, sizeof(tx->bdat_error->text), "%s", text);
 }
 
 /* Read BDAT chunk bytes; true when the chunk is complete. */
@@ -1097,17 +1106,9 @@ bdat_step(struct session *s)
     tx->bdat_remaining -= take;
     if (tx->bdat_remaining > 0)
         return false;
-    if (tx->bdat_discard && !tx->bdat_error && tx->spool) {
-        /* Over the size limit: answer 552 once the chunk is read. */
-        tx->bdat_error = calloc(1, sizeof(*tx->bdat_error));
-        if (tx->bdat_error) {
-            tx->bdat_error->code = 552;
-            snprintf(tx->bdat_error->enhanced, sizeof(tx->bdat_error->enhanced),
-                     "5.3.4");
-            snprintf(tx->bdat_error->text, sizeof(tx->bdat_error->text),
-                     "Error: message size exceeds fixed limit");
-        }
-    }
+    if (tx->bdat_discard && !tx->bdat_error && tx->spool) /* over the limit */
+        bdat_set_error(tx, 552, "5.3.4",
+                       "Error: message size exceeds fixed limit");
     bdat_chunk_done(s);
     return true;
 }
@@ -1128,15 +1129,7 @@ bdat_discard_chunk(struct session *s, uint64_t size, int code,
     struct transaction *tx = s->tx;
     if (!tx->mail_from)
         tx->state_before = s->state; /* a throwaway: restore it after */
-    free(tx->bdat_error);
-    tx->bdat_error = calloc(1, sizeof(*tx->bdat_error));
-    if (tx->bdat_error) {
-        tx->bdat_error->code = code;
-        snprintf(tx->bdat_error->enhanced, sizeof(tx->bdat_error->enhanced),
-                 "%s", enhanced);
-        snprintf(tx->bdat_error->text, sizeof(tx->bdat_error->text), "%s",
-                 text);
-    }
+    bdat_set_error(tx, code, enhanced, text);
     tx->bdat_discard = true;
     tx->bdat_remaining = size;
     tx->bdat_chunk = size;
