@@ -441,6 +441,10 @@ class ProtocolTest(PosternTestCase):
             c.cmd_expect("MAIL FROM:<a@example.org>", 250)
             self.assertReply(c.cmd("RCPT TO:<x@example.net>"), 550, "5.7.1")
             self.assertReply(c.cmd("RCPT TO:<x@sub.example.com>"), 550, "5.7.1")
+            # an address literal is local only when it is the address the
+            # client connected to
+            self.assertReply(c.cmd("RCPT TO:<postmaster@[127.0.0.1]>"), 250)
+            self.assertReply(c.cmd("RCPT TO:<x@[127.0.0.2]>"), 550, "5.7.1")
             # local domains are case-insensitive
             self.assertReply(c.cmd("RCPT TO:<x@EXAMPLE.COM>"), 250)
             self.assertReply(c.cmd("RCPT TO:<x@localhost>"), 250)
