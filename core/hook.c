@@ -315,9 +315,7 @@ postern_reply(postern_ctx *ctx, int code, const char *enhanced, const char *fmt,
     }
 }
 
-/* For log.c: who is logging. */
-const char *hook_ctx_log_sid(const postern_ctx *ctx);
-const char *hook_ctx_log_instance(const postern_ctx *ctx);
+/* For postern_log(): who is logging. */
 
 const char *
 hook_ctx_log_sid(const postern_ctx *ctx)

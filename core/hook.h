@@ -54,6 +54,11 @@ struct postern_ctx *hook_notify(struct postern_ctx *ctx, postern_hook hook);
  * never resumed. */
 void hook_orphans_free(void);
 
+/* For postern_log(): the session id (NULL when orphaned) and the name of
+ * the instance whose handler is running. */
+const char *hook_ctx_log_sid(const postern_ctx *ctx);
+const char *hook_ctx_log_instance(const postern_ctx *ctx);
+
 /* The session behind a context; NULL when orphaned. */
 struct session *hook_ctx_session(const struct postern_ctx *ctx);
 

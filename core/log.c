@@ -12,6 +12,7 @@
 
 #include "postern/log.h"
 
+#include "hook.h"
 #include "log.h"
 
 static log_level log_threshold = LOG_LEVEL_INFO;
@@ -77,8 +78,6 @@ log_event(log_level level, const char *sid, const char *event, const char *fmt,
 }
 
 /* Modules log through here; the session id and instance come from ctx. */
-const char *hook_ctx_log_sid(const postern_ctx *ctx);
-const char *hook_ctx_log_instance(const postern_ctx *ctx);
 
 void
 postern_log(const postern_ctx *ctx, postern_log_level level, const char *fmt,

@@ -13,6 +13,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include <setjmp.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
 #include "mock_core.h"
 
 #define MOCK_MAX_ITEMS 64
@@ -652,4 +657,29 @@ postern_message_close(postern_message_reader *r)
     mock.readers_open--;
     free(r->data);
     free(r);
+}
+
+/* The descriptor of the one module linked into each module test. */
+extern const postern_module postern_module_descriptor;
+
+void *
+mock_create(const char *config_text, int check_only)
+{
+    json_error_t jerr;
+    json_t *config = json_loads(config_text, 0, &jerr);
+    void *instance = NULL;
+
+    if (config == NULL)
+        fail_msg("bad test JSON: %s", jerr.text);
+    int rc = postern_module_descriptor.create(mock_init(config, check_only),
+                                              &instance);
+    json_decref(config);
+    if (rc != 0) {
+        assert_int_equal(rc, -1);
+        assert_true(mock_init_error_count() > 0);
+        return NULL;
+    }
+    assert_int_equal(mock_init_error_count(), 0);
+    assert_non_null(instance);
+    return instance;
 }

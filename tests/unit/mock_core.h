@@ -27,6 +27,11 @@ void mock_cleanup(void);
 postern_ctx *mock_ctx(void);
 postern_module_init *mock_init(const json_t *config, int check_only);
 
+/* Create an instance of the module under test from JSON text. Returns it,
+ * or NULL when create() refused the config (after checking that it said
+ * why); a create() that fails without a message fails the test. */
+void *mock_create(const char *config_text, int check_only);
+
 /* --- fake state ---------------------------------------------------------- */
 
 void mock_set_session_id(const char *id);

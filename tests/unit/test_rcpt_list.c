@@ -75,21 +75,7 @@ write_file(const char *path, const char *text)
 static void *
 create(const char *config_text)
 {
-    json_error_t jerr;
-    json_t *config = json_loads(config_text, 0, &jerr);
-    void *instance = NULL;
-
-    if (config == NULL)
-        fail_msg("bad test JSON: %s", jerr.text);
-    int rc = postern_module_descriptor.create(mock_init(config, 0), &instance);
-    json_decref(config);
-    if (rc != 0) {
-        assert_int_equal(rc, -1);
-        assert_true(mock_init_error_count() > 0);
-        return NULL;
-    }
-    assert_int_equal(mock_init_error_count(), 0);
-    return instance;
+    return mock_create(config_text, 0);
 }
 
 static void

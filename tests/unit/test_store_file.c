@@ -63,23 +63,7 @@ teardown(void **state)
 static void *
 create(const char *config_text, int check_only)
 {
-    json_error_t jerr;
-    json_t *config = json_loads(config_text, 0, &jerr);
-    void *instance = NULL;
-
-    if (config == NULL)
-        fail_msg("bad test JSON: %s", jerr.text);
-    int rc = postern_module_descriptor.create(mock_init(config, check_only),
-                                              &instance);
-    json_decref(config);
-    if (rc != 0) {
-        assert_int_equal(rc, -1);
-        assert_true(mock_init_error_count() > 0);
-        return NULL;
-    }
-    assert_int_equal(mock_init_error_count(), 0);
-    assert_non_null(instance);
-    return instance;
+    return mock_create(config_text, check_only);
 }
 
 /* An instance on root with extra config keys (",\"k\": v" or ""). */
