@@ -122,8 +122,7 @@ spool_check(const struct config *cfg)
                 cfg->source, cfg->spool_dir, strerror(errno));
         return -1;
     }
-    struct spool *probe = spool_open(cfg->spool_dir);
-    if (!probe) {
+    if (spool_check_dir(cfg->spool_dir) < 0) {
         fprintf(stderr,
                 "postern: %s: $.spool_dir: cannot create files in %s%s%s: "
                 "%s\n",
@@ -131,7 +130,6 @@ spool_check(const struct config *cfg)
                 cfg->user ? cfg->user : "", strerror(errno));
         return -1;
     }
-    spool_free(probe);
     return 0;
 }
 

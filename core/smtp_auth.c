@@ -146,13 +146,13 @@ static void
 auth_finish(struct session *s)
 {
     sasl_clear(s);
-    s->state = SESSION_HELO;
+    session_set_state(s, SESSION_HELO);
 }
 
 void
 smtp_auth_cancel(struct session *s)
 {
-    if (s->state == SESSION_AUTH && !s->busy)
+    if (s->state == SESSION_AUTH && s->wait == SESSION_WAIT_NONE)
         auth_finish(s);
 }
 
@@ -165,7 +165,7 @@ auth_reply_failure(struct session *s)
         smtp_reply(&s->conn, 421, "4.7.0",
                    "%s Error: too many authentication failures",
                    s->cfg->hostname);
-        s->quitting = true;
+        session_quit(s);
     }
 }
 
@@ -197,7 +197,7 @@ on_auth_done(struct session *s, postern_result r,
                         "Temporary authentication failure");
     } else if (r == POSTERN_DISCONNECT) {
         smtp_reply_hook(&s->conn, reply, 421, "4.7.0", "Service not available");
-        s->quitting = true;
+        session_quit(s);
     } else {
         /* REJECT, or no module said yes: a failure, replied after a
          * delay that grows with each failure. */
@@ -214,12 +214,13 @@ on_auth_done(struct session *s, postern_result r,
         st->decoded = NULL;
         st->authcid = st->authzid = st->passwd = NULL;
         st->delay = postern_timer_start(delay, on_auth_delay, s);
-        if (st->delay)
-            return; /* still busy */
+        if (st->delay) {
+            session_wait_for(s, SESSION_WAIT_TIMER);
+            return;
+        }
         auth_reply_failure(s);
     }
     auth_finish(s);
-    session_resume(s);
 }
 
 /* Credentials are complete: hand them to the auth hook. */
@@ -362,7 +363,7 @@ smtp_auth_command(struct session *s, const struct smtp_command *cmd)
         return;
     }
     s->sasl->mech = mech;
-    s->state = SESSION_AUTH;
+    session_set_state(s, SESSION_AUTH);
     if (initial && initial_len > 0) {
         if (initial_len == 1 && initial[0] == '*') {
             smtp_auth_line(s, initial, initial_len);

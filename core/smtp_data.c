@@ -70,6 +70,34 @@ smtp_data_init(struct smtp_data_rx *rx, smtp_data_policy policy,
     rx->in_header = true;
 }
 
+void
+smtp_data_init_raw(struct smtp_data_rx *rx, smtp_data_policy policy,
+                   uint64_t max_size, uint64_t max_header_size,
+                   smtp_data_sink sink, void *sink_arg)
+{
+    smtp_data_init(rx, policy, max_size, max_header_size, sink, sink_arg);
+    rx->raw = true;
+}
+
+static void smtp_data_emit(struct smtp_data_rx *rx, const char *buf,
+                           size_t len);
+
+void
+smtp_data_end_raw(struct smtp_data_rx *rx)
+{
+    if (rx->state != S_CR && rx->state != S_CR_EMPTY)
+        return;
+    if (rx->policy == SMTP_DATA_STRICT) {
+        rx->bare_line_end = true;
+        smtp_data_emit(rx, "\r", 1);
+    } else {
+        smtp_data_emit(rx, "\r\n", 2);
+        if (rx->state == S_CR_EMPTY)
+            rx->in_header = false;
+    }
+    rx->state = S_TEXT;
+}
+
 /* Count message bytes and pass them on while the limits and sink allow. */
 static void
 smtp_data_emit(struct smtp_data_rx *rx, const char *buf, size_t len)
@@ -179,7 +207,7 @@ smtp_data_feed(struct smtp_data_rx *rx, const char *in, size_t len,
 
         case S_BOL:
         case S_BOL_SOFT:
-            if (c == '.') {
+            if (c == '.' && !rx->raw) {
                 rx->state = rx->state == S_BOL ? S_DOT : S_SOFT_DOT;
                 p++;
             } else if (c == '\r') {

@@ -9,6 +9,11 @@
  * output. Leading dots are removed from lines that start with one. Bytes
  * over the size limit are counted but not emitted. No I/O, no allocation:
  * output goes to the sink in runs that point into the input where possible.
+ *
+ * BDAT content (RFC 3030) goes through the same receiver in raw mode: no
+ * dot-stuffing and no terminator (the caller knows where chunks end), but
+ * the same size, header size and line-ending checks, so both ways of
+ * sending a message are held to one policy.
  */
 #ifndef POSTERN_SMTP_DATA_H
 #define POSTERN_SMTP_DATA_H
@@ -40,6 +45,7 @@ struct smtp_data_rx {
     bool bare_line_end;  /* a bare CR or LF was seen (STRICT policy) */
     bool sink_failed;    /* the sink returned -1 */
     /* private state */
+    bool raw; /* BDAT: no dot-stuffing, no terminator */
     int state;
     bool in_header;
     uint64_t header_size;
@@ -54,9 +60,19 @@ void smtp_data_init(struct smtp_data_rx *rx, smtp_data_policy policy,
                     uint64_t max_size, uint64_t max_header_size,
                     smtp_data_sink sink, void *sink_arg);
 
+/* The same for BDAT content: raw mode (see above). */
+void smtp_data_init_raw(struct smtp_data_rx *rx, smtp_data_policy policy,
+                        uint64_t max_size, uint64_t max_header_size,
+                        smtp_data_sink sink, void *sink_arg);
+
+/* Raw mode: the last chunk is over. A CR still held at the very end is a
+ * bare line end (flagged, or normalised to CRLF). */
+void smtp_data_end_raw(struct smtp_data_rx *rx);
+
 /*
  * Feed input. *consumed is set to the bytes used: all of len for NEED_MORE,
- * up to and including the final <CRLF>.<CRLF> for DONE. The receiver keeps
+ * up to and including the final <CRLF>.<CRLF> for DONE. Raw mode consumes
+ * all of it and never returns DONE. The receiver keeps
  * the partial state of a terminator split across calls, so the caller may
  * feed any split of the stream, down to one byte at a time, with the same
  * output.

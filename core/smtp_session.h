@@ -3,6 +3,16 @@
  * transaction (MAIL to the end of the message or RSET), as OpenSMTPD splits
  * them: the session lives as long as the connection, the transaction is
  * freed at RSET or at the end of each message.
+ *
+ * The session is in one protocol state (what the client may send next) and
+ * at most one wait (what the session waits for before it reads the next
+ * command). The code is split by concern:
+ *   session.c          life cycle, states and waits, the input loop
+ *   smtp_commands.c    the command table and the simple commands
+ *   smtp_envelope.c    MAIL and RCPT, their parameters
+ *   relay_policy.c     which recipients may be accepted without a module
+ *   message_receipt.c  DATA and BDAT content, then the message/store hooks
+ *   transaction.c      the transaction and its recipient set
  */
 #ifndef POSTERN_SMTP_SESSION_H
 #define POSTERN_SMTP_SESSION_H
@@ -20,6 +30,7 @@
 
 struct note;
 struct spool;
+struct rcpt_set;
 
 typedef enum session_state {
     SESSION_GREETING, /* connect hook or greet pause; nothing sent yet */
@@ -30,8 +41,31 @@ typedef enum session_state {
     SESSION_DATA,     /* receiving the DATA stream */
     SESSION_BDAT,     /* receiving the bytes of one BDAT chunk */
     SESSION_AUTH,     /* inside a SASL exchange */
+    SESSION_QUITTING, /* the last reply is queued; close once it is sent */
     SESSION_CLOSED
 } session_state;
+
+/* What the session waits for; input is not processed meanwhile. */
+typedef enum session_wait {
+    SESSION_WAIT_NONE,
+    SESSION_WAIT_GREET_PAUSE,  /* greet_pause; early talkers are caught */
+    SESSION_WAIT_HOOK,         /* a hook chain runs in this call stack */
+    SESSION_WAIT_HOOK_PENDING, /* a handler went PENDING: only the hook's
+                                  own limit applies, client bytes do not
+                                  re-arm the idle timer */
+    SESSION_WAIT_TIMER,        /* a deliberate delay (AUTH failure) */
+    SESSION_WAIT_STARTTLS,     /* 220 queued; handshake once it is sent */
+    SESSION_WAIT_TLS,          /* TLS handshake */
+    SESSION_WAIT_SPOOL         /* spool file creation or writes (pool) */
+} session_wait;
+
+/* BDAT (RFC 3030): the chunk whose bytes are being read. */
+struct bdat_chunk {
+    uint64_t size, remaining;
+    bool last;
+    bool discard;            /* read only to stay in step, then refused */
+    struct hook_reply error; /* the reply owed after a discarded chunk */
+};
 
 struct transaction {
     char id[17];
@@ -40,24 +74,19 @@ struct transaction {
     bool smtputf8;
     char **rcpts;
     size_t n_rcpts, cap_rcpts;
+    struct rcpt_set *rcpt_set; /* de-duplication, see transaction.c */
     struct note *notes;
 
     struct spool *spool; /* open from DATA/first BDAT until the end */
     struct smtp_data_rx rx;
-    bool bdat;               /* the body came by BDAT */
-    bool bdat_failed;        /* a chunk failed: later chunks are refused */
-    bool bdat_discard;       /* the chunk being read is thrown away */
-    bool bdat_last;          /* the chunk being read is the last */
-    uint64_t bdat_remaining; /* bytes of the current chunk still to read */
-    uint64_t bdat_chunk;     /* size of the current chunk */
-    struct hook_reply *bdat_error; /* reply owed after a discarded chunk */
+    bool bdat;        /* the body comes by BDAT */
+    bool bdat_failed; /* a chunk was refused: later chunks are too */
 
     char *headers; /* "Name: value\r\n" lines added by modules */
     size_t headers_len, headers_cap;
     char *received; /* our trace header, stored below the module headers */
     size_t received_len;
     uint64_t body_size;
-    int state_before; /* BDAT outside a transaction: the session state */
 };
 
 struct sasl_state;
@@ -74,18 +103,20 @@ struct session {
     const struct config *cfg;
 
     session_state state;
-    bool busy;       /* a hook or TLS handshake is under way */
-    bool processing; /* inside the input loop (no re-entry) */
-    bool peer_gone;  /* EOF seen; close once buffered input is done */
-    bool quitting;   /* 221 sent; close when flushed */
+    session_wait wait;
+    hook_done_fn hook_done; /* the running hook's outcome handler */
     bool esmtp;
     bool counted_ip; /* holds a per-IP connection slot */
+    unsigned holds;  /* orphaned hook contexts that still borrow from us */
+    bool reaped;     /* closed and off the dead list; the last hold frees */
     char *helo;
     char *auth_user;
     struct note *notes;
     struct transaction *tx;
     struct postern_ctx *ctx;
     struct smtp_line_parser lines;
+    struct bdat_chunk chunk;
+    session_state chunk_return; /* state after a discarded chunk */
     unsigned errors;
     unsigned transactions;
     unsigned auth_failures;
@@ -93,13 +124,12 @@ struct session {
 
     /* TLS (tls.c): credentials in use and facts after the handshake */
     struct tls_creds *tls_creds;
-    bool tls_after_drain; /* STARTTLS: handshake once 220 is sent */
     char *tls_version;
     char *tls_cipher;
     char *tls_sni;
     char *tls_peer_dn;
 
-    /* AUTH exchange (sasl.c) */
+    /* AUTH exchange (smtp_auth.c) */
     struct sasl_state *sasl;
 
     postern_timer *greet_timer;            /* greet_pause, while it runs */
@@ -116,11 +146,12 @@ void session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
                    const struct config *cfg, bool counted_ip);
 
 /* For tls.c: the handshake finished; implicit TLS greets, STARTTLS resets
- * the session to its state before EHLO (RFC 3207 4.2). */
+ * what the client said (RFC 3207 4.2); what modules noted about the
+ * client stays. */
 void session_tls_established(struct session *s, bool implicit);
 
 /* Close a session now: disconnect hook, socket closed, freed after the
- * current callback returns. */
+ * current callback returns (or once no orphaned context borrows from it). */
 void session_close(struct session *s, const char *why);
 
 const char *session_id(const struct session *s);
@@ -128,18 +159,51 @@ const char *session_id(const struct session *s);
 /* Free sessions closed during this loop iteration (from an ev_check). */
 void session_reap(void);
 
-/* The session was busy (a hook, a delay): go on with buffered input. */
+/* An orphaned hook context lets go of its closed session. */
+void session_unhold(struct session *s);
+
+/* Enter a protocol state. QUITTING and CLOSED are final. */
+void session_set_state(struct session *s, session_state state);
+
+/* The last reply is queued: close once it is sent. */
+void session_quit(struct session *s);
+
+/* Count a protocol error; past the limit the session ends with 421. */
+void session_error(struct session *s);
+
+/* Wait for something; input is kept but not processed. */
+void session_wait_for(struct session *s, session_wait wait);
+
+/* The wait is over (called from a loop callback, never from inside the
+ * session's own processing): go on with buffered input. */
 void session_resume(struct session *s);
+
+/* Go on with buffered input unless a new wait began (same calling rule as
+ * session_resume; for callbacks that end one wait and may start another). */
+void session_continue(struct session *s);
 
 /* Shutting down: idle sessions get 421 now, the others after their
  * transaction (RFC 5321 3.8). */
 void session_drain(void);
+bool session_draining(void);
 
 /* Close every open session (shutdown). */
 void session_close_all(const char *why);
 
-/* Run a decision hook for this session (busy until done is called). */
+/* Run a decision hook. done replies; it runs once, maybe before this
+ * returns. The session waits until then. */
 void session_hook_run(struct session *s, postern_hook hook, hook_done_fn done);
+
+/* Run a notification hook (reset, disconnect); results are ignored. */
+void session_notify(struct session *s, postern_hook hook);
+
+/* Reply for a DISCONNECT result, whatever the stage, and quit. */
+void session_reply_disconnect(struct session *s, const struct hook_reply *r);
+
+/* Re-arm the idle timer for the current state. */
+void session_touch(struct session *s);
+
+const char *session_hostname(const struct session *s);
 
 /* Sessions open now. */
 unsigned session_count(void);

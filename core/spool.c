@@ -1,5 +1,8 @@
 /*
- * spool.c - anonymous spool files with a write buffer (see spool.h).
+ * spool.c - anonymous spool files written in blocks by the pool (see
+ * spool.h). The loop thread owns every field except while a job is in
+ * flight (busy): then the job's fields and fd belong to the pool thread,
+ * and the pool's queue hands them back before the job's done runs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -11,20 +14,34 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "postern/services.h"
+
 #include "spool.h"
 
-#define SPOOL_BUFFER (64 * 1024)
+#define SPOOL_BLOCK (64 * 1024)
 #define SPOOL_SPARES 64                 /* recycled files kept */
 #define SPOOL_RECYCLE_MAX (1024 * 1024) /* bigger files are not kept */
 
 struct spool {
-    int fd;
+    int fd; /* -1 until the first job created the file */
+    char *dir;
     atomic_uint refs;
     int error;
     uint64_t high_water; /* largest size the file has had */
     uint64_t size;       /* bytes accepted by spool_write */
-    size_t buffered;
-    char buf[SPOOL_BUFFER];
+    uint64_t flushed;    /* bytes handed to block writes */
+    char *fill;          /* the block being filled on the loop */
+    size_t filled;
+    char *other; /* the second block: being written while busy */
+    bool busy;   /* a job is in flight */
+    bool finishing;
+    spool_wake_fn wake;
+    void *wake_arg;
+    /* the job in flight (busy) */
+    const char *job_buf;
+    size_t job_len;
+    uint64_t job_off;
+    int job_error;
 };
 
 int
@@ -80,6 +97,16 @@ spool_create_anonymous(const char *dir)
     return fd;
 }
 
+int
+spool_check_dir(const char *dir)
+{
+    int fd = spool_create_anonymous(dir);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
 /* Recycled spool files, touched only on the loop thread. */
 static struct spool *spares[SPOOL_SPARES];
 static size_t n_spares;
@@ -91,44 +118,140 @@ spool_open(const char *dir)
 
     if (n_spares > 0) {
         sp = spares[--n_spares];
-        if (lseek(sp->fd, 0, SEEK_SET) != 0) {
-            close(sp->fd);
-            free(sp);
-            return spool_open(dir);
-        }
     } else {
-        sp = malloc(sizeof(*sp));
-        if (!sp)
-            return NULL;
-        sp->fd = spool_create_anonymous(dir);
-        if (sp->fd < 0) {
+        sp = calloc(1, sizeof(*sp));
+        if (!sp || !(sp->dir = strdup(dir)) ||
+            !(sp->fill = malloc(SPOOL_BLOCK))) {
+            if (sp)
+                free(sp->dir);
             free(sp);
             return NULL;
         }
-        sp->high_water = 0;
+        sp->fd = -1;
     }
     atomic_init(&sp->refs, 1);
     sp->error = 0;
-    sp->size = 0;
-    sp->buffered = 0;
+    sp->size = sp->flushed = 0;
+    sp->filled = 0;
+    sp->finishing = false;
+    sp->wake = NULL;
+    sp->wake_arg = NULL;
     return sp;
 }
 
-static int
-spool_write_fully(struct spool *sp, const char *buf, size_t len)
+/* --- the job: create the file if needed, then write one block --- */
+
+static void
+spool_job_work(void *arg)
 {
+    struct spool *sp = arg;
+    const char *buf = sp->job_buf;
+    size_t len = sp->job_len;
+    uint64_t off = sp->job_off;
+
+    if (sp->fd < 0 && (sp->fd = spool_create_anonymous(sp->dir)) < 0) {
+        sp->job_error = errno;
+        return;
+    }
     while (len > 0) {
-        ssize_t n = write(sp->fd, buf, len);
+        ssize_t n = pwrite(sp->fd, buf, len, (off_t)off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            sp->error = errno;
-            return -1;
+            sp->job_error = errno;
+            return;
         }
         buf += n;
         len -= (size_t)n;
+        off += (uint64_t)n;
     }
-    return 0;
+}
+
+static void spool_submit(struct spool *sp);
+
+/* The job is over (loop thread). wake: tell the owner (false when the job
+ * ran inline, inside a call of the owner's). */
+static void
+spool_job_complete(struct spool *sp, bool wake)
+{
+    sp->busy = false;
+    if (sp->job_error && !sp->error)
+        sp->error = sp->job_error;
+    /* Besides this job's reference, is anyone still writing? */
+    bool owned = atomic_load(&sp->refs) > 1;
+    if (!sp->error && owned &&
+        (sp->filled == SPOOL_BLOCK || (sp->finishing && sp->filled > 0))) {
+        spool_submit(sp); /* the next block is ready */
+        return;
+    }
+    if (sp->busy)
+        return;
+    sp->finishing = false;
+    if (wake && sp->wake)
+        sp->wake(sp->wake_arg);
+}
+
+static void
+spool_job_done(void *arg)
+{
+    struct spool *sp = arg;
+    spool_job_complete(sp, true);
+    spool_unref(sp); /* the job's reference; may be the last */
+}
+
+/* Hand the filled block (maybe empty: create only) to the pool. */
+static void
+spool_submit(struct spool *sp)
+{
+    if (sp->filled > 0 && !sp->other && !(sp->other = malloc(SPOOL_BLOCK))) {
+        sp->error = ENOMEM;
+        return;
+    }
+    char *full = sp->fill;
+    sp->job_buf = full;
+    sp->job_len = sp->filled;
+    sp->job_off = sp->flushed;
+    sp->job_error = 0;
+    sp->flushed += sp->filled;
+    if (sp->filled > 0) {
+        sp->fill = sp->other;
+        sp->other = full;
+    }
+    sp->filled = 0;
+    sp->busy = true;
+    spool_ref(sp);
+    if (postern_pool_submit(spool_job_work, spool_job_done, sp) == 0)
+        return;
+    /* No pool (tests, start-up) or it is full: do it here. */
+    spool_job_work(sp);
+    spool_job_complete(sp, false);
+    atomic_fetch_sub(&sp->refs, 1); /* the caller still holds one */
+}
+
+int
+spool_create(struct spool *sp, spool_wake_fn wake, void *arg)
+{
+    if (sp->fd >= 0 || sp->error)
+        return 1;
+    spool_on_wake(sp, wake, arg);
+    if (!sp->busy)
+        spool_submit(sp);
+    return sp->busy ? 0 : 1;
+}
+
+size_t
+spool_room(const struct spool *sp)
+{
+    if (sp->error)
+        return SIZE_MAX; /* bytes are only counted now */
+    return (SPOOL_BLOCK - sp->filled) + (sp->busy ? 0 : SPOOL_BLOCK);
+}
+
+void
+spool_on_wake(struct spool *sp, spool_wake_fn wake, void *arg)
+{
+    sp->wake = wake;
+    sp->wake_arg = arg;
 }
 
 int
@@ -137,30 +260,41 @@ spool_write(struct spool *sp, const char *buf, size_t len)
     if (sp->error)
         return -1;
     sp->size += len;
-    if (sp->buffered + len <= SPOOL_BUFFER) {
-        memcpy(sp->buf + sp->buffered, buf, len);
-        sp->buffered += len;
-        return 0;
+    while (len > 0) {
+        if (sp->filled == SPOOL_BLOCK) {
+            if (sp->busy) { /* more than spool_room() allowed */
+                sp->error = ENOBUFS;
+                return -1;
+            }
+            spool_submit(sp);
+            if (sp->error)
+                return -1;
+        }
+        size_t n = SPOOL_BLOCK - sp->filled;
+        if (n > len)
+            n = len;
+        memcpy(sp->fill + sp->filled, buf, n);
+        sp->filled += n;
+        buf += n;
+        len -= n;
     }
-    if (sp->buffered > 0 && spool_write_fully(sp, sp->buf, sp->buffered) < 0)
-        return -1;
-    sp->buffered = 0;
-    if (len >= SPOOL_BUFFER)
-        return spool_write_fully(sp, buf, len); /* large run: no copy */
-    memcpy(sp->buf, buf, len);
-    sp->buffered = len;
-    return 0;
+    /* A full block goes now if it can; else when the job is done. */
+    if (sp->filled == SPOOL_BLOCK && !sp->busy)
+        spool_submit(sp);
+    return sp->error ? -1 : 0;
 }
 
 int
-spool_finish(struct spool *sp)
+spool_finish(struct spool *sp, spool_wake_fn wake, void *arg)
 {
-    if (sp->error)
-        return -1;
-    if (sp->buffered > 0 && spool_write_fully(sp, sp->buf, sp->buffered) < 0)
-        return -1;
-    sp->buffered = 0;
-    return 0;
+    spool_on_wake(sp, wake, arg);
+    sp->finishing = true;
+    if (!sp->busy && !sp->error && (sp->filled > 0 || sp->fd < 0))
+        spool_submit(sp);
+    if (sp->busy)
+        return 0; /* wake follows when the last write is done */
+    sp->finishing = false;
+    return 1;
 }
 
 int
@@ -184,7 +318,11 @@ spool_error(const struct spool *sp)
 static void
 spool_destroy(struct spool *sp)
 {
-    close(sp->fd);
+    if (sp->fd >= 0)
+        close(sp->fd);
+    free(sp->fill);
+    free(sp->other);
+    free(sp->dir);
     free(sp);
 }
 
@@ -207,11 +345,13 @@ spool_free(struct spool *sp)
 {
     if (!sp)
         return;
+    sp->wake = NULL;
+    sp->finishing = false;
     if (sp->size > sp->high_water)
         sp->high_water = sp->size;
     if (atomic_fetch_sub(&sp->refs, 1) != 1)
-        return; /* a reader still has it; the reader destroys it */
-    if (sp->error || sp->high_water > SPOOL_RECYCLE_MAX ||
+        return; /* a reader or a job still has it; the last one destroys it */
+    if (sp->error || sp->fd < 0 || sp->high_water > SPOOL_RECYCLE_MAX ||
         n_spares == SPOOL_SPARES) {
         spool_destroy(sp);
         return;

@@ -2,15 +2,24 @@
  * spool.h - the spool file a message body streams into during DATA/BDAT.
  *
  * The file is anonymous (O_TMPFILE, or created and unlinked at once), so a
- * connection that dies mid-DATA, or a crash, leaves nothing behind. Writes
- * are buffered and go out in large blocks; readers use the descriptor.
+ * connection that dies mid-DATA, or a crash, leaves nothing behind.
  *
- * Creating an anonymous file costs a journal update on most filesystems,
- * so spool files are recycled: when the last user lets go of a small one,
- * it is kept (bounded) and rewritten from offset 0 by the next message.
- * Bytes past a message's size are never read. A spool is reference
- * counted: the transaction holds one reference and each message reader
- * (possibly on a pool thread) another.
+ * No spool call blocks the loop on the disk. Bytes are copied into a
+ * 64 KiB block; a full block is written by a pool thread (pwrite) while
+ * the next one fills. When both blocks are busy the writer has no room and
+ * must wait: spool_room() says how much it may write now, and the wake
+ * callback runs on the loop when a block write finishes. Creating the file
+ * (a journal update on most filesystems) is also done on the pool.
+ *
+ * Creating an anonymous file costs a journal update, so spool files are
+ * recycled: when the last user lets go of a small one, it is kept
+ * (bounded) and rewritten from offset 0 by the next message. Bytes past a
+ * message's size are never read. A spool is reference counted: the
+ * transaction holds one reference, each message reader (possibly on a pool
+ * thread) and each block write in flight another.
+ *
+ * Without a running pool (unit tests, start-up checks) the same work runs
+ * synchronously on the calling thread.
  */
 #ifndef POSTERN_SPOOL_H
 #define POSTERN_SPOOL_H
@@ -21,18 +30,42 @@
 
 struct spool;
 
+/* Called on the loop thread when background spool work finished. */
+typedef void (*spool_wake_fn)(void *arg);
+
 /* Make sure dir exists (mkdir -p, mode 0700); 0 or -1 with errno. */
 int spool_prepare_dir(const char *dir);
 
+/* Start-up check: create and drop one anonymous file in dir (blocking). */
+int spool_check_dir(const char *dir);
+
+/* A spool for one message (loop thread, no I/O). NULL: out of memory. */
 struct spool *spool_open(const char *dir);
-/* Append bytes; 0, or -1 once any write failed (errno kept in the spool). */
+
+/* Make sure the file exists. 1: it does (or creating it failed: see
+ * spool_error()); 0: it is being created and wake(arg) follows. */
+int spool_create(struct spool *sp, spool_wake_fn wake, void *arg);
+
+/* Bytes spool_write() accepts now without waiting. */
+size_t spool_room(const struct spool *sp);
+
+/* Append len <= spool_room() bytes; 0, or -1 once any write failed. When
+ * room runs out, wake(arg) (see spool_on_wake) runs once a write is done. */
 int spool_write(struct spool *sp, const char *buf, size_t len);
-/* Flush buffered bytes; 0 or -1. */
-int spool_finish(struct spool *sp);
+
+/* Who to wake when a block write finishes (NULL: nobody). */
+void spool_on_wake(struct spool *sp, spool_wake_fn wake, void *arg);
+
+/* Write out everything buffered. 1: done (check spool_error()); 0: under
+ * way, wake(arg) follows once all is written or failed. */
+int spool_finish(struct spool *sp, spool_wake_fn wake, void *arg);
+
 int spool_fd(const struct spool *sp);
 uint64_t spool_size(const struct spool *sp);
 int spool_error(const struct spool *sp); /* errno of the first failure */
-/* The transaction lets go (loop thread): recycled if nobody reads it. */
+
+/* The transaction lets go (loop thread): recycled if nobody reads it. No
+ * wake callback runs after this. */
 void spool_free(struct spool *sp);
 
 /* A reader takes and drops its own reference (any thread). */

@@ -180,7 +180,7 @@ tls_session_new(struct session *s)
     gnutls_handshake_set_timeout(g, 0); /* the idle timer bounds it */
     s->tls_creds = tls.current;
     tls.current->refs++;
-    s->busy = true;
+    s->wait = SESSION_WAIT_TLS;
     conn_touch(&s->conn, s->cfg->tls.handshake_timeout);
     conn_start_tls(&s->conn, g);
     return 0;
@@ -224,16 +224,13 @@ tls_command(struct session *s, const struct smtp_command *cmd)
     smtp_reply(&s->conn, 220, "2.0.0", "Ready to start TLS");
     /* Nothing the client pipelined after STARTTLS may be executed
      * (CVE-2011-0411): input is dropped when the handshake starts. */
-    s->busy = true;
+    s->wait = SESSION_WAIT_STARTTLS; /* handshake once the 220 is out */
     if (conn_flush(&s->conn) < 0) {
         session_close(s, "write_error");
         return;
     }
-    if (conn_pending_output(&s->conn) > 0) {
-        s->tls_after_drain = true;
-        return;
-    }
-    tls_begin_handshake(s);
+    if (conn_pending_output(&s->conn) == 0)
+        tls_begin_handshake(s);
 }
 
 static char *

@@ -4,11 +4,10 @@
  * spooled body seen through postern_message_read().
  *
  * Spool contents are checked against a deterministic pattern written in
- * many chunk sizes around the spool's write buffer, so every path (copy
- * into the buffer, flush then copy, direct write of a large run) is
- * exercised. Failures are provoked with /dev/full under the spool's
- * descriptor. The reader is checked in small and large reads, after its
- * transaction is gone, and from a pool thread.
+ * many chunk sizes around the spool's 64 KiB blocks, inline (no pool) and
+ * on pool threads with the room/wake back-pressure. Failures are provoked with
+ * /dev/full under the spool's descriptor. The reader is checked in small and
+ * large reads, after its transaction is gone, and from a pool thread.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -161,14 +160,95 @@ test_prepare_dir_errors(void **state)
 
 /* --- spool files --- */
 
+/*
+ * The spool's callers write at most spool_room() bytes and wait for the
+ * wake callback when there is none. Without a pool (most tests here) the
+ * work runs inline and there is always room; with one (the async tests)
+ * the helpers below run the loop until the spool wakes them.
+ */
+static struct ev_loop *test_loop;
+
+static void
+on_wake(void *arg)
+{
+    *(bool *)arg = true;
+}
+
+static void
+run_until(bool *flag)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!*flag) {
+        assert_non_null(test_loop);
+        ev_run(test_loop, EVRUN_NOWAIT);
+        usleep(200);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t.tv_sec - t0.tv_sec > 10)
+            fail_msg("the spool never woke its caller");
+    }
+}
+
+static void
+create_wait(struct spool *sp)
+{
+    bool woken = false;
+    if (spool_create(sp, on_wake, &woken) == 0)
+        run_until(&woken);
+}
+
+/* Write len bytes; -1 as soon as a write fails. */
+static int
+write_all(struct spool *sp, const char *buf, size_t len)
+{
+    bool woken = false;
+    spool_on_wake(sp, on_wake, &woken);
+    while (len > 0) {
+        size_t n = spool_room(sp);
+        if (n == 0) {
+            woken = false;
+            run_until(&woken);
+            continue;
+        }
+        if (n > len)
+            n = len;
+        if (spool_write(sp, buf, n) < 0)
+            return -1;
+        buf += n;
+        len -= n;
+    }
+    spool_on_wake(sp, NULL, NULL);
+    return 0;
+}
+
+/* Finish; 0 or -1 as spool_error() says. */
+static int
+finish_wait(struct spool *sp)
+{
+    bool woken = false;
+    if (spool_finish(sp, on_wake, &woken) == 0)
+        run_until(&woken);
+    spool_on_wake(sp, NULL, NULL);
+    return spool_error(sp) ? -1 : 0;
+}
+
 static void
 test_open_missing_dir(void **state)
 {
     (void)state;
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/does/not/exist", tmpdir);
-    assert_null(spool_open(path));
+    assert_int_equal(spool_check_dir(path), -1);
+    /* Opening does no I/O; creating the file fails and says why. */
+    struct spool *sp = spool_open(path);
+    assert_non_null(sp);
+    assert_int_equal(spool_create(sp, NULL, NULL), 1);
+    assert_int_equal(spool_error(sp), ENOENT);
+    assert_int_equal(spool_write(sp, "x", 1), -1);
+    spool_free(sp);
     spool_free(NULL);
+    assert_int_equal(spool_check_dir(tmpdir), 0);
+    assert_int_equal(dir_entries(tmpdir), 0);
 }
 
 /* The file has no name: nothing in the directory, no link to it. */
@@ -180,9 +260,11 @@ test_file_is_anonymous(void **state)
     struct spool *sp = spool_open(tmpdir);
 
     assert_non_null(sp);
+    assert_int_equal(spool_fd(sp), -1); /* not before spool_create() */
+    create_wait(sp);
     assert_true(spool_fd(sp) >= 0);
-    assert_int_equal(spool_write(sp, "hello", 5), 0);
-    assert_int_equal(spool_finish(sp), 0);
+    assert_int_equal(write_all(sp, "hello", 5), 0);
+    assert_int_equal(finish_wait(sp), 0);
     assert_int_equal(dir_entries(tmpdir), 0);
     assert_int_equal(fstat(spool_fd(sp), &st), 0);
     assert_int_equal(st.st_nlink, 0);
@@ -204,28 +286,28 @@ test_write_finish_size(void **state)
     assert_non_null(sp);
     assert_int_equal(spool_size(sp), 0);
     assert_int_equal(spool_error(sp), 0);
-    assert_int_equal(spool_finish(sp), 0); /* empty: fine */
+    assert_int_equal(finish_wait(sp), 0); /* empty: fine, file made */
+    assert_true(spool_fd(sp) >= 0);
     fill_pattern(buf, 0, sizeof(buf));
-    assert_int_equal(spool_write(sp, buf, 10), 0);
-    assert_int_equal(spool_write(sp, buf + 10, 0), 0);
-    assert_int_equal(spool_write(sp, buf + 10, 54), 0);
+    assert_int_equal(write_all(sp, buf, 10), 0);
+    assert_int_equal(write_all(sp, buf + 10, 0), 0);
+    assert_int_equal(write_all(sp, buf + 10, 54), 0);
     assert_int_equal(spool_size(sp), 64);
-    assert_int_equal(spool_finish(sp), 0);
+    assert_int_equal(finish_wait(sp), 0);
     assert_spool_pattern(sp, 64);
     /* Writing after finish appends. */
     fill_pattern(buf, 64, sizeof(buf));
-    assert_int_equal(spool_write(sp, buf, 64), 0);
-    assert_int_equal(spool_finish(sp), 0);
+    assert_int_equal(write_all(sp, buf, 64), 0);
+    assert_int_equal(finish_wait(sp), 0);
     assert_int_equal(spool_size(sp), 128);
     assert_spool_pattern(sp, 128);
     spool_free(sp);
 }
 
-/* Many chunk sizes, around and across the 64 KiB write buffer. */
+/* Many chunk sizes, around and across the 64 KiB blocks. */
 static void
-test_large_writes(void **state)
+write_chunk_sizes(void)
 {
-    (void)state;
     static const size_t chunks[] = {1,     7,     4096,   65535,  65536,
                                     65537, 70000, 200000, 1 << 20};
     const uint64_t total = 3u << 20;
@@ -236,6 +318,7 @@ test_large_writes(void **state)
         struct spool *sp = spool_open(tmpdir);
         uint64_t pos = 0;
         assert_non_null(sp);
+        create_wait(sp);
         /* Byte-sized chunks only for the first 256 KiB: it is slow. */
         uint64_t limit = chunks[c] == 1 ? (256u << 10) : total;
         while (pos < limit) {
@@ -243,41 +326,53 @@ test_large_writes(void **state)
             if (n > limit - pos)
                 n = (size_t)(limit - pos);
             fill_pattern(buf, pos, n);
-            assert_int_equal(spool_write(sp, buf, n), 0);
+            assert_int_equal(write_all(sp, buf, n), 0);
             pos += n;
             assert_int_equal(spool_size(sp), pos);
         }
-        assert_int_equal(spool_finish(sp), 0);
+        assert_int_equal(finish_wait(sp), 0);
         assert_spool_pattern(sp, limit);
         spool_free(sp);
     }
     /* Mixed sizes in one spool. */
     struct spool *sp = spool_open(tmpdir);
     uint64_t pos = 0;
+    create_wait(sp);
     for (size_t i = 0; pos < total; i++) {
         size_t n = chunks[(i * 5) % (sizeof(chunks) / sizeof(chunks[0]))];
         if (n > total - pos)
             n = (size_t)(total - pos);
         fill_pattern(buf, pos, n);
-        assert_int_equal(spool_write(sp, buf, n), 0);
+        assert_int_equal(write_all(sp, buf, n), 0);
         pos += n;
     }
-    assert_int_equal(spool_finish(sp), 0);
+    assert_int_equal(finish_wait(sp), 0);
     assert_int_equal(spool_size(sp), total);
     assert_spool_pattern(sp, total);
     spool_free(sp);
     free(buf);
 }
 
-/* Put /dev/full under the spool's descriptor: writes fail with ENOSPC. */
 static void
-make_full(struct spool *sp)
+test_large_writes(void **state)
 {
+    (void)state;
+    write_chunk_sizes();
+}
+
+/* Put /dev/full under the spool's descriptor: writes fail with ENOSPC. */
+static struct spool *
+open_full(void)
+{
+    struct spool *sp = spool_open(tmpdir);
+    assert_non_null(sp);
+    create_wait(sp);
     int full = open("/dev/full", O_WRONLY);
     if (full < 0)
         skip();
     assert_true(dup2(full, spool_fd(sp)) >= 0);
     close(full);
+    return sp;
 }
 
 static void
@@ -287,37 +382,91 @@ test_write_errors(void **state)
     char *big = calloc(1, 100000);
     assert_non_null(big);
 
-    /* A large write goes straight to the file and fails at once. */
-    struct spool *sp = spool_open(tmpdir);
-    assert_non_null(sp);
-    make_full(sp);
-    assert_int_equal(spool_write(sp, big, 100000), -1);
+    /* A write past one block sends the block and fails at once. */
+    struct spool *sp = open_full();
+    assert_int_equal(write_all(sp, big, 100000), -1);
     assert_int_equal(spool_error(sp), ENOSPC);
     assert_int_equal(spool_write(sp, "x", 1), -1); /* sticky */
-    assert_int_equal(spool_finish(sp), -1);
+    assert_int_equal(finish_wait(sp), -1);
     spool_free(sp);
 
     /* A small write is buffered; the failure shows at finish. */
-    sp = spool_open(tmpdir);
-    assert_non_null(sp);
-    make_full(sp);
-    assert_int_equal(spool_write(sp, "abc", 3), 0);
-    assert_int_equal(spool_finish(sp), -1);
+    sp = open_full();
+    assert_int_equal(write_all(sp, "abc", 3), 0);
+    assert_int_equal(finish_wait(sp), -1);
     assert_int_equal(spool_error(sp), ENOSPC);
     assert_int_equal(spool_write(sp, "x", 1), -1);
     spool_free(sp);
-
-    /* Or when the buffer overflows. */
-    sp = spool_open(tmpdir);
-    assert_non_null(sp);
-    make_full(sp);
-    int rc = 0;
-    for (int i = 0; i < 10 && rc == 0; i++)
-        rc = spool_write(sp, big, 10000);
-    assert_int_equal(rc, -1);
-    assert_int_equal(spool_error(sp), ENOSPC);
-    spool_free(sp);
     free(big);
+}
+
+/* --- the same with a pool: writes off the calling thread --- */
+
+static void
+pool_up(void)
+{
+    test_loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(test_loop);
+    services_init(test_loop);
+    assert_int_equal(pool_start(test_loop, 2), 0);
+}
+
+static void
+pool_down(void)
+{
+    pool_stop();
+    ev_loop_destroy(test_loop);
+    services_init(NULL);
+    test_loop = NULL;
+}
+
+static void
+test_async_writes(void **state)
+{
+    (void)state;
+    pool_up();
+    write_chunk_sizes();
+    /* Room runs out while a block is being written, and comes back. */
+    struct spool *sp = spool_open(tmpdir);
+    char *buf = calloc(1, 1 << 20);
+    assert_non_null(buf);
+    create_wait(sp);
+    size_t room = spool_room(sp);
+    assert_true(room > 0);
+    assert_int_equal(spool_write(sp, buf, room), 0);
+    assert_int_equal(spool_room(sp), 0); /* both blocks busy or full */
+    assert_int_equal(write_all(sp, buf, 1 << 20), 0);
+    assert_int_equal(finish_wait(sp), 0);
+    assert_int_equal(spool_size(sp), room + (1 << 20));
+    spool_free(sp);
+    free(buf);
+    pool_down();
+}
+
+/* A spool let go while its block is being written: the write finishes,
+ * nobody is woken, nothing leaks (ASan and valgrind check). */
+static void
+test_async_free_in_flight(void **state)
+{
+    (void)state;
+    bool woken = false;
+    char buf[100];
+
+    pool_up();
+    struct spool *sp = spool_open(tmpdir);
+    assert_non_null(sp);
+    assert_int_equal(spool_create(sp, on_wake, &woken), 0);
+    run_until(&woken);
+    woken = false;
+    memset(buf, 'x', sizeof(buf));
+    assert_int_equal(spool_write(sp, buf, sizeof(buf)), 0);
+    assert_int_equal(spool_finish(sp, on_wake, &woken), 0);
+    spool_free(sp); /* before the job is done */
+    pool_stop();    /* runs the job and its completion */
+    assert_false(woken);
+    ev_loop_destroy(test_loop);
+    services_init(NULL);
+    test_loop = NULL;
 }
 
 /* --- the message reader --- */
@@ -394,9 +543,10 @@ build_message(size_t body_len)
     assert_int_equal(message_add_received(m.s), 0);
     tx->spool = spool_open(tmpdir);
     assert_non_null(tx->spool);
+    create_wait(tx->spool);
     fill_pattern(body, 0, body_len);
-    assert_int_equal(spool_write(tx->spool, body, body_len), 0);
-    assert_int_equal(spool_finish(tx->spool), 0);
+    assert_int_equal(write_all(tx->spool, body, body_len), 0);
+    assert_int_equal(finish_wait(tx->spool), 0);
     tx->body_size = spool_size(tx->spool);
 
     m.expect_len = tx->headers_len + tx->received_len + body_len;
@@ -630,13 +780,10 @@ static void
 test_reader_on_pool_thread(void **state)
 {
     (void)state;
-    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct pool_read p = {0};
     struct timespec t0, t;
 
-    assert_non_null(loop);
-    services_init(loop);
-    assert_int_equal(pool_start(loop, 2), 0);
+    pool_up();
     build_message(150000);
     p.r = postern_message_open(m.ctx);
     assert_non_null(p.r);
@@ -644,13 +791,11 @@ test_reader_on_pool_thread(void **state)
                      0);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     do {
-        ev_run(loop, EVRUN_NOWAIT);
+        ev_run(test_loop, EVRUN_NOWAIT);
         usleep(500);
         clock_gettime(CLOCK_MONOTONIC, &t);
     } while (!p.done && t.tv_sec - t0.tv_sec < 10);
-    pool_stop();
-    ev_loop_destroy(loop);
-    services_init(NULL);
+    pool_down();
     assert_true(p.done);
     assert_true(p.ok);
     assert_int_equal(p.len, m.expect_len);
@@ -688,6 +833,8 @@ main(void)
         cmocka_unit_test(test_write_finish_size),
         cmocka_unit_test(test_large_writes),
         cmocka_unit_test(test_write_errors),
+        cmocka_unit_test(test_async_writes),
+        cmocka_unit_test(test_async_free_in_flight),
         MESSAGE_TEST(test_headers_and_received),
         MESSAGE_TEST(test_received_without_for),
         MESSAGE_TEST(test_reader_chunk_sizes),

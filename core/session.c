@@ -1,0 +1,656 @@
+/*
+ * session.c - the life of a session: start, greeting, the protocol state
+ * and the wait, the input loop, the transport callbacks, and the close.
+ *
+ * Input is processed in batches: every complete command in the read buffer
+ * is handled in turn and the replies are flushed together (RFC 2920). A
+ * command that starts something the session must wait for (a hook that
+ * goes PENDING, a TLS handshake, spool I/O on the pool) sets the wait; the
+ * remaining input stays in the read buffer, which stops filling when it is
+ * full, until whatever was waited for calls session_resume().
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client_limit.h"
+#include "hook.h"
+#include "log.h"
+#include "message_receipt.h"
+#include "notes.h"
+#include "services.h"
+#include "smtp_auth.h"
+#include "smtp_commands.h"
+#include "smtp_reply.h"
+#include "smtp_session.h"
+#include "tls.h"
+#include "transaction.h"
+
+#define SESSION_INPUT_BUFFER (32 * 1024)
+#define SESSION_OUTPUT_HIGH_WATER (64 * 1024)
+/* How long the server side may keep a client waiting (a hook, the spool):
+ * RFC 5321 4.5.3.2.6, a client waits 10 minutes for the reply to the end
+ * of data. */
+#define SESSION_SERVER_WAIT_TIMEOUT 600.0
+
+static struct session *dead_sessions;
+static struct session *live_list;
+static bool draining; /* shutting down: no new transactions */
+static unsigned live_sessions;
+
+static void session_process(struct session *s);
+static void session_flush(struct session *s);
+
+static const char *const state_names[] = {"greeting", "ready", "helo", "mail",
+                                          "rcpt",     "data",  "bdat", "auth",
+                                          "quitting", "closed"};
+
+const char *
+session_id(const struct session *s)
+{
+    return s ? s->id : NULL;
+}
+
+const char *
+session_hostname(const struct session *s)
+{
+    return s->cfg->hostname;
+}
+
+unsigned
+session_count(void)
+{
+    return live_sessions;
+}
+
+bool
+session_draining(void)
+{
+    return draining;
+}
+
+/* --- states and waits --- */
+
+void
+session_set_state(struct session *s, session_state state)
+{
+    if (s->state == state || s->state == SESSION_QUITTING ||
+        s->state == SESSION_CLOSED)
+        return; /* final states stay */
+    if (log_enabled(LOG_LEVEL_DEBUG))
+        log_event(LOG_LEVEL_DEBUG, s->id, "state", "from=%s to=%s",
+                  state_names[s->state], state_names[state]);
+    s->state = state;
+}
+
+void
+session_quit(struct session *s)
+{
+    session_set_state(s, SESSION_QUITTING);
+}
+
+void
+session_error(struct session *s)
+{
+    if (++s->errors >= s->cfg->limits.errors) {
+        smtp_reply(&s->conn, 421, "4.7.0", "%s Error: too many errors",
+                   session_hostname(s));
+        log_event(LOG_LEVEL_INFO, s->id, "error_limit", "errors=%u", s->errors);
+        session_quit(s);
+    }
+}
+
+void
+session_touch(struct session *s)
+{
+    double timeout;
+
+    switch (s->wait) {
+    case SESSION_WAIT_HOOK:
+    case SESSION_WAIT_HOOK_PENDING:
+    case SESSION_WAIT_SPOOL:
+        timeout = SESSION_SERVER_WAIT_TIMEOUT; /* we are the slow side */
+        break;
+    case SESSION_WAIT_TLS:
+        timeout = s->cfg->tls.handshake_timeout;
+        break;
+    default:
+        timeout = s->state == SESSION_DATA || s->state == SESSION_BDAT
+                      ? s->cfg->limits.data_timeout
+                      : s->cfg->limits.command_timeout;
+        break;
+    }
+    conn_touch(&s->conn, timeout);
+}
+
+void
+session_wait_for(struct session *s, session_wait wait)
+{
+    s->wait = wait;
+    if (wait == SESSION_WAIT_SPOOL)
+        session_touch(s);
+}
+
+void
+session_continue(struct session *s)
+{
+    if (s->state == SESSION_CLOSED)
+        return;
+    if (s->wait != SESSION_WAIT_NONE) {
+        session_flush(s); /* replies queued before the new wait */
+        return;
+    }
+    session_touch(s);
+    session_process(s);
+}
+
+void
+session_resume(struct session *s)
+{
+    s->wait = SESSION_WAIT_NONE;
+    session_continue(s);
+}
+
+/* --- hooks --- */
+
+/* Every decision hook ends here: the stage's handler replies, then, if
+ * the hook had gone PENDING (we are in a module's callback, not in the
+ * input loop), the session goes on. */
+static void
+session_on_hook_done(struct session *s, postern_result r,
+                     const struct hook_reply *reply)
+{
+    bool was_pending = s->wait == SESSION_WAIT_HOOK_PENDING;
+    hook_done_fn done = s->hook_done;
+
+    s->wait = SESSION_WAIT_NONE;
+    s->hook_done = NULL;
+    done(s, r, reply);
+    if (was_pending)
+        session_continue(s);
+}
+
+void
+session_hook_run(struct session *s, postern_hook hook, hook_done_fn done)
+{
+    if (!s->ctx) {
+        smtp_reply(&s->conn, 421, "4.3.0", "%s Error: out of memory",
+                   session_hostname(s));
+        session_quit(s);
+        return;
+    }
+    s->wait = SESSION_WAIT_HOOK;
+    s->hook_done = done;
+    hook_run(s->ctx, hook, session_on_hook_done);
+    if (s->wait == SESSION_WAIT_HOOK) {
+        /* A handler went PENDING. Only its limit applies now: client
+         * bytes are buffered (bounded) but never re-arm the timer. */
+        s->wait = SESSION_WAIT_HOOK_PENDING;
+        session_touch(s);
+    }
+}
+
+void
+session_notify(struct session *s, postern_hook hook)
+{
+    if (s->ctx && !hook_ctx_pending(s->ctx) && hook_chain_length(hook) > 0)
+        s->ctx = hook_notify(s->ctx, hook);
+}
+
+void
+session_reply_disconnect(struct session *s, const struct hook_reply *r)
+{
+    smtp_reply_hook(&s->conn, r, 421, "4.7.0",
+                    "Service not available, closing transmission channel");
+    session_quit(s);
+}
+
+/* --- connect and greeting --- */
+
+static void
+on_connect_done(struct session *s, postern_result r,
+                const struct hook_reply *reply)
+{
+    switch (r) {
+    case POSTERN_CONTINUE:
+    case POSTERN_ACCEPT:
+        session_set_state(s, SESSION_READY);
+        smtp_reply(&s->conn, 220, NULL, "%s ESMTP postern",
+                   session_hostname(s));
+        break;
+    case POSTERN_REJECT:
+        smtp_reply_hook(&s->conn, reply, 554, "5.7.1", "Access denied");
+        session_quit(s);
+        break;
+    case POSTERN_TEMPFAIL:
+        smtp_reply_hook(&s->conn, reply, 421, "4.3.2",
+                        "Service temporarily unavailable");
+        session_quit(s);
+        break;
+    default:
+        session_reply_disconnect(s, reply);
+        break;
+    }
+    if (s->state == SESSION_QUITTING)
+        log_event(LOG_LEVEL_INFO, s->id, "connect_refused", "client=%s",
+                  s->client_ip);
+}
+
+static void
+session_run_connect(struct session *s)
+{
+    session_hook_run(s, POSTERN_HOOK_CONNECT, on_connect_done);
+    session_continue(s);
+}
+
+/* greet_pause expired without the client talking. */
+static void
+on_greet_pause(void *arg)
+{
+    struct session *s = arg;
+    s->greet_timer = NULL;
+    if (s->state == SESSION_CLOSED)
+        return;
+    s->wait = SESSION_WAIT_NONE;
+    session_run_connect(s);
+}
+
+/* Called once the transport is ready (after implicit TLS, if any). */
+static void
+session_begin(struct session *s)
+{
+    s->wait = SESSION_WAIT_NONE;
+    if (s->cfg->limits.greet_pause > 0) {
+        s->greet_timer =
+            postern_timer_start(s->cfg->limits.greet_pause, on_greet_pause, s);
+        if (s->greet_timer) {
+            s->wait = SESSION_WAIT_GREET_PAUSE;
+            return;
+        }
+    }
+    session_run_connect(s);
+}
+
+/* --- closing and freeing --- */
+
+void
+session_drain(void)
+{
+    draining = true;
+    /* Idle sessions go now; those in a transaction finish it first. */
+    for (struct session *s = live_list, *next; s; s = next) {
+        next = s->live_next;
+        if (s->wait != SESSION_WAIT_NONE || s->tx ||
+            (s->state != SESSION_READY && s->state != SESSION_HELO))
+            continue;
+        smtp_reply(&s->conn, 421, "4.3.2",
+                   "%s Service shutting down, closing channel",
+                   session_hostname(s));
+        session_quit(s);
+        session_flush(s);
+    }
+}
+
+void
+session_close_all(const char *why)
+{
+    while (live_list) {
+        struct session *s = live_list;
+        /* RFC 5321 3.8: tell the client before going away. */
+        if (!s->conn.tls_handshaking && s->state != SESSION_QUITTING) {
+            smtp_reply(&s->conn, 421, "4.3.2",
+                       "%s Service shutting down, closing channel",
+                       session_hostname(s));
+            conn_flush(&s->conn);
+        }
+        session_close(s, why);
+    }
+}
+
+void
+session_close(struct session *s, const char *why)
+{
+    if (s->state == SESSION_CLOSED)
+        return;
+    postern_timer_cancel(s->greet_timer);
+    s->greet_timer = NULL;
+    if (hook_ctx_pending(s->ctx)) {
+        /* The module finishes later; it gets an orphaned context. */
+        hook_ctx_release(s->ctx);
+        s->ctx = hook_ctx_new(s);
+    }
+    if (s->ctx) {
+        transaction_end(s);
+        session_notify(s, POSTERN_HOOK_DISCONNECT);
+    } else {
+        transaction_free(s->tx);
+        s->tx = NULL;
+    }
+    log_event(LOG_LEVEL_INFO, s->id, "disconnect",
+              "reason=%s transactions=%u errors=%u", why, s->transactions,
+              s->errors);
+    s->state = SESSION_CLOSED;
+    s->wait = SESSION_WAIT_NONE;
+    client_limit_release((const struct sockaddr *)&s->conn.peer, s->counted_ip);
+    conn_close(&s->conn);
+    tls_session_release(s);
+    smtp_auth_free(s);
+    live_sessions--;
+    if (s->live_prev)
+        s->live_prev->live_next = s->live_next;
+    else
+        live_list = s->live_next;
+    if (s->live_next)
+        s->live_next->live_prev = s->live_prev;
+    s->next_dead = dead_sessions;
+    dead_sessions = s;
+}
+
+static void
+session_free(struct session *s)
+{
+    hook_ctx_release(s->ctx);
+    transaction_free(s->tx);
+    free((char *)s->rcpt_current);
+    notes_free(&s->notes);
+    free(s->helo);
+    free(s->auth_user);
+    free(s->tls_version);
+    free(s->tls_cipher);
+    free(s->tls_sni);
+    free(s->tls_peer_dn);
+    free(s);
+}
+
+void
+session_reap(void)
+{
+    while (dead_sessions) {
+        struct session *s = dead_sessions;
+        dead_sessions = s->next_dead;
+        s->reaped = true;
+        if (s->holds == 0)
+            session_free(s);
+        /* else: the last orphaned context frees it (session_unhold) */
+    }
+}
+
+void
+session_unhold(struct session *s)
+{
+    if (--s->holds == 0 && s->reaped)
+        session_free(s);
+}
+
+/* Send what is queued; close if the session is finishing. */
+static void
+session_flush(struct session *s)
+{
+    if (s->state == SESSION_CLOSED)
+        return;
+    if (conn_flush(&s->conn) < 0) {
+        session_close(s, "write_error");
+        return;
+    }
+    if (s->state == SESSION_QUITTING && conn_pending_output(&s->conn) == 0)
+        session_close(s, "quit");
+}
+
+/* --- the input loop --- */
+
+static void
+session_process(struct session *s)
+{
+    struct conn *c = &s->conn;
+    bool output_blocked = false;
+
+    while (s->wait == SESSION_WAIT_NONE && s->state != SESSION_QUITTING &&
+           s->state != SESSION_CLOSED) {
+        if (conn_pending_output(c) > SESSION_OUTPUT_HIGH_WATER) {
+            /* Send what we have; stop only while the client is not
+             * reading (then on_drained resumes us). */
+            if (conn_flush(c) < 0) {
+                session_close(s, "write_error");
+                return;
+            }
+            if (conn_pending_output(c) > SESSION_OUTPUT_HIGH_WATER) {
+                output_blocked = true;
+                break;
+            }
+        }
+        if (s->state == SESSION_DATA) {
+            if (!receipt_data_step(s))
+                break;
+            continue;
+        }
+        if (s->state == SESSION_BDAT) {
+            if (!receipt_chunk_step(s))
+                break;
+            continue;
+        }
+        const char *line;
+        size_t len, consumed;
+        smtp_line_status st =
+            smtp_line_next(&s->lines, c->in + c->in_start,
+                           c->in_end - c->in_start, &consumed, &line, &len);
+        conn_consume(c, consumed); /* line stays valid until next read */
+        if (st == SMTP_LINE_NEED_MORE)
+            break;
+        if (st == SMTP_LINE_TOO_LONG) {
+            if (s->state == SESSION_AUTH) {
+                /* RFC 4954 4: the exchange ends; the next line is a
+                 * command again, never a credential. */
+                smtp_reply(c, 500, "5.5.6",
+                           "Error: authentication exchange line too long");
+                smtp_auth_cancel(s);
+            } else {
+                smtp_reply(c, 500, "5.5.2", "Error: line too long");
+            }
+            session_error(s);
+            continue;
+        }
+        if (st == SMTP_LINE_BARE_LF &&
+            s->cfg->line_endings == SMTP_DATA_STRICT) {
+            smtp_reply(c, 500, "5.5.2",
+                       "Error: command lines must end with CRLF");
+            smtp_auth_cancel(s);
+            session_error(s);
+            continue;
+        }
+        smtp_command_line(s, line, len);
+    }
+    if (s->state == SESSION_CLOSED)
+        return;
+    conn_set_reading(c, true); /* room was made in the buffer */
+    /* The client closed its side and all it sent is answered: end once
+     * the replies are out. */
+    if (c->eof && s->wait == SESSION_WAIT_NONE && !output_blocked)
+        session_quit(s);
+    session_flush(s);
+}
+
+/* --- transport callbacks --- */
+
+static void
+on_input(struct conn *c, void *owner)
+{
+    struct session *s = owner;
+
+    if (s->state == SESSION_GREETING) {
+        /* Talking before the greeting: a bot that does not wait. */
+        smtp_reply(c, 554, "5.5.0",
+                   "%s Error: client sent data before the greeting",
+                   session_hostname(s));
+        log_event(LOG_LEVEL_INFO, s->id, "early_talker", "client=%s",
+                  s->client_ip);
+        conn_discard_input(c);
+        session_quit(s);
+        session_flush(s);
+        return;
+    }
+    if (s->wait != SESSION_WAIT_NONE)
+        return; /* kept for later; the wait's own timer runs on */
+    session_touch(s);
+    session_process(s);
+}
+
+static void
+on_drained(struct conn *c, void *owner)
+{
+    struct session *s = owner;
+    if (s->wait == SESSION_WAIT_STARTTLS) {
+        tls_begin_handshake(s);
+        return;
+    }
+    if (s->state == SESSION_QUITTING) {
+        session_close(s, "quit");
+        return;
+    }
+    if (s->wait == SESSION_WAIT_NONE)
+        session_process(s);
+}
+
+static void
+on_timeout(struct conn *c, void *owner)
+{
+    struct session *s = owner;
+    if (!c->tls_handshaking) {
+        smtp_reply(c, 421, "4.4.2", "%s Error: timeout exceeded",
+                   session_hostname(s));
+        conn_flush(c);
+    }
+    session_close(s, "timeout");
+}
+
+static void
+on_error(struct conn *c, void *owner)
+{
+    struct session *s = owner;
+
+    if (c->failed) {
+        /* A reset or an I/O error, even after a half-close: gone. */
+        session_close(s, "io_error");
+        return;
+    }
+    /* The client shut its sending side. Commands it already sent still
+     * get their replies: a client may half-close right after the final
+     * dot or after a pipelined QUIT, and a 250 it never reads would make
+     * it send the message again. */
+    if (s->wait != SESSION_WAIT_NONE)
+        return; /* an outcome is still owed: reply, then close */
+    if (conn_pending_output(c) == 0)
+        session_close(s, "client_closed");
+    /* else: replies are still going out; on_drained finishes the rest. */
+}
+
+static void
+on_tls_ready(struct conn *c, void *owner, int ok)
+{
+    struct session *s = owner;
+    tls_handshake_done(s, ok);
+}
+
+static const struct conn_callbacks session_callbacks = {
+    .on_input = on_input,
+    .on_drained = on_drained,
+    .on_timeout = on_timeout,
+    .on_error = on_error,
+    .on_tls_ready = on_tls_ready,
+};
+
+static void
+sockaddr_to_text(const struct sockaddr_storage *ss, char *ip, size_t iplen,
+                 int *port)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)ss;
+    ip[0] = '\0';
+    *port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, ip, (socklen_t)iplen);
+        *port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+            inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], ip,
+                      (socklen_t)iplen);
+        else
+            inet_ntop(AF_INET6, &in6->sin6_addr, ip, (socklen_t)iplen);
+        *port = ntohs(in6->sin6_port);
+    }
+}
+
+void
+session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
+              const struct listener_config *listener, const struct config *cfg,
+              bool counted_ip)
+{
+    struct session *s = calloc(1, sizeof(*s));
+    size_t in_cap = cfg->limits.command_line + 2;
+
+    if (in_cap < SESSION_INPUT_BUFFER)
+        in_cap = SESSION_INPUT_BUFFER;
+    if (!s ||
+        conn_init(&s->conn, services_loop(), fd, in_cap, peer, peer_len,
+                  &session_callbacks, s) < 0 ||
+        !(s->ctx = hook_ctx_new(s))) {
+        if (s && s->conn.in)
+            conn_close(&s->conn);
+        else
+            close(fd);
+        free(s);
+        if (peer)
+            client_limit_release(peer, counted_ip);
+        return;
+    }
+    s->cfg = cfg;
+    s->listener = listener;
+    s->counted_ip = counted_ip;
+    s->state = SESSION_GREETING;
+    transaction_make_id(s->id);
+    sockaddr_to_text(&s->conn.peer, s->client_ip, sizeof(s->client_ip),
+                     &s->client_port);
+    sockaddr_to_text(&s->conn.local, s->local_ip, sizeof(s->local_ip),
+                     &s->local_port);
+    smtp_line_init(&s->lines, cfg->limits.command_line);
+    live_sessions++;
+    s->live_next = live_list;
+    if (live_list)
+        live_list->live_prev = s;
+    live_list = s;
+    log_event(LOG_LEVEL_INFO, s->id, "connect", "client=%s port=%d local=%s:%d",
+              s->client_ip, s->client_port, s->local_ip, s->local_port);
+    conn_set_reading(&s->conn, true);
+    conn_touch(&s->conn, cfg->limits.command_timeout);
+    if (listener->tls == TLS_MODE_IMPLICIT) {
+        s->wait = SESSION_WAIT_TLS;
+        if (tls_start(s) < 0)
+            session_close(s, "tls_setup_failed");
+        return;
+    }
+    session_begin(s);
+}
+
+void
+session_tls_established(struct session *s, bool implicit)
+{
+    if (implicit) {
+        session_begin(s);
+        return;
+    }
+    /* STARTTLS: forget what the client said in plaintext (RFC 3207 4.2).
+     * What the server decided about the client (the modules' session
+     * notes, from the connect hook say) stays: it was not said by the
+     * client and the connect hook does not run again. */
+    transaction_end(s);
+    free(s->helo);
+    s->helo = NULL;
+    s->esmtp = false;
+    free(s->auth_user);
+    s->auth_user = NULL;
+    session_set_state(s, SESSION_READY);
+    smtp_line_init(&s->lines, s->cfg->limits.command_line);
+    session_resume(s);
+}

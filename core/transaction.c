@@ -1,0 +1,185 @@
+/*
+ * transaction.c - transactions and their recipient set.
+ *
+ * Recipients are de-duplicated through a small open-addressing hash set of
+ * indices into the recipient array, so a transaction with limits.recipients
+ * raised to 100k still adds each recipient in constant time.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "notes.h"
+#include "smtp_session.h"
+#include "spool.h"
+#include "transaction.h"
+
+struct rcpt_set {
+    uint32_t *slots; /* recipient index + 1; 0 is empty */
+    size_t cap;      /* a power of two */
+};
+
+static uint64_t id_counter;
+static uint64_t id_seed;
+
+void
+transaction_make_id(char out[17])
+{
+    /* splitmix64 of a seeded counter: unique per process. */
+    if (id_seed == 0) {
+        FILE *f = fopen("/dev/urandom", "rb");
+        if (!f || fread(&id_seed, sizeof(id_seed), 1, f) != 1)
+            id_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+        if (f)
+            fclose(f);
+        id_seed |= 1;
+    }
+    uint64_t z = id_seed + (++id_counter) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    snprintf(out, 17, "%016" PRIx64, z);
+}
+
+struct transaction *
+transaction_new(void)
+{
+    struct transaction *tx = calloc(1, sizeof(*tx));
+    if (tx)
+        transaction_make_id(tx->id);
+    return tx;
+}
+
+void
+transaction_free(struct transaction *tx)
+{
+    if (!tx)
+        return;
+    free(tx->mail_from);
+    free(tx->mail_params);
+    for (size_t i = 0; i < tx->n_rcpts; i++)
+        free(tx->rcpts[i]);
+    free(tx->rcpts);
+    if (tx->rcpt_set)
+        free(tx->rcpt_set->slots);
+    free(tx->rcpt_set);
+    notes_free(&tx->notes);
+    spool_free(tx->spool);
+    free(tx->headers);
+    free(tx->received);
+    free(tx);
+}
+
+void
+transaction_end(struct session *s)
+{
+    if (!s->tx)
+        return;
+    session_notify(s, POSTERN_HOOK_RESET);
+    transaction_free(s->tx);
+    s->tx = NULL;
+    if (s->state == SESSION_MAIL || s->state == SESSION_RCPT ||
+        s->state == SESSION_DATA || s->state == SESSION_BDAT)
+        session_set_state(s, SESSION_HELO);
+}
+
+/* --- the recipient set --- */
+
+/* Where the case-insensitive part starts: after the last '@' (the whole
+ * address for <Postmaster>, which has none). */
+static size_t
+rcpt_local_len(const char *addr, size_t len)
+{
+    const char *at = memrchr(addr, '@', len);
+    return at ? (size_t)(at - addr) : 0;
+}
+
+static uint64_t
+rcpt_hash(const char *addr, size_t len)
+{
+    size_t local = rcpt_local_len(addr, len);
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)addr[i];
+        h = (h ^ (i < local ? c : (unsigned char)tolower(c))) *
+            0x100000001b3ULL;
+    }
+    return h;
+}
+
+static bool
+rcpt_same(const char *a, const char *b, size_t len)
+{
+    size_t local = rcpt_local_len(b, len);
+    return strlen(a) == len && memcmp(a, b, local) == 0 &&
+           strncasecmp(a + local, b + local, len - local) == 0;
+}
+
+/* The slot for addr: where it is, or the empty slot where it would go. */
+static uint32_t *
+rcpt_set_find(const struct transaction *tx, const char *addr, size_t len)
+{
+    const struct rcpt_set *set = tx->rcpt_set;
+    size_t mask = set->cap - 1;
+    for (size_t i = rcpt_hash(addr, len) & mask;; i = (i + 1) & mask) {
+        uint32_t *slot = &set->slots[i];
+        if (*slot == 0 || rcpt_same(tx->rcpts[*slot - 1], addr, len))
+            return slot;
+    }
+}
+
+/* Keep the load under one half. */
+static int
+rcpt_set_grow(struct transaction *tx)
+{
+    struct rcpt_set *set = tx->rcpt_set;
+    if (!set) {
+        if (!(set = tx->rcpt_set = calloc(1, sizeof(*set))))
+            return -1;
+    }
+    if ((tx->n_rcpts + 1) * 2 <= set->cap)
+        return 0;
+    size_t cap = set->cap ? set->cap * 2 : 16;
+    uint32_t *slots = calloc(cap, sizeof(*slots));
+    if (!slots)
+        return -1;
+    free(set->slots);
+    set->slots = slots;
+    set->cap = cap;
+    for (size_t i = 0; i < tx->n_rcpts; i++)
+        *rcpt_set_find(tx, tx->rcpts[i], strlen(tx->rcpts[i])) =
+            (uint32_t)(i + 1);
+    return 0;
+}
+
+int
+transaction_add_rcpt(struct transaction *tx, const char *addr, size_t len)
+{
+    if (rcpt_set_grow(tx) < 0)
+        return -1;
+    uint32_t *slot = rcpt_set_find(tx, addr, len);
+    if (*slot != 0)
+        return 1;
+    if (tx->n_rcpts == tx->cap_rcpts) {
+        size_t cap = tx->cap_rcpts ? tx->cap_rcpts * 2 : 4;
+        char **grown = realloc(tx->rcpts, cap * sizeof(*grown));
+        if (!grown)
+            return -1;
+        tx->rcpts = grown;
+        tx->cap_rcpts = cap;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return -1;
+    memcpy(copy, addr, len);
+    copy[len] = '\0';
+    tx->rcpts[tx->n_rcpts++] = copy;
+    *slot = (uint32_t)tx->n_rcpts;
+    return 0;
+}
