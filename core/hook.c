@@ -3,6 +3,7 @@
  * contract of include/postern/hook.h.
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,6 @@
 #include "hook.h"
 #include "log.h"
 #include "module.h"
-#include "smtp_session.h"
 
 struct hook_handler {
     const struct module_instance *instance;
@@ -30,8 +30,11 @@ static const char *const hook_names[POSTERN_HOOK_COUNT] = {
     "connect", "helo",    "auth",  "mail",  "rcpt",
     "data",    "message", "store", "reset", "disconnect"};
 
-struct postern_ctx {
-    struct session *session; /* NULL once orphaned */
+struct hook_ctx {
+    struct session *session; /* held by this context while orphaned */
+    const char *sid;
+    const struct hook_owner_ops *ops;
+    bool orphaned;
     postern_hook hook;
     size_t index; /* handler running or pending */
     hook_done_fn done;
@@ -40,33 +43,168 @@ struct postern_ctx {
     bool resumed_early; /* resume called before the handler returned */
     postern_result early_result;
     struct hook_reply reply;
-    struct postern_ctx *orphan_prev, *orphan_next; /* while orphaned */
+    uint32_t slot;
+    struct hook_ctx *orphan_prev, *orphan_next; /* while orphaned */
 };
 
-/* Orphaned contexts still held by modules; freed at resume or at exit. */
-static struct postern_ctx *orphans;
+/* --- handles: slot + generation --- */
+
+/* Half of a pointer's bits for the slot, half for the generation. */
+#define HANDLE_BITS (sizeof(uintptr_t) * 4)
+#define HANDLE_MASK (((uintptr_t)1 << HANDLE_BITS) - 1)
+#define HANDLE_HISTORY 8
+
+struct ctx_slot {
+    struct hook_ctx *ctx; /* NULL: free */
+    uintptr_t gen;        /* generation of the live handle */
+    uint32_t next_free;   /* free list, index + 1 */
+    /* who held the last few generations, for the log of a stray call */
+    const char *retired[HANDLE_HISTORY];
+};
+
+static struct ctx_slot *slots;
+static uint32_t n_slots, cap_slots, free_slots; /* free_slots: index + 1 */
+
+static postern_ctx *
+handle_make(uint32_t slot, uintptr_t gen)
+{
+    return (postern_ctx *)(((gen & HANDLE_MASK) << HANDLE_BITS) |
+                           ((uintptr_t)slot + 1));
+}
+
+static bool
+handle_split(const postern_ctx *handle, uint32_t *slot, uintptr_t *gen)
+{
+    uintptr_t h = (uintptr_t)handle;
+    uintptr_t s = h & HANDLE_MASK;
+    if (s == 0 || s > n_slots)
+        return false;
+    *slot = (uint32_t)(s - 1);
+    *gen = h >> HANDLE_BITS;
+    return true;
+}
+
+/* The context a handle is live for; NULL when dead or never valid. */
+static struct hook_ctx *
+ctx_from(const postern_ctx *handle)
+{
+    uint32_t slot;
+    uintptr_t gen;
+    if (!handle_split(handle, &slot, &gen))
+        return NULL;
+    const struct ctx_slot *cs = &slots[slot];
+    return cs->ctx && (cs->gen & HANDLE_MASK) == gen ? cs->ctx : NULL;
+}
+
+postern_ctx *
+hook_ctx_handle(struct hook_ctx *ctx)
+{
+    return handle_make(ctx->slot, slots[ctx->slot].gen);
+}
+
+/* The call the live handle belongs to is over: the handle dies. */
+static void
+ctx_retire(struct hook_ctx *ctx, const char *instance)
+{
+    struct ctx_slot *cs = &slots[ctx->slot];
+    cs->retired[cs->gen % HANDLE_HISTORY] = instance;
+    cs->gen++;
+}
+
+static bool
+slot_count_fits(uint64_t n)
+{
+    return n <= (uint64_t)HANDLE_MASK;
+}
+
+static int
+slot_take(struct hook_ctx *ctx)
+{
+    if (!free_slots && n_slots == cap_slots) {
+        uint32_t cap = cap_slots ? cap_slots * 2 : 64;
+        if (!slot_count_fits(cap))
+            return -1;
+        struct ctx_slot *grown = realloc(slots, cap * sizeof(*grown));
+        if (!grown)
+            return -1;
+        slots = grown;
+        cap_slots = cap;
+    }
+    uint32_t i;
+    if (free_slots) {
+        i = free_slots - 1;
+        free_slots = slots[i].next_free;
+    } else {
+        i = n_slots++;
+        slots[i] = (struct ctx_slot){0};
+    }
+    slots[i].ctx = ctx;
+    ctx->slot = i;
+    return 0;
+}
 
 static void
-orphan_add(struct postern_ctx *ctx)
+ctx_free(struct hook_ctx *ctx)
 {
-    ctx->session = NULL;
+    struct ctx_slot *cs = &slots[ctx->slot];
+    cs->ctx = NULL;
+    cs->gen++; /* any handle still around is dead */
+    cs->next_free = free_slots;
+    free_slots = ctx->slot + 1;
+    free(ctx);
+}
+
+/* A call on a dead handle: logged with the instance it belonged to. */
+static void
+log_dead_handle(const postern_ctx *handle, const char *what)
+{
+    uint32_t slot;
+    uintptr_t gen;
+    const char *instance = NULL;
+    if (handle_split(handle, &slot, &gen)) {
+        const struct ctx_slot *cs = &slots[slot];
+        uintptr_t age = (cs->gen - gen) & HANDLE_MASK;
+        if (age >= 1 && age <= HANDLE_HISTORY)
+            instance = cs->retired[gen % HANDLE_HISTORY];
+    }
+    log_event(LOG_LEVEL_ERROR, NULL, "hook",
+              "stray %s module=%s: its hook call is already over; ignored",
+              what, instance ? instance : "-");
+}
+
+/* --- orphans --- */
+
+/* Orphaned contexts still held by modules; freed at resume or at exit. */
+static struct hook_ctx *orphans;
+
+static void
+orphan_add(struct hook_ctx *ctx)
+{
+    ctx->orphaned = true;
     ctx->orphan_prev = NULL;
     ctx->orphan_next = orphans;
     if (orphans)
         orphans->orphan_prev = ctx;
     orphans = ctx;
+    if (ctx->ops && ctx->ops->hold)
+        ctx->ops->hold(ctx->session);
 }
 
 static void
-orphan_free(struct postern_ctx *ctx)
+orphan_free(struct hook_ctx *ctx)
 {
+    struct session *s = ctx->session;
+    const struct hook_owner_ops *ops = ctx->ops;
+
     if (ctx->orphan_prev)
         ctx->orphan_prev->orphan_next = ctx->orphan_next;
     else
         orphans = ctx->orphan_next;
     if (ctx->orphan_next)
         ctx->orphan_next->orphan_prev = ctx->orphan_prev;
-    free(ctx);
+    ctx_free(ctx);
+    if (ops && ops->release)
+        ops->release(s);
 }
 
 void
@@ -74,6 +212,17 @@ hook_orphans_free(void)
 {
     while (orphans)
         orphan_free(orphans);
+    if (n_slots == 0 || free_slots == 0)
+        return;
+    /* Nothing is left; the table goes when every slot is free. */
+    uint32_t n_free = 0;
+    for (uint32_t i = free_slots; i; i = slots[i - 1].next_free)
+        n_free++;
+    if (n_free == n_slots) {
+        free(slots);
+        slots = NULL;
+        n_slots = cap_slots = free_slots = 0;
+    }
 }
 
 const char *
@@ -124,17 +273,25 @@ hook_chain_length(postern_hook hook)
     return chains[hook].n;
 }
 
-struct postern_ctx *
-hook_ctx_new(struct session *s)
+struct hook_ctx *
+hook_ctx_new(struct session *s, const char *sid,
+             const struct hook_owner_ops *ops)
 {
-    struct postern_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (ctx)
-        ctx->session = s;
+    struct hook_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return NULL;
+    if (slot_take(ctx) < 0) {
+        free(ctx);
+        return NULL;
+    }
+    ctx->session = s;
+    ctx->sid = sid;
+    ctx->ops = ops;
     return ctx;
 }
 
 void
-hook_ctx_release(struct postern_ctx *ctx)
+hook_ctx_release(struct hook_ctx *ctx)
 {
     if (!ctx)
         return;
@@ -142,23 +299,33 @@ hook_ctx_release(struct postern_ctx *ctx)
         orphan_add(ctx); /* freed by postern_resume() */
         return;
     }
-    free(ctx);
+    ctx_free(ctx);
 }
 
 bool
-hook_ctx_pending(const struct postern_ctx *ctx)
+hook_ctx_pending(const struct hook_ctx *ctx)
 {
     return ctx && ctx->pending;
 }
 
 struct session *
-hook_ctx_session(const struct postern_ctx *ctx)
+hook_ctx_session(const postern_ctx *handle)
 {
-    return ctx ? ctx->session : NULL;
+    const struct hook_ctx *ctx = ctx_from(handle);
+    return ctx && !ctx->orphaned ? ctx->session : NULL;
+}
+
+static const char *
+ctx_instance(const struct hook_ctx *ctx)
+{
+    const struct hook_chain *chain = &chains[ctx->hook];
+    return ctx->index < chain->n
+               ? chain->handlers[ctx->index].instance->instance
+               : NULL;
 }
 
 static void
-hook_finish(struct postern_ctx *ctx, postern_result result)
+hook_finish(struct hook_ctx *ctx, postern_result result)
 {
     struct hook_reply reply = ctx->reply;
     /* The reply belongs to the result of the handler that set it. */
@@ -167,33 +334,47 @@ hook_finish(struct postern_ctx *ctx, postern_result result)
     ctx->done(ctx->session, result, &reply);
 }
 
+/* A result outside the enum is a module bug: TEMPFAIL. */
+static postern_result
+result_checked(struct hook_ctx *ctx, postern_result r, const char *instance)
+{
+    if ((unsigned)r < POSTERN_PENDING)
+        return r;
+    log_event(LOG_LEVEL_ERROR, ctx->sid, "hook",
+              "hook=%s module=%s bad_result=%d; treated as tempfail",
+              hook_names[ctx->hook], instance ? instance : "-", (int)r);
+    memset(&ctx->reply, 0, sizeof(ctx->reply));
+    return POSTERN_TEMPFAIL;
+}
+
+/* Call handler h with a live handle; PENDING when it is still out. */
+static postern_result
+hook_call(struct hook_ctx *ctx, const struct hook_handler *h)
+{
+    memset(&ctx->reply, 0, sizeof(ctx->reply));
+    ctx->in_handler = true;
+    ctx->resumed_early = false;
+    postern_result r = h->fn(hook_ctx_handle(ctx), h->instance->state);
+    ctx->in_handler = false;
+    if (r == POSTERN_PENDING && ctx->resumed_early)
+        r = ctx->early_result;
+    else if (r == POSTERN_PENDING)
+        return r; /* the handle stays live until the resume */
+    ctx_retire(ctx, h->instance->instance);
+    return result_checked(ctx, r, h->instance->instance);
+}
+
 /* Walk the chain from ctx->index until a handler decides or goes pending. */
 static void
-hook_advance(struct postern_ctx *ctx)
+hook_advance(struct hook_ctx *ctx)
 {
     const struct hook_chain *chain = &chains[ctx->hook];
 
     while (ctx->index < chain->n) {
-        const struct hook_handler *h = &chain->handlers[ctx->index];
-        memset(&ctx->reply, 0, sizeof(ctx->reply));
-        ctx->in_handler = true;
-        ctx->resumed_early = false;
-        postern_result r = h->fn(ctx, h->instance->state);
-        ctx->in_handler = false;
+        postern_result r = hook_call(ctx, &chain->handlers[ctx->index]);
         if (r == POSTERN_PENDING) {
-            if (ctx->resumed_early) {
-                r = ctx->early_result;
-            } else {
-                ctx->pending = true;
-                return;
-            }
-        }
-        if ((unsigned)r >= POSTERN_PENDING) { /* PENDING via early resume */
-            log_event(LOG_LEVEL_ERROR, session_id(ctx->session), "hook",
-                      "hook=%s module=%s bad_result=%d; treated as tempfail",
-                      hook_names[ctx->hook], h->instance->instance, (int)r);
-            r = POSTERN_TEMPFAIL;
-            memset(&ctx->reply, 0, sizeof(ctx->reply));
+            ctx->pending = true;
+            return;
         }
         if (r != POSTERN_CONTINUE) {
             hook_finish(ctx, r);
@@ -205,7 +386,7 @@ hook_advance(struct postern_ctx *ctx)
 }
 
 void
-hook_run(struct postern_ctx *ctx, postern_hook hook, hook_done_fn done)
+hook_run(struct hook_ctx *ctx, postern_hook hook, hook_done_fn done)
 {
     ctx->hook = hook;
     ctx->index = 0;
@@ -214,60 +395,52 @@ hook_run(struct postern_ctx *ctx, postern_hook hook, hook_done_fn done)
     hook_advance(ctx);
 }
 
-struct postern_ctx *
-hook_notify(struct postern_ctx *ctx, postern_hook hook)
+struct hook_ctx *
+hook_notify(struct hook_ctx *ctx, postern_hook hook)
 {
     const struct hook_chain *chain = &chains[hook];
 
     for (size_t i = 0; ctx && i < chain->n; i++) {
-        const struct hook_handler *h = &chain->handlers[i];
         ctx->hook = hook;
         ctx->index = i;
-        ctx->in_handler = true;
-        ctx->resumed_early = false;
-        postern_result r = h->fn(ctx, h->instance->state);
-        ctx->in_handler = false;
-        if (r != POSTERN_PENDING || ctx->resumed_early)
+        ctx->done = NULL;
+        if (hook_call(ctx, &chain->handlers[i]) != POSTERN_PENDING)
             continue;
-        /* The module keeps this context until it resumes; it is detached
-         * (orphaned) and the session goes on with a fresh one. */
-        struct session *s = ctx->session;
+        /* The module keeps this context until it resumes; it is orphaned
+         * and the session goes on with a fresh one. */
+        struct hook_ctx *next = hook_ctx_new(ctx->session, ctx->sid, ctx->ops);
         ctx->pending = true;
         orphan_add(ctx);
-        ctx = hook_ctx_new(s);
+        ctx = next;
     }
     return ctx;
 }
 
 void
-postern_resume(postern_ctx *ctx, postern_result result)
+postern_resume(postern_ctx *handle, postern_result result)
 {
-    if (!ctx)
+    struct hook_ctx *ctx = ctx_from(handle);
+
+    if (!ctx || (ctx->in_handler && ctx->resumed_early) ||
+        (!ctx->in_handler && !ctx->pending)) {
+        log_dead_handle(handle, "postern_resume");
         return;
+    }
     if (ctx->in_handler) {
-        ctx->resumed_early = true;
+        ctx->resumed_early = true; /* taken when the handler returns */
         ctx->early_result = result;
         return;
     }
-    if (!ctx->pending) {
-        log_event(LOG_LEVEL_ERROR, NULL, "hook",
-                  "postern_resume called on a context that is not pending");
-        return;
-    }
+    const char *instance = ctx_instance(ctx);
     ctx->pending = false;
-    if (!ctx->session) {
+    ctx_retire(ctx, instance);
+    if (ctx->orphaned) {
         orphan_free(ctx); /* the client went away meanwhile */
         return;
     }
     if (!ctx->done)
         return; /* not from hook_run: nothing waits for it */
-    if ((unsigned)result >= POSTERN_PENDING) {
-        log_event(LOG_LEVEL_ERROR, session_id(ctx->session), "hook",
-                  "hook=%s bad_resume_result=%d; treated as tempfail",
-                  hook_names[ctx->hook], (int)result);
-        result = POSTERN_TEMPFAIL;
-        memset(&ctx->reply, 0, sizeof(ctx->reply));
-    }
+    result = result_checked(ctx, result, instance);
     if (result == POSTERN_CONTINUE) {
         ctx->index++;
         hook_advance(ctx);
@@ -277,24 +450,31 @@ postern_resume(postern_ctx *ctx, postern_result result)
 }
 
 int
-postern_ctx_orphaned(const postern_ctx *ctx)
+postern_ctx_orphaned(const postern_ctx *handle)
 {
-    return ctx && !ctx->session;
+    const struct hook_ctx *ctx = ctx_from(handle);
+    return !ctx || ctx->orphaned;
 }
 
 postern_hook
-postern_ctx_hook(const postern_ctx *ctx)
+postern_ctx_hook(const postern_ctx *handle)
 {
-    return ctx->hook;
+    const struct hook_ctx *ctx = ctx_from(handle);
+    return ctx ? ctx->hook : POSTERN_HOOK_COUNT;
 }
 
 void
-postern_reply(postern_ctx *ctx, int code, const char *enhanced, const char *fmt,
-              ...)
+postern_reply(postern_ctx *handle, int code, const char *enhanced,
+              const char *fmt, ...)
 {
-    struct hook_reply *r = &ctx->reply;
+    struct hook_ctx *ctx = ctx_from(handle);
     va_list ap;
 
+    if (!ctx) {
+        log_dead_handle(handle, "postern_reply");
+        return;
+    }
+    struct hook_reply *r = &ctx->reply;
     r->code = (code >= 200 && code <= 599) ? code : 0;
     r->enhanced[0] = '\0';
     if (enhanced) {
@@ -318,16 +498,15 @@ postern_reply(postern_ctx *ctx, int code, const char *enhanced, const char *fmt,
 /* For postern_log(): who is logging. */
 
 const char *
-hook_ctx_log_sid(const postern_ctx *ctx)
+hook_ctx_log_sid(const postern_ctx *handle)
 {
-    return ctx->session ? session_id(ctx->session) : NULL;
+    const struct hook_ctx *ctx = ctx_from(handle);
+    return ctx ? ctx->sid : NULL;
 }
 
 const char *
-hook_ctx_log_instance(const postern_ctx *ctx)
+hook_ctx_log_instance(const postern_ctx *handle)
 {
-    const struct hook_chain *chain = &chains[ctx->hook];
-    return ctx->index < chain->n
-               ? chain->handlers[ctx->index].instance->instance
-               : NULL;
+    const struct hook_ctx *ctx = ctx_from(handle);
+    return ctx ? ctx_instance(ctx) : NULL;
 }

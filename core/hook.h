@@ -31,35 +31,60 @@ int hook_chains_build(const struct module_set *set);
 void hook_chains_free(void);
 size_t hook_chain_length(postern_hook hook);
 
-/* One context per session, reused for each hook run. */
-struct postern_ctx *hook_ctx_new(struct session *s);
+/*
+ * The core's side of a hook context. A session owns one and reuses it for
+ * each hook run. What a handler gets is a handle (postern_ctx *): a slot
+ * number and a generation, never a pointer. A handle is good from the
+ * handler's call until it returns a decision, or until its resume; after
+ * that every use of it (a second resume, a resume after the session
+ * closed, a resume meant for an earlier hook) is detected, logged with the
+ * module instance and ignored, because the generation has moved on.
+ */
+struct hook_ctx;
+
+/* What a context needs from its session, without knowing what it is: an
+ * orphaned context holds its session (so strings handed to a pending
+ * handler stay valid until its resume) and releases it when freed. */
+struct hook_owner_ops {
+    void (*hold)(struct session *s);
+    void (*release)(struct session *s);
+};
+
+/* sid (the session id) names the context's log lines; it must live as
+ * long as the session. ops may be NULL (tests). */
+struct hook_ctx *hook_ctx_new(struct session *s, const char *sid,
+                              const struct hook_owner_ops *ops);
 /* The session is going away: free the context, or orphan it if a handler
- * is pending (then postern_resume() frees it). */
-void hook_ctx_release(struct postern_ctx *ctx);
-bool hook_ctx_pending(const struct postern_ctx *ctx);
+ * is pending (then its postern_resume() frees it). */
+void hook_ctx_release(struct hook_ctx *ctx);
+bool hook_ctx_pending(const struct hook_ctx *ctx);
+
+/* The handle of the context's current call (tests, and callers that act
+ * for a module outside a hook). */
+postern_ctx *hook_ctx_handle(struct hook_ctx *ctx);
 
 /* Run the chain for hook; done is called once with the outcome (maybe
  * before hook_run returns, when no handler goes PENDING). */
-void hook_run(struct postern_ctx *ctx, postern_hook hook, hook_done_fn done);
+void hook_run(struct hook_ctx *ctx, postern_hook hook, hook_done_fn done);
 
 /*
  * Notification hooks (reset, disconnect): every handler runs, results are
- * ignored. A handler that goes PENDING keeps its context (detached from
- * the session, freed by its postern_resume()); the session continues with
- * the context returned here, NULL if a new one could not be allocated.
+ * ignored. A handler that goes PENDING keeps its context (orphaned, freed
+ * by its postern_resume()); the session continues with the context
+ * returned here, NULL if a new one could not be allocated.
  */
-struct postern_ctx *hook_notify(struct postern_ctx *ctx, postern_hook hook);
+struct hook_ctx *hook_notify(struct hook_ctx *ctx, postern_hook hook);
 
 /* At exit, after the modules are destroyed: free the contexts modules
  * never resumed. */
 void hook_orphans_free(void);
 
-/* For postern_log(): the session id (NULL when orphaned) and the name of
- * the instance whose handler is running. */
-const char *hook_ctx_log_sid(const postern_ctx *ctx);
-const char *hook_ctx_log_instance(const postern_ctx *ctx);
+/* For postern_log(): the session id (kept while orphaned) and the name of
+ * the instance whose handler is running; NULL for a dead handle. */
+const char *hook_ctx_log_sid(const postern_ctx *handle);
+const char *hook_ctx_log_instance(const postern_ctx *handle);
 
-/* The session behind a context; NULL when orphaned. */
-struct session *hook_ctx_session(const struct postern_ctx *ctx);
+/* The session behind a handle; NULL when orphaned or dead. */
+struct session *hook_ctx_session(const postern_ctx *handle);
 
 #endif

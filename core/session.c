@@ -42,6 +42,7 @@ static unsigned live_sessions;
 
 static void session_process(struct session *s);
 static void session_flush(struct session *s);
+static void session_free(struct session *s);
 
 static const char *const state_names[] = {"greeting", "ready", "helo", "mail",
                                           "rcpt",     "data",  "bdat", "auth",
@@ -309,6 +310,27 @@ session_close_all(const char *why)
     }
 }
 
+/* An orphaned hook context borrows the session's strings (session.h
+ * promises them to a pending handler until its resume): the session is
+ * freed only after the last one let go. */
+static void
+session_hold(struct session *s)
+{
+    s->holds++;
+}
+
+static void
+session_release(struct session *s)
+{
+    if (--s->holds == 0 && s->reaped)
+        session_free(s);
+}
+
+static const struct hook_owner_ops session_hook_ops = {
+    .hold = session_hold,
+    .release = session_release,
+};
+
 void
 session_close(struct session *s, const char *why)
 {
@@ -319,7 +341,14 @@ session_close(struct session *s, const char *why)
     if (hook_ctx_pending(s->ctx)) {
         /* The module finishes later; it gets an orphaned context. */
         hook_ctx_release(s->ctx);
-        s->ctx = hook_ctx_new(s);
+        s->ctx = hook_ctx_new(s, s->id, &session_hook_ops);
+    }
+    if (s->holds > 0 && s->tx) {
+        /* The transaction ends for everyone else, but its strings stay
+         * until the pending handler let go. */
+        session_notify(s, POSTERN_HOOK_RESET);
+        s->retired_tx = s->tx;
+        s->tx = NULL;
     }
     if (s->ctx) {
         transaction_end(s);
@@ -353,6 +382,7 @@ session_free(struct session *s)
 {
     hook_ctx_release(s->ctx);
     transaction_free(s->tx);
+    transaction_free(s->retired_tx);
     free((char *)s->rcpt_current);
     notes_free(&s->notes);
     free(s->helo);
@@ -375,13 +405,6 @@ session_reap(void)
             session_free(s);
         /* else: the last orphaned context frees it (session_unhold) */
     }
-}
-
-void
-session_unhold(struct session *s)
-{
-    if (--s->holds == 0 && s->reaped)
-        session_free(s);
 }
 
 /* Send what is queued; close if the session is finishing. */
@@ -595,7 +618,7 @@ session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
     if (!s ||
         conn_init(&s->conn, services_loop(), fd, in_cap, peer, peer_len,
                   &session_callbacks, s) < 0 ||
-        !(s->ctx = hook_ctx_new(s))) {
+        !(s->ctx = hook_ctx_new(s, s->id, &session_hook_ops))) {
         if (s && s->conn.in)
             conn_close(&s->conn);
         else

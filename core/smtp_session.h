@@ -113,7 +113,8 @@ struct session {
     char *auth_user;
     struct note *notes;
     struct transaction *tx;
-    struct postern_ctx *ctx;
+    struct transaction *retired_tx; /* ended while a module still borrows */
+    struct hook_ctx *ctx;
     struct smtp_line_parser lines;
     struct bdat_chunk chunk;
     session_state chunk_return; /* state after a discarded chunk */
@@ -158,9 +159,6 @@ const char *session_id(const struct session *s);
 
 /* Free sessions closed during this loop iteration (from an ev_check). */
 void session_reap(void);
-
-/* An orphaned hook context lets go of its closed session. */
-void session_unhold(struct session *s);
 
 /* Enter a protocol state. QUITTING and CLOSED are final. */
 void session_set_state(struct session *s, session_state state);

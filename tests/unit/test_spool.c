@@ -474,8 +474,9 @@ test_async_free_in_flight(void **state)
 static struct {
     struct config *cfg;
     struct session *s;
-    struct postern_ctx *ctx;
-    char *expect; /* module headers + Received + body */
+    struct hook_ctx *hctx;
+    postern_ctx *ctx; /* its handle, as a module would hold it */
+    char *expect;     /* module headers + Received + body */
     size_t expect_len;
 } m;
 
@@ -503,8 +504,11 @@ setup_message(void **state)
     m.s->tx->rcpts = calloc(1, sizeof(char *));
     m.s->tx->rcpts[0] = strdup("b@example.com");
     m.s->tx->n_rcpts = m.s->tx->cap_rcpts = 1;
-    m.ctx = hook_ctx_new(m.s);
-    return m.ctx ? 0 : -1;
+    m.hctx = hook_ctx_new(m.s, m.s->id, NULL);
+    if (!m.hctx)
+        return -1;
+    m.ctx = hook_ctx_handle(m.hctx);
+    return 0;
 }
 
 static int
@@ -512,7 +516,7 @@ teardown_message(void **state)
 {
     (void)state;
     struct transaction *tx = m.s->tx;
-    hook_ctx_release(m.ctx);
+    hook_ctx_release(m.hctx);
     if (tx) {
         spool_free(tx->spool);
         free(tx->headers);
