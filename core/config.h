@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "log.h"
 #include "smtp_data.h"
 
 typedef enum tls_mode {
@@ -72,13 +73,6 @@ struct limits_config {
     unsigned auth_failures; /* per session before 421 */
     unsigned transactions;  /* per session; 0 = unlimited */
 };
-
-typedef enum log_level {
-    LOG_LEVEL_ERROR,
-    LOG_LEVEL_WARNING,
-    LOG_LEVEL_INFO,
-    LOG_LEVEL_DEBUG
-} log_level;
 
 struct config {
     char *source; /* file name, or "(built-in defaults)" */

@@ -69,7 +69,10 @@ int conn_init(struct conn *c, struct ev_loop *loop, int fd, size_t in_cap,
 /* Stops watchers and closes the socket; frees the buffers. */
 void conn_close(struct conn *c);
 
-/* Pause or resume reading (a pending hook pauses input). */
+/* Pause or resume reading. Reading also stops by itself while the input
+ * buffer is full, so a session that waits (a pending hook, the spool)
+ * holds at most one buffer of client bytes; the owner turns reading back
+ * on after it consumed input. */
 void conn_set_reading(struct conn *c, bool on);
 /* Re-arm the idle timer with this timeout (seconds). */
 void conn_touch(struct conn *c, double timeout);

@@ -26,10 +26,6 @@ struct hook_chain {
 
 static struct hook_chain chains[POSTERN_HOOK_COUNT];
 
-static const char *const hook_names[POSTERN_HOOK_COUNT] = {
-    "connect", "helo",    "auth",  "mail",  "rcpt",
-    "data",    "message", "store", "reset", "disconnect"};
-
 struct hook_ctx {
     struct session *session; /* held by this context while orphaned */
     const char *sid;
@@ -225,12 +221,6 @@ hook_orphans_free(void)
     }
 }
 
-const char *
-postern_hook_name(postern_hook hook)
-{
-    return (unsigned)hook < POSTERN_HOOK_COUNT ? hook_names[hook] : NULL;
-}
-
 int
 hook_chains_build(const struct module_set *set)
 {
@@ -342,7 +332,7 @@ result_checked(struct hook_ctx *ctx, postern_result r, const char *instance)
         return r;
     log_event(LOG_LEVEL_ERROR, ctx->sid, "hook",
               "hook=%s module=%s bad_result=%d; treated as tempfail",
-              hook_names[ctx->hook], instance ? instance : "-", (int)r);
+              postern_hook_name(ctx->hook), instance ? instance : "-", (int)r);
     memset(&ctx->reply, 0, sizeof(ctx->reply));
     return POSTERN_TEMPFAIL;
 }

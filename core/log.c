@@ -10,9 +10,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "postern/log.h"
-
-#include "hook.h"
 #include "log.h"
 
 static log_level log_threshold = LOG_LEVEL_INFO;
@@ -75,27 +72,4 @@ log_event(log_level level, const char *sid, const char *event, const char *fmt,
     va_start(ap, fmt);
     log_write_line(level, sid, event, fmt, ap);
     va_end(ap);
-}
-
-/* Modules log through here; the session id and instance come from ctx. */
-
-void
-postern_log(const postern_ctx *ctx, postern_log_level level, const char *fmt,
-            ...)
-{
-    char prefix[160];
-    char msg[1536];
-    va_list ap;
-
-    if (level > POSTERN_LOG_DEBUG)
-        level = POSTERN_LOG_DEBUG;
-    if (!log_enabled((log_level)level))
-        return;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    const char *instance = ctx ? hook_ctx_log_instance(ctx) : NULL;
-    snprintf(prefix, sizeof(prefix), "module=%s", instance ? instance : "-");
-    log_event((log_level)level, ctx ? hook_ctx_log_sid(ctx) : NULL, "module",
-              "%s %s", prefix, msg);
 }

@@ -7,7 +7,14 @@
 #ifndef POSTERN_LOG_INTERNAL_H
 #define POSTERN_LOG_INTERNAL_H
 
-#include "config.h"
+#include <stdbool.h>
+
+typedef enum log_level {
+    LOG_LEVEL_ERROR,
+    LOG_LEVEL_WARNING,
+    LOG_LEVEL_INFO,
+    LOG_LEVEL_DEBUG
+} log_level;
 
 void log_set_level(log_level level);
 bool log_enabled(log_level level);

@@ -13,6 +13,12 @@
  * ignored). Never call postern_resume() from inside the handler itself
  * before it returned; resuming later from a timer, a pool completion or an
  * I/O callback is the contract.
+ *
+ * A context is a handle to one handler call, not to the session: it dies
+ * when the call is over (a decision returned, or its resume). Using a dead
+ * handle (a second resume, a resume after the session closed, a resume
+ * with the context of an earlier hook) is logged with the module instance
+ * and ignored.
  */
 #ifndef POSTERN_HOOK_H
 #define POSTERN_HOOK_H

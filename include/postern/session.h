@@ -3,8 +3,9 @@
  * transaction and the message, and where it may keep its own notes.
  *
  * Strings returned here are borrowed: valid during the handler call (and,
- * for a pending handler, until postern_resume()). Copy what you keep.
- * On an orphaned context every accessor returns NULL, 0 or an empty value.
+ * for a pending handler, until postern_resume(), even if the client
+ * disconnected meanwhile). Copy what you keep longer. On an orphaned
+ * context every accessor returns NULL, 0 or an empty value.
  */
 #ifndef POSTERN_SESSION_H
 #define POSTERN_SESSION_H
