@@ -102,6 +102,27 @@ class BdatChecksTest(PosternTestCase):
                 b"\r\n\r\nline1\r\nline2\r\n"))
 
 
+class BdatOutsideTransactionTest(PosternTestCase):
+    """A BDAT chunk refused outside a transaction changes nothing: no
+    transaction is made for it, so no reset hook runs with an empty id."""
+
+    def test_reset_hook_sees_only_real_transactions(self):
+        self.require_plugin("test_reset")
+        with Server(plugins={"10-reset": {"module": "test_reset"}}) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                c.send(b"BDAT 5 LAST\r\nhello")
+                r = c.reply()
+                self.assertEqual((r.code, r.enhanced), (503, "5.5.1"), r)
+                c.cmd_expect("MAIL FROM:<a@example.org>", 250)
+                c.cmd_expect("RSET", 250)
+                c.cmd_expect("QUIT", 221)
+            self.assertIsNotNone(srv.wait_log(r"disconnect reason=quit"))
+            ids = re.findall(r"test_reset id=<([^>]*)>", srv.log_text())
+            self.assertEqual(len(ids), 1, ids)
+            self.assertRegex(ids[0], r"^[0-9a-f]{16}$")
+
+
 class StartTlsVerdictTest(PosternTestCase):
     """Defect 2: EHLO, STARTTLS, EHLO does not wash away a verdict a
     module made at connect."""
