@@ -21,6 +21,7 @@
 
 #include "client_limit.h"
 #include "hook.h"
+#include "id.h"
 #include "log.h"
 #include "message.h"
 #include "notes.h"
@@ -41,8 +42,6 @@ static struct session *dead_sessions;
 static struct session *live_list;
 static bool draining; /* shutting down: no new transactions */
 static unsigned live_sessions;
-static uint64_t id_counter;
-static uint64_t id_seed;
 
 static void session_process(struct session *s);
 static void session_greet(struct session *s);
@@ -55,21 +54,7 @@ static const char *hostname(const struct session *s);
 static void
 make_id(char out[17])
 {
-    /* splitmix64 of a seeded counter: unique per process, unpredictable
-     * enough to not leak connection counts. */
-    if (id_seed == 0) {
-        FILE *f = fopen("/dev/urandom", "rb");
-        if (!f || fread(&id_seed, sizeof(id_seed), 1, f) != 1)
-            id_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-        if (f)
-            fclose(f);
-        id_seed |= 1;
-    }
-    uint64_t z = id_seed + (++id_counter) * 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    snprintf(out, 17, "%016" PRIx64, z);
+    id_generate(out); /* random: ids reveal no connection counts */
 }
 
 static char *
