@@ -78,7 +78,8 @@ on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     char err[512];
     if (tls_reload(err, sizeof(err)) < 0)
-        log_event(LOG_LEVEL_ERROR, NULL, "reload_failed", "error=\"%s\"", err);
+        log_event(LOG_LEVEL_ERROR, NULL, "reload_failed", "error=%s",
+                  postern_log_value(err));
     else
         log_event(LOG_LEVEL_INFO, NULL, "reloaded", "what=tls");
 }
@@ -101,13 +102,13 @@ drop_privileges(const char *user)
     struct passwd *pw = getpwnam(user);
     if (!pw) {
         log_event(LOG_LEVEL_ERROR, NULL, "startup_failed",
-                  "error=\"unknown user %s\"", user);
+                  "error=\"unknown user\" user=%s", postern_log_value(user));
         return -1;
     }
     if (setgroups(1, &pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
         setuid(pw->pw_uid) != 0) {
-        log_event(LOG_LEVEL_ERROR, NULL, "startup_failed",
-                  "error=\"cannot become %s: %s\"", user, strerror(errno));
+        log_event(LOG_LEVEL_ERROR, NULL, "startup_failed", "error=%s user=%s",
+                  postern_log_value(strerror(errno)), postern_log_value(user));
         return -1;
     }
     return 0;
@@ -179,7 +180,7 @@ server_run(const struct config *cfg, struct module_set *modules)
     ev_unref(loop); /* the reaper alone must not keep the loop running */
 
     log_event(LOG_LEVEL_INFO, NULL, "started", "version=%s hostname=%s",
-              POSTERN_VERSION, cfg->hostname);
+              POSTERN_VERSION, postern_log_value(cfg->hostname));
     ev_run(loop, 0);
     rc = 0;
     session_close_all("shutdown");
