@@ -286,6 +286,17 @@ class CliTest(PosternTestCase):
         self.tree.write()
         self.assertCheckFails(path, "test_no_symbol")
 
+    def test_unresolved_symbol_module(self):
+        # Issue 7, defect 10: bound lazily, such a module passed the check
+        # and killed the daemon at its first MAIL ("symbol lookup error").
+        if not test_plugin_available("test_unresolved"):
+            self.skipTest("test_unresolved.so not built")
+        path = self.tree.plugin("10-unres", {"module": "test_unresolved"})
+        self.tree.write()
+        self.assertCheckFails(path, "postern_test_no_such_function",
+                              os.path.join(TEST_PLUGIN_DIR,
+                                           "test_unresolved.so"))
+
     def test_test_async_config_error(self):
         if not test_plugin_available("test_async"):
             self.skipTest("test_async.so not built")
