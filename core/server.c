@@ -96,19 +96,25 @@ raise_fd_limit(void)
     }
 }
 
-static int
-drop_privileges(const char *user)
+int
+server_become_user(const struct config *cfg, bool check_only, char *err,
+                   size_t errlen)
 {
-    struct passwd *pw = getpwnam(user);
+    if (!cfg->user)
+        return 0;
+    errno = 0;
+    struct passwd *pw = getpwnam(cfg->user);
     if (!pw) {
-        log_event(LOG_LEVEL_ERROR, NULL, "startup_failed",
-                  "error=\"unknown user\" user=%s", postern_log_value(user));
+        snprintf(err, errlen, "%s: $.user: no user named %s%s%s", cfg->source,
+                 cfg->user, errno ? ": " : "", errno ? strerror(errno) : "");
         return -1;
     }
+    if (check_only && geteuid() != 0)
+        return 0; /* cannot switch, and has nothing to give up */
     if (setgroups(1, &pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
         setuid(pw->pw_uid) != 0) {
-        log_event(LOG_LEVEL_ERROR, NULL, "startup_failed", "error=%s user=%s",
-                  postern_log_value(strerror(errno)), postern_log_value(user));
+        snprintf(err, errlen, "%s: $.user: cannot become %s: %s", cfg->source,
+                 cfg->user, strerror(errno));
         return -1;
     }
     return 0;
@@ -152,8 +158,10 @@ server_prepare(const struct config *cfg)
         fprintf(stderr, "postern: %s\n", err);
         return -1;
     }
-    if (cfg->user && drop_privileges(cfg->user) < 0)
+    if (server_become_user(cfg, false, err, sizeof(err)) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
         return -1;
+    }
     return spool_check(cfg);
 }
 
