@@ -271,6 +271,8 @@ static const struct field limits_fields[] = {
      RANGE(1, 1000000)},
     {"connections_per_ip", F_UNSIGNED, AT(limits_config, connections_per_ip),
      RANGE(1, 1000000)},
+    {"connections_per_ip_ipv6_prefix", F_UNSIGNED,
+     AT(limits_config, connections_per_ip_ipv6_prefix), RANGE(1, 128)},
     {"exempt_networks",
      ARRAY_OF(limits_config, exempt_networks, n_exempt_networks, F_CIDR)},
     {"command_timeout", F_SECONDS, AT(limits_config, command_timeout),
@@ -672,6 +674,7 @@ config_defaults(void)
         .command_line = 2048,
         .connections = 1000,
         .connections_per_ip = 100,
+        .connections_per_ip_ipv6_prefix = 64,
         .command_timeout = 300, /* RFC 5321 4.5.3.2.7 */
         .data_timeout = 180,    /* RFC 5321 4.5.3.2.6, per data block */
         .errors = 20,           /* Postfix smtpd_hard_error_limit */
