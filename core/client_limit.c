@@ -2,6 +2,15 @@
  * client_limit.c - connection counters (see client_limit.h). Per-address
  * counts live in an open-addressing table keyed by the 16-byte address,
  * sized for the configured total, so a lookup is a few probes.
+ *
+ * An IPv6 client is keyed by its network, the address with every bit past
+ * limits.connections_per_ip_ipv6_prefix cleared: one site gets a /64 and
+ * picks any of its 2^64 addresses, so counting per /128 limits nothing.
+ * IPv4 (and IPv4-mapped IPv6) is keyed by the address. A release has no
+ * config, so the prefix in use is kept here: it is taken from the config
+ * when nothing is counted, and stays while anything is, so every release
+ * finds the slot its acquire took (a changed prefix applies once the
+ * counted connections are gone).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,8 +28,10 @@ struct ip_slot {
 static struct {
     unsigned total;
     struct ip_slot *slots;
-    size_t n_slots;    /* power of two */
-    size_t tombstones; /* freed slots that still lengthen probe chains */
+    size_t n_slots;     /* power of two */
+    size_t tombstones;  /* freed slots that still lengthen probe chains */
+    unsigned counted;   /* connections holding a per-address slot */
+    unsigned v6_prefix; /* bits of an IPv6 key; fixed while counted > 0 */
 } limits;
 
 static void
@@ -34,6 +45,13 @@ client_key(const struct sockaddr *sa, unsigned char key[16])
     } else if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
         memcpy(key, &in6->sin6_addr, 16);
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+            return; /* an IPv4 client: per address */
+        unsigned bits = limits.v6_prefix;
+        if (bits < 128) {
+            key[bits / 8] &= (unsigned char)(0xff00u >> (bits % 8));
+            memset(key + bits / 8 + 1, 0, 15 - bits / 8);
+        }
     }
 }
 
@@ -122,6 +140,10 @@ client_limit_acquire(const struct config *cfg, const struct sockaddr *addr,
                 return CLIENT_LIMIT_TOTAL;
             limits.n_slots = n;
         }
+        if (limits.counted == 0) {
+            unsigned p = cfg->limits.connections_per_ip_ipv6_prefix;
+            limits.v6_prefix = p >= 1 && p <= 128 ? p : 64;
+        }
         unsigned char key[16];
         client_key(addr, key);
         struct ip_slot *s = client_slot(key, true);
@@ -130,6 +152,7 @@ client_limit_acquire(const struct config *cfg, const struct sockaddr *addr,
         if (s->count >= cfg->limits.connections_per_ip)
             return CLIENT_LIMIT_PER_IP;
         s->count++;
+        limits.counted++;
         *per_ip = true;
     }
     limits.total++;
@@ -146,6 +169,8 @@ client_limit_release(const struct sockaddr *addr, bool per_ip)
     unsigned char key[16];
     client_key(addr, key);
     struct ip_slot *s = client_slot(key, false);
+    if (s && s->count > 0 && limits.counted > 0)
+        limits.counted--;
     if (s && s->count > 0 && --s->count == 0) {
         s->tombstone = true;
         if (++limits.tombstones > limits.n_slots / 4)

@@ -1,7 +1,8 @@
 /*
  * client_limit.h - connection counting: total, and per client address
- * (IPv4-mapped IPv6 counts as IPv4). Exempt networks are not counted per
- * address.
+ * (IPv4, and IPv4-mapped IPv6 as IPv4) or per IPv6 network of
+ * limits.connections_per_ip_ipv6_prefix bits (/64 by default). Exempt
+ * networks are not counted per address. Loop thread only.
  */
 #ifndef POSTERN_CLIENT_LIMIT_H
 #define POSTERN_CLIENT_LIMIT_H

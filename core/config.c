@@ -271,6 +271,8 @@ static const struct field limits_fields[] = {
      RANGE(1, 1000000)},
     {"connections_per_ip", F_UNSIGNED, AT(limits_config, connections_per_ip),
      RANGE(1, 1000000)},
+    {"connections_per_ip_ipv6_prefix", F_UNSIGNED,
+     AT(limits_config, connections_per_ip_ipv6_prefix), RANGE(1, 128)},
     {"exempt_networks",
      ARRAY_OF(limits_config, exempt_networks, n_exempt_networks, F_CIDR)},
     {"command_timeout", F_SECONDS, AT(limits_config, command_timeout),
@@ -627,13 +629,37 @@ cidrs_parse(const char *const *src, size_t n, struct cidr **out, size_t *n_out)
     return 0;
 }
 
+/*
+ * The default module_path. An installed postern searches only the
+ * installed module directory: the build tree it came from may be gone,
+ * stale, or writable by whoever built it. The postern that meson built in
+ * the build tree (the one `sh .ci/bootstrap run` starts on the built-in
+ * configuration) searches the build tree's modules first, then the
+ * installed ones. It is recognised as the very file at the build path known
+ * at configure time: same device and inode as /proc/self/exe. `meson
+ * install` writes a copy, which is never that file; without /proc, or once
+ * the build tree is gone, the answer is "installed".
+ */
+static int
+config_default_module_path(char ***out, size_t *n_out)
+{
+    static const char *const build_tree[] = {POSTERN_BUILD_MODULE_DIR,
+                                             POSTERN_MODULE_DIR};
+    static const char *const installed[] = {POSTERN_MODULE_DIR};
+    struct stat self, built;
+
+    if (stat("/proc/self/exe", &self) == 0 &&
+        stat(POSTERN_BUILD_EXE, &built) == 0 && self.st_dev == built.st_dev &&
+        self.st_ino == built.st_ino)
+        return strings_dup(build_tree, 2, out, n_out);
+    return strings_dup(installed, 1, out, n_out);
+}
+
 struct config *
 config_defaults(void)
 {
     static const char *const exempt[] = {"127.0.0.0/8", "::1/128"};
     static const char *const domains[] = {"localhost", "example.com"};
-    static const char *const modpath[] = {POSTERN_BUILD_MODULE_DIR,
-                                          POSTERN_MODULE_DIR};
     struct config *cfg = calloc(1, sizeof *cfg);
     char host[256] = "";
 
@@ -648,6 +674,7 @@ config_defaults(void)
         .command_line = 2048,
         .connections = 1000,
         .connections_per_ip = 100,
+        .connections_per_ip_ipv6_prefix = 64,
         .command_timeout = 300, /* RFC 5321 4.5.3.2.7 */
         .data_timeout = 180,    /* RFC 5321 4.5.3.2.6, per data block */
         .errors = 20,           /* Postfix smtpd_hard_error_limit */
@@ -673,7 +700,8 @@ config_defaults(void)
                     &cfg->limits.n_exempt_networks) < 0 ||
         strings_dup(domains, 2, &cfg->local_domains, &cfg->n_local_domains) <
             0 ||
-        strings_dup(modpath, 2, &cfg->module_path, &cfg->n_module_path) < 0) {
+        config_default_module_path(&cfg->module_path, &cfg->n_module_path) <
+            0) {
         config_free(cfg);
         return NULL;
     }

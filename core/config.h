@@ -58,12 +58,15 @@ struct cidr {
 };
 
 struct limits_config {
-    uint64_t message_size;        /* bytes, SIZE advertised; 552 beyond */
-    uint64_t header_size;         /* bytes of the header section */
-    unsigned recipients;          /* per message; 452 beyond */
-    size_t command_line;          /* bytes without CRLF; 500 beyond */
-    unsigned connections;         /* total; 421 beyond */
-    unsigned connections_per_ip;  /* 421 beyond */
+    uint64_t message_size;       /* bytes, SIZE advertised; 552 beyond */
+    uint64_t header_size;        /* bytes of the header section */
+    unsigned recipients;         /* per message; 452 beyond */
+    size_t command_line;         /* bytes without CRLF; 500 beyond */
+    unsigned connections;        /* total; 421 beyond */
+    unsigned connections_per_ip; /* 421 beyond */
+    /* IPv6 clients count per network of this many bits (a /64 is one
+     * site); IPv4 per address. */
+    unsigned connections_per_ip_ipv6_prefix;
     struct cidr *exempt_networks; /* not counted per IP (loopback) */
     size_t n_exempt_networks;
     double command_timeout; /* seconds waiting for a command */

@@ -165,7 +165,7 @@ log_dead_handle(const postern_ctx *handle, const char *what)
     }
     log_event(LOG_LEVEL_ERROR, NULL, "hook",
               "stray %s module=%s: its hook call is already over; ignored",
-              what, instance ? instance : "-");
+              what, postern_log_value(instance));
 }
 
 /* --- orphans --- */
@@ -332,7 +332,8 @@ result_checked(struct hook_ctx *ctx, postern_result r, const char *instance)
         return r;
     log_event(LOG_LEVEL_ERROR, ctx->sid, "hook",
               "hook=%s module=%s bad_result=%d; treated as tempfail",
-              postern_hook_name(ctx->hook), instance ? instance : "-", (int)r);
+              postern_hook_name(ctx->hook), postern_log_value(instance),
+              (int)r);
     memset(&ctx->reply, 0, sizeof(ctx->reply));
     return POSTERN_TEMPFAIL;
 }

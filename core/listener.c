@@ -83,8 +83,8 @@ listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
                 errno == ENOMEM) {
                 /* The pending connection stays readable: without a pause
                  * the loop would spin on it. */
-                log_event(LOG_LEVEL_WARNING, NULL, "accept_paused",
-                          "errno=\"%s\"", strerror(errno));
+                log_event(LOG_LEVEL_WARNING, NULL, "accept_paused", "errno=%s",
+                          postern_log_value(strerror(errno)));
                 listeners_pause();
                 ev_timer_stop(loop, &listeners.backoff);
                 ev_timer_set(&listeners.backoff, ACCEPT_BACKOFF, 0.);
@@ -92,8 +92,8 @@ listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
                 return;
             }
             if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_event(LOG_LEVEL_WARNING, NULL, "accept_error",
-                          "errno=\"%s\"", strerror(errno));
+                log_event(LOG_LEVEL_WARNING, NULL, "accept_error", "errno=%s",
+                          postern_log_value(strerror(errno)));
             return;
         }
         bool per_ip;
@@ -182,7 +182,8 @@ listeners_open(struct ev_loop *loop, const struct config *cfg, char *err,
         ev_io_init(&l->w, listener_on_accept, fd, EV_READ);
         ev_io_start(loop, &l->w);
         log_event(LOG_LEVEL_INFO, NULL, "listening",
-                  "address=%s port=%d tls=%s", lc->address, lc->port,
+                  "address=%s port=%d tls=%s", postern_log_value(lc->address),
+                  lc->port,
                   lc->tls == TLS_MODE_NONE       ? "none"
                   : lc->tls == TLS_MODE_STARTTLS ? "starttls"
                                                  : "implicit");

@@ -42,6 +42,36 @@ usage(FILE *out)
         "  -h, --help          this text\n");
 }
 
+/*
+ * --check-config: what start-up does, minus the sockets and the spool. The
+ * TLS credentials are read as the user postern was started as (the daemon
+ * reads its keys before it gives up root), then, as the daemon does before
+ * it loads modules, postern becomes "user": every create() runs with the
+ * rights it will have in service, never as root. 0 or 1 (exit code).
+ */
+static int
+check_config(const struct config *cfg)
+{
+    char err[2048];
+    struct module_set *modules = NULL;
+
+    int rc = tls_init(cfg, err, sizeof(err));
+    tls_deinit();
+    if (rc == 0)
+        rc = server_become_user(cfg, true, err, sizeof(err));
+    if (rc == 0)
+        rc = module_set_load(cfg, true, &modules, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "postern: %s\n", err);
+        return 1;
+    }
+    printf("postern: configuration %s is valid (%zu module instance%s)\n",
+           cfg->source, modules->n, modules->n == 1 ? "" : "s");
+    module_set_free(modules);
+    hook_orphans_free();
+    return 0;
+}
+
 /* Read one line from stdin and print a crypt(3) hash of it. */
 static int
 hash_password(const char *scheme)
@@ -139,34 +169,24 @@ main(int argc, char **argv)
     }
     services_init(loop);
 
-    if (!check_only && server_prepare(cfg) < 0) {
+    if (check_only) {
+        int rc = check_config(cfg);
+        config_free(cfg);
+        return rc;
+    }
+    if (server_prepare(cfg) < 0) {
         server_cleanup();
         config_free(cfg);
         return 1;
     }
     struct module_set *modules = NULL;
-    if (module_set_load(cfg, check_only, &modules, err, sizeof(err)) < 0) {
+    if (module_set_load(cfg, false, &modules, err, sizeof(err)) < 0) {
         fprintf(stderr, "postern: %s\n", err);
-        if (!check_only)
-            server_cleanup();
+        server_cleanup();
         config_free(cfg);
         return 1;
     }
-    int rc;
-    if (check_only) {
-        rc = 0;
-        if (tls_init(cfg, err, sizeof(err)) < 0) {
-            fprintf(stderr, "postern: %s\n", err);
-            rc = 1;
-        }
-        tls_deinit();
-        if (rc == 0)
-            printf("postern: configuration %s is valid (%zu module "
-                   "instance%s)\n",
-                   cfg->source, modules->n, modules->n == 1 ? "" : "s");
-    } else {
-        rc = server_run(cfg, modules);
-    }
+    int rc = server_run(cfg, modules);
     module_set_free(modules);
     hook_orphans_free();
     config_free(cfg);

@@ -33,8 +33,9 @@ log_message(struct session *s, const char *event, int code)
 {
     struct transaction *tx = s->tx;
     log_event(LOG_LEVEL_INFO, s->id, event,
-              "id=%s from=<%s> rcpts=%zu size=%" PRIu64 " code=%d", tx->id,
-              tx->mail_from, tx->n_rcpts, message_size(tx), code);
+              "id=%s from=%s rcpts=%zu size=%" PRIu64 " code=%d", tx->id,
+              postern_log_value(tx->mail_from), tx->n_rcpts, message_size(tx),
+              code);
 }
 
 /* The reply for the message is queued: end the transaction. */
@@ -126,7 +127,7 @@ receipt_check(struct session *s)
     } else if (spool_error(tx->spool)) {
         smtp_reply(&s->conn, 451, "4.3.0", "Error: local spool failure");
         log_event(LOG_LEVEL_ERROR, s->id, "spool_error", "errno=%s",
-                  strerror(spool_error(tx->spool)));
+                  postern_log_value(strerror(spool_error(tx->spool))));
     } else if (message_add_received(s) < 0) {
         smtp_reply(&s->conn, 451, "4.3.0", "Error: out of memory");
     } else {
@@ -215,7 +216,8 @@ receipt_start(struct session *s)
 
     if (spool_error(tx->spool)) {
         log_event(LOG_LEVEL_ERROR, s->id, "spool_error", "dir=%s errno=%s",
-                  s->cfg->spool_dir, strerror(spool_error(tx->spool)));
+                  postern_log_value(s->cfg->spool_dir),
+                  postern_log_value(strerror(spool_error(tx->spool))));
         receipt_refuse(s, "Error: local spool failure");
         return;
     }

@@ -4,11 +4,13 @@
  *
  * For each plugins.d file, in name order: find <module>.so on the module
  * path, open it with libltdl (symbols local, so every module may export the
- * same descriptor name), check the descriptor (ABI first: nothing else in
+ * same descriptor name; every symbol bound at once, see module_open), check
+ * the descriptor (ABI first: nothing else in
  * it may be read when the major differs), attach the hooks the file asks
  * for, and let create() validate the module's own config. Any failure
  * stops the load with one line naming the file.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -103,6 +105,14 @@ dlerror_text(void)
 /*
  * Open <module>.so from the first module_path directory that has it. A file
  * that is there but does not load is reported as it is, not skipped.
+ *
+ * libltdl binds symbols lazily and has no advice for RTLD_NOW: a module
+ * calling a function the core does not export would load, pass
+ * --check-config, and kill the daemon with "symbol lookup error" the first
+ * time the call is made. So the file is first opened with dlopen(RTLD_NOW),
+ * which resolves every symbol or fails naming the one that is missing;
+ * libltdl then opens the object already in memory (bound), and the first
+ * reference is dropped.
  */
 static int
 module_open(const struct config *cfg, const struct plugin_config *pc,
@@ -128,9 +138,17 @@ module_open(const struct config *cfg, const struct plugin_config *pc,
             reported = true;
             break;
         }
-        if ((*handle = lt_dlopenadvise(*path, advise)))
-            break;
-        why = dlerror_text();
+        void *bound = dlopen(*path, RTLD_NOW | RTLD_LOCAL);
+        if (bound) {
+            *handle = lt_dlopenadvise(*path, advise);
+            why = *handle ? NULL : dlerror_text();
+            dlclose(bound); /* libltdl's reference keeps it loaded */
+            if (*handle)
+                break;
+        } else {
+            const char *e = dlerror();
+            why = e ? e : "unknown error";
+        }
         if (access(*path, F_OK) == 0) {
             snprintf(err, errlen, "%s: module %s (%s): cannot load: %s",
                      pc->file, pc->module, *path, why);

@@ -29,7 +29,7 @@ postern_log(const postern_ctx *ctx, postern_log_level level, const char *fmt,
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     const char *instance = ctx ? hook_ctx_log_instance(ctx) : NULL;
-    snprintf(prefix, sizeof(prefix), "module=%s", instance ? instance : "-");
+    snprintf(prefix, sizeof(prefix), "module=%s", postern_log_value(instance));
     log_event((log_level)level, ctx ? hook_ctx_log_sid(ctx) : NULL, "module",
               "%s %s", prefix, msg);
 }

@@ -78,7 +78,8 @@ on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     char err[512];
     if (tls_reload(err, sizeof(err)) < 0)
-        log_event(LOG_LEVEL_ERROR, NULL, "reload_failed", "error=\"%s\"", err);
+        log_event(LOG_LEVEL_ERROR, NULL, "reload_failed", "error=%s",
+                  postern_log_value(err));
     else
         log_event(LOG_LEVEL_INFO, NULL, "reloaded", "what=tls");
 }
@@ -95,19 +96,25 @@ raise_fd_limit(void)
     }
 }
 
-static int
-drop_privileges(const char *user)
+int
+server_become_user(const struct config *cfg, bool check_only, char *err,
+                   size_t errlen)
 {
-    struct passwd *pw = getpwnam(user);
+    if (!cfg->user)
+        return 0;
+    errno = 0;
+    struct passwd *pw = getpwnam(cfg->user);
     if (!pw) {
-        log_event(LOG_LEVEL_ERROR, NULL, "startup_failed",
-                  "error=\"unknown user %s\"", user);
+        snprintf(err, errlen, "%s: $.user: no user named %s%s%s", cfg->source,
+                 cfg->user, errno ? ": " : "", errno ? strerror(errno) : "");
         return -1;
     }
+    if (check_only && geteuid() != 0)
+        return 0; /* cannot switch, and has nothing to give up */
     if (setgroups(1, &pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
         setuid(pw->pw_uid) != 0) {
-        log_event(LOG_LEVEL_ERROR, NULL, "startup_failed",
-                  "error=\"cannot become %s: %s\"", user, strerror(errno));
+        snprintf(err, errlen, "%s: $.user: cannot become %s: %s", cfg->source,
+                 cfg->user, strerror(errno));
         return -1;
     }
     return 0;
@@ -149,8 +156,10 @@ server_prepare(const struct config *cfg)
         fprintf(stderr, "postern: %s\n", err);
         return -1;
     }
-    if (cfg->user && drop_privileges(cfg->user) < 0)
+    if (server_become_user(cfg, false, err, sizeof(err)) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
         return -1;
+    }
     return spool_check(cfg);
 }
 
@@ -177,7 +186,7 @@ server_run(const struct config *cfg, struct module_set *modules)
     ev_unref(loop); /* the reaper alone must not keep the loop running */
 
     log_event(LOG_LEVEL_INFO, NULL, "started", "version=%s hostname=%s",
-              POSTERN_VERSION, cfg->hostname);
+              POSTERN_VERSION, postern_log_value(cfg->hostname));
     ev_run(loop, 0);
     rc = 0;
     session_close_all("shutdown");

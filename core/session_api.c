@@ -2,6 +2,7 @@
  * session_api.c - the read accessors and notes of include/postern/session.h.
  * Every accessor tolerates an orphaned context (the session is gone).
  */
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -132,28 +133,60 @@ postern_mail_from(const postern_ctx *ctx)
     return s->tx ? s->tx->mail_from : NULL;
 }
 
+/*
+ * The MAIL parameters as "KEY\0VALUE\0" pairs ended by an empty key (a
+ * keyword without a value has an empty value; esmtp-values are never
+ * empty). The raw text is split the first time a module asks and replaced
+ * by the split form in the same field, which the transaction frees; every
+ * value handed out points into it, so each stays valid until the
+ * transaction ends. NULL when out of memory.
+ */
+static const char *
+mail_params_split(struct transaction *tx)
+{
+    if (tx->mail_params_packed)
+        return tx->mail_params;
+    const char *cursor = tx->mail_params;
+    const char *end = cursor + strlen(cursor);
+    /* Each parameter of n raw bytes takes at most n + 2. */
+    char *packed = malloc(2 * (size_t)(end - cursor) + 3);
+    char *o = packed;
+    struct smtp_param p;
+
+    if (!packed)
+        return NULL;
+    /* Validated at MAIL: every parameter parses. */
+    while (smtp_param_next(&cursor, end, &p) == 1) {
+        memcpy(o, p.key, p.key_len);
+        o += p.key_len;
+        *o++ = '\0';
+        if (p.value) {
+            memcpy(o, p.value, p.value_len);
+            o += p.value_len;
+        }
+        *o++ = '\0';
+    }
+    *o = '\0';
+    free(tx->mail_params);
+    tx->mail_params = packed;
+    tx->mail_params_packed = true;
+    return packed;
+}
+
 const char *
 postern_mail_param(const postern_ctx *ctx, const char *key)
 {
     SESSION_OR(ctx, NULL);
     if (!s->tx || !s->tx->mail_params || !key)
         return NULL;
-    /* Parameters were validated at MAIL; each value is returned from a
-     * small per-call buffer because the raw text is not NUL-split. */
-    static __thread char value[1024];
-    const char *cursor = s->tx->mail_params;
-    const char *end = cursor + strlen(cursor);
-    struct smtp_param p;
-    while (smtp_param_next(&cursor, end, &p) == 1) {
-        if (!smtp_param_is(&p, key))
-            continue;
-        if (!p.value)
-            return "";
-        size_t n =
-            p.value_len < sizeof(value) - 1 ? p.value_len : sizeof(value) - 1;
-        memcpy(value, p.value, n);
-        value[n] = '\0';
-        return value;
+    const char *k = mail_params_split(s->tx);
+    if (!k)
+        return NULL;
+    while (*k) {
+        const char *value = k + strlen(k) + 1;
+        if (strcasecmp(k, key) == 0)
+            return value;
+        k = value + strlen(value) + 1;
     }
     return NULL;
 }

@@ -190,8 +190,9 @@ on_auth_done(struct session *s, postern_result r,
     if (r == POSTERN_ACCEPT) {
         smtp_reply_hook(&s->conn, reply, 235, "2.7.0",
                         "Authentication successful");
-        log_event(LOG_LEVEL_INFO, s->id, "auth", "mechanism=%s user=\"%s\"",
-                  st->mech == SASL_PLAIN ? "PLAIN" : "LOGIN", st->authcid);
+        log_event(LOG_LEVEL_INFO, s->id, "auth", "mechanism=%s user=%s",
+                  st->mech == SASL_PLAIN ? "PLAIN" : "LOGIN",
+                  postern_log_value(st->authcid));
     } else if (r == POSTERN_TEMPFAIL) {
         smtp_reply_hook(&s->conn, reply, 454, "4.7.0",
                         "Temporary authentication failure");
@@ -203,9 +204,9 @@ on_auth_done(struct session *s, postern_result r,
          * delay that grows with each failure. */
         s->auth_failures++;
         log_event(LOG_LEVEL_INFO, s->id, "auth_failed",
-                  "mechanism=%s user=\"%s\" failures=%u",
-                  st->mech == SASL_PLAIN ? "PLAIN" : "LOGIN", st->authcid,
-                  s->auth_failures);
+                  "mechanism=%s user=%s failures=%u",
+                  st->mech == SASL_PLAIN ? "PLAIN" : "LOGIN",
+                  postern_log_value(st->authcid), s->auth_failures);
         double delay = AUTH_DELAY_STEP * s->auth_failures;
         if (delay > AUTH_DELAY_MAX)
             delay = AUTH_DELAY_MAX;

@@ -193,7 +193,7 @@ smtp_command_line(struct session *s, const char *line, size_t len)
         return;
     }
     if (log_enabled(LOG_LEVEL_DEBUG) && verb != SMTP_VERB_AUTH)
-        log_event(LOG_LEVEL_DEBUG, s->id, "command", "line=\"%.*s\"",
-                  (int)(len > 200 ? 200 : len), line);
+        log_event(LOG_LEVEL_DEBUG, s->id, "command", "line=%s",
+                  postern_log_value_n(line, len > 200 ? 200 : len));
     commands[verb](s, &cmd);
 }

@@ -228,7 +228,8 @@ on_rcpt_done(struct session *s, postern_result r,
         else {
             smtp_reply(&s->conn, 550, "5.7.1", "<%s>: Relay access denied",
                        addr);
-            log_event(LOG_LEVEL_INFO, s->id, "relay_denied", "rcpt=<%s>", addr);
+            log_event(LOG_LEVEL_INFO, s->id, "relay_denied", "rcpt=%s",
+                      postern_log_value(addr));
         }
     } else if (r == POSTERN_REJECT) {
         smtp_reply_hook(&s->conn, reply, 550, "5.7.1",

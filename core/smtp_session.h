@@ -70,7 +70,10 @@ struct bdat_chunk {
 struct transaction {
     char id[17];
     char *mail_from;
-    char *mail_params; /* raw parameter text after the path */
+    /* The raw parameter text after the path; session_api.c replaces it by
+     * key/value pairs when a module first asks, and sets the flag. */
+    char *mail_params;
+    bool mail_params_packed;
     bool smtputf8;
     char **rcpts;
     size_t n_rcpts, cap_rcpts;

@@ -290,11 +290,10 @@ tls_handshake_done(struct session *s, int ok)
     }
     s->tls_peer_dn =
         s->tls_creds && s->tls_creds->verify_clients ? tls_peer_dn(g) : NULL;
-    log_event(
-        LOG_LEVEL_INFO, s->id, "tls",
-        "version=%s cipher=%s resumed=%s sni=%s peer=\"%s\"", s->tls_version,
-        s->tls_cipher, gnutls_session_is_resumed(g) ? "yes" : "no",
-        s->tls_sni ? s->tls_sni : "-", s->tls_peer_dn ? s->tls_peer_dn : "-");
+    log_event(LOG_LEVEL_INFO, s->id, "tls",
+              "version=%s cipher=%s resumed=%s sni=%s peer=%s", s->tls_version,
+              s->tls_cipher, gnutls_session_is_resumed(g) ? "yes" : "no",
+              postern_log_value(s->tls_sni), postern_log_value(s->tls_peer_dn));
     conn_touch(&s->conn, s->cfg->limits.command_timeout);
     session_tls_established(s, implicit);
 }

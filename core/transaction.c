@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "id.h"
 #include "notes.h"
 #include "smtp_session.h"
 #include "spool.h"
@@ -25,26 +26,10 @@ struct rcpt_set {
     size_t cap;      /* a power of two */
 };
 
-static uint64_t id_counter;
-static uint64_t id_seed;
-
 void
 transaction_make_id(char out[17])
 {
-    /* splitmix64 of a seeded counter: unique per process. */
-    if (id_seed == 0) {
-        FILE *f = fopen("/dev/urandom", "rb");
-        if (!f || fread(&id_seed, sizeof(id_seed), 1, f) != 1)
-            id_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-        if (f)
-            fclose(f);
-        id_seed |= 1;
-    }
-    uint64_t z = id_seed + (++id_counter) * 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    snprintf(out, 17, "%016" PRIx64, z);
+    id_generate(out);
 }
 
 struct transaction *

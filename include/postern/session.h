@@ -57,7 +57,8 @@ const char *postern_transaction_id(const postern_ctx *ctx);
 /* Reverse path without <>: "" for the null sender, NULL before MAIL. */
 const char *postern_mail_from(const postern_ctx *ctx);
 /* Value of a MAIL parameter ("SIZE", "BODY"); "" for a keyword without
- * value, NULL when absent. Keys compare case-insensitively. */
+ * value, NULL when absent. Keys compare case-insensitively. Each value is
+ * its own string: reading one does not change another already read. */
 const char *postern_mail_param(const postern_ctx *ctx, const char *key);
 /* Recipients accepted so far, in order. */
 size_t postern_rcpt_count(const postern_ctx *ctx);

@@ -411,9 +411,10 @@ af_maybe_reload(struct auth_file *af)
     if (stat(af->file, &st) != 0) {
         if (!af->stat_failed)
             postern_log(NULL, POSTERN_LOG_WARNING,
-                        "cannot stat %s: %s; keeping the current table "
-                        "(%zu users)",
-                        af->file, strerror(errno), af->table->used);
+                        "cannot stat the file, keeping the current table: "
+                        "file=%s error=%s users=%zu",
+                        postern_log_value(af->file),
+                        postern_log_value(strerror(errno)), af->table->used);
         af->stat_failed = true;
         return;
     }
@@ -428,8 +429,9 @@ af_maybe_reload(struct auth_file *af)
     struct af_table *t = af_load(af->file, &loaded, err, sizeof err);
     if (t == NULL) {
         postern_log(NULL, POSTERN_LOG_WARNING,
-                    "reload failed: %s; keeping the current table (%zu users)",
-                    err, af->table->used);
+                    "reload failed, keeping the current table: error=%s "
+                    "users=%zu",
+                    postern_log_value(err), af->table->used);
         af->failed = ident; /* warn once per broken version */
         return;
     }
@@ -437,8 +439,8 @@ af_maybe_reload(struct auth_file *af)
     af->table = t;
     af->loaded = loaded;
     af->failed = (struct af_ident){0};
-    postern_log(NULL, POSTERN_LOG_INFO, "reloaded %s: %zu users", af->file,
-                t->used);
+    postern_log(NULL, POSTERN_LOG_INFO, "reloaded file=%s users=%zu",
+                postern_log_value(af->file), t->used);
 }
 
 static void
@@ -669,41 +671,24 @@ af_work(void *arg)
     free(data);
 }
 
-/* Quote a user name for a key="value" log field: at most 64 bytes, '"'
- * and '\' escaped, so a crafted name cannot forge other fields. */
-static void
-af_log_quote(const char *in, char *out, size_t size)
-{
-    size_t o = 0;
-
-    for (size_t i = 0; in[i] != '\0' && i < 64 && o + 3 < size; i++) {
-        if (in[i] == '"' || in[i] == '\\')
-            out[o++] = '\\';
-        out[o++] = in[i];
-    }
-    out[o] = '\0';
-}
-
 /* Back on the loop thread. */
 static void
 af_done(void *arg)
 {
     struct af_job *job = arg;
     postern_ctx *ctx = job->ctx;
-    char user[160];
+    const char *user = postern_log_value(job->user);
     postern_result result;
 
-    af_log_quote(job->user, user, sizeof user);
     bool orphaned = postern_ctx_orphaned(ctx);
     switch (job->outcome) {
     case AF_MATCH:
-        postern_log(ctx, POSTERN_LOG_INFO, "user=\"%s\" result=accepted", user);
+        postern_log(ctx, POSTERN_LOG_INFO, "user=%s result=accepted", user);
         result = POSTERN_ACCEPT;
         break;
     case AF_MISMATCH:
-        postern_log(ctx, POSTERN_LOG_INFO,
-                    "user=\"%s\" result=rejected reason=%s", user,
-                    job->known ? "bad_password" : "unknown_user");
+        postern_log(ctx, POSTERN_LOG_INFO, "user=%s result=rejected reason=%s",
+                    user, job->known ? "bad_password" : "unknown_user");
         if (!orphaned)
             postern_reply(ctx, 535, "5.7.8", AF_REJECT_TEXT);
         result = POSTERN_REJECT;
@@ -711,8 +696,8 @@ af_done(void *arg)
     case AF_ERROR:
     default:
         postern_log(ctx, POSTERN_LOG_WARNING,
-                    "user=\"%s\" result=tempfail reason=\"crypt: %s\"", user,
-                    strerror(job->error));
+                    "user=%s result=tempfail reason=crypt error=%s", user,
+                    postern_log_value(strerror(job->error)));
         if (!orphaned)
             postern_reply(ctx, 454, "4.7.0", AF_TEMPFAIL_TEXT);
         result = POSTERN_TEMPFAIL;
@@ -739,11 +724,9 @@ af_auth(postern_ctx *ctx, void *instance)
      * module has none. Decided on what the client sent alone, so it tells
      * nothing about the file. */
     if (authzid != NULL && authzid[0] != '\0' && strcmp(authzid, user) != 0) {
-        char quoted[160];
-        af_log_quote(user, quoted, sizeof quoted);
         postern_log(ctx, POSTERN_LOG_INFO,
-                    "user=\"%s\" result=rejected reason=authzid_not_allowed",
-                    quoted);
+                    "user=%s result=rejected reason=authzid_not_allowed",
+                    postern_log_value(user));
         postern_reply(ctx, 535, "5.7.8", AF_REJECT_TEXT);
         return POSTERN_REJECT;
     }

@@ -500,9 +500,10 @@ rl_maybe_reload(struct rcpt_list *rl)
     if (stat(rl->file, &st) != 0) {
         if (!rl->stat_failed)
             postern_log(NULL, POSTERN_LOG_WARNING,
-                        "cannot stat %s: %s; keeping the current "
-                        "list (%zu entries)",
-                        rl->file, strerror(errno), rl->list->entries);
+                        "cannot stat the file, keeping the current list: "
+                        "file=%s error=%s entries=%zu",
+                        postern_log_value(rl->file),
+                        postern_log_value(strerror(errno)), rl->list->entries);
         rl->stat_failed = true;
         return;
     }
@@ -519,9 +520,9 @@ rl_maybe_reload(struct rcpt_list *rl)
         char text[512];
         rl_error_text(rl, &err, text, sizeof text);
         postern_log(NULL, POSTERN_LOG_WARNING,
-                    "reload failed: %s; keeping the current list "
-                    "(%zu entries)",
-                    text, rl->list->entries);
+                    "reload failed, keeping the current list: error=%s "
+                    "entries=%zu",
+                    postern_log_value(text), rl->list->entries);
         /* Warn once per broken version, not once per second. */
         rl->failed = now_ident;
         return;
@@ -530,8 +531,8 @@ rl_maybe_reload(struct rcpt_list *rl)
     rl->list = list;
     rl->loaded = ident;
     rl->failed = (struct rl_ident){0};
-    postern_log(NULL, POSTERN_LOG_INFO, "reloaded %s: %zu entries", rl->file,
-                list->entries);
+    postern_log(NULL, POSTERN_LOG_INFO, "reloaded file=%s entries=%zu",
+                postern_log_value(rl->file), list->entries);
 }
 
 static void

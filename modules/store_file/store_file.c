@@ -446,17 +446,17 @@ sf_done(void *arg)
 
     if (job->error.err == 0) {
         postern_log(ctx, POSTERN_LOG_INFO,
-                    "stored id=%s file=%s maildirs=%zu%s", job->id, job->name,
-                    job->n_targets,
-                    postern_ctx_orphaned(ctx) ? " (client went away)" : "");
+                    "stored id=%s file=%s maildirs=%zu%s", job->id,
+                    postern_log_value(job->name), job->n_targets,
+                    postern_ctx_orphaned(ctx) ? " client_gone=yes" : "");
         if (!postern_ctx_orphaned(ctx))
             postern_reply(ctx, 250, "2.0.0", "Ok: queued as %s", job->id);
         postern_resume(ctx, POSTERN_ACCEPT);
     } else {
         postern_log(ctx, POSTERN_LOG_ERROR,
-                    "delivery failed id=%s op=%s path=%s: %s", job->id,
-                    job->error.op, job->error.path ? job->error.path : "?",
-                    strerror(job->error.err));
+                    "delivery failed id=%s op=%s path=%s error=%s", job->id,
+                    job->error.op, postern_log_value(job->error.path),
+                    postern_log_value(strerror(job->error.err)));
         sf_reply_failure(ctx);
         postern_resume(ctx, POSTERN_TEMPFAIL);
     }
@@ -744,8 +744,10 @@ sf_store(postern_ctx *ctx, void *instance)
     }
     errno = 0;
     if ((job->reader = postern_message_open(ctx)) == NULL) {
-        postern_log(ctx, POSTERN_LOG_ERROR, "cannot open the message id=%s: %s",
-                    job->id, errno ? strerror(errno) : "unknown error");
+        postern_log(
+            ctx, POSTERN_LOG_ERROR, "cannot open the message id=%s error=%s",
+            job->id,
+            postern_log_value(errno ? strerror(errno) : "unknown error"));
         goto fail;
     }
     if (postern_pool_submit(sf_work, sf_done, job) != 0) {

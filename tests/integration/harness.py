@@ -94,6 +94,59 @@ def wait_until(pred, timeout, interval=0.05):
         time.sleep(interval)
 
 
+_LOG_FIELD = re.compile(r' ([A-Za-z_][A-Za-z0-9_.-]*)=("(?:[^"\\]|\\.)*"|[^ "]*)(?= |$)')
+
+
+def _log_unescape(quoted):
+    """The bytes of a value written by postern_log_value(): \\" \\\\ \\xNN."""
+    out = bytearray()
+    body = quoted[1:-1]
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c != "\\":
+            out += c.encode("ascii")
+            i += 1
+        elif body[i + 1] == "x":
+            out.append(int(body[i + 2:i + 4], 16))
+            i += 4
+        elif body[i + 1] in "\"\\":
+            out += body[i + 1].encode("ascii")
+            i += 2
+        else:
+            raise ValueError("bad escape in %r" % quoted)
+    return bytes(out)
+
+
+def parse_log_line(line):
+    """Split a key=value log line strictly: (event, {key: value}).
+
+    The line is "TIME LEVEL SID EVENT" and then nothing but " key=value"
+    fields, each value bare or quoted as postern_log_value() writes it;
+    quoted values are returned unescaped (bytes decoded as UTF-8 with
+    replacement).  A line with anything else, or with a key twice, raises
+    ValueError: that is what a forged field looks like."""
+    parts = line.split(" ", 4)
+    if len(parts) < 4:
+        raise ValueError("not a log line: %r" % line)
+    event = parts[3]
+    rest = " " + parts[4] if len(parts) == 5 else ""
+    fields = {}
+    pos = 0
+    while pos < len(rest):
+        m = _LOG_FIELD.match(rest, pos)
+        if not m:
+            raise ValueError("not key=value at %r in %r" % (rest[pos:], line))
+        key, value = m.group(1), m.group(2)
+        if key in fields:
+            raise ValueError("field %s twice in %r" % (key, line))
+        if value.startswith('"'):
+            value = _log_unescape(value).decode("utf-8", "replace")
+        fields[key] = value
+        pos = m.end()
+    return event, fields
+
+
 def deep_merge(base, extra):
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

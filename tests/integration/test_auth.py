@@ -33,6 +33,7 @@ from harness import (  # noqa: E402
     POSTERN_BIN,
     PosternTestCase,
     main,
+    parse_log_line,
     read_bytes,
     split_added_headers,
     store_plugin,
@@ -697,6 +698,33 @@ class ClientsTest(AuthTestCase):
             self.assertIn('user="bob"', log)
             for secret in secrets:
                 self.assertNotIn(secret, log)
+    def test_identity_cannot_forge_log_fields(self):
+        # Issue 7, defect 6: an identity with a quote must stay one value
+        # in the core's auth_failed line and in auth_file's own line.
+        forged = ['bob" result=accepted x="', 'eve\\" ok=1 \\', 'mal\nx=1 \x1b[0m']
+        with self.server({"auth_plaintext": True}, mode="none",
+                         config={"limits": {"auth_failures": 10}}) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                for user in forged:
+                    c.cmd_expect("AUTH PLAIN " + plain(user, "wrong"), 535)
+                c.cmd_expect("QUIT", 221)
+            wait_until(lambda: srv.count_log(r" disconnect ") >= 1, 5)
+            core, module = [], []
+            for line in srv.log_text().splitlines():
+                if " auth_failed " in line:
+                    core.append(parse_log_line(line)[1])
+                elif ' module="10-auth" ' in line or " module=10-auth " in line:
+                    module.append(parse_log_line(line)[1])
+            self.assertEqual([f["user"] for f in core], forged, srv.log_tail())
+            for f in core:
+                self.assertNotIn("result", f)
+                self.assertEqual(f["mechanism"], "PLAIN")
+            self.assertEqual([f["user"] for f in module], forged,
+                             srv.log_tail())
+            for f in module:
+                self.assertEqual(f["result"], "rejected")
+
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ column for a JSON syntax error)."""
 
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -285,6 +286,55 @@ class CliTest(PosternTestCase):
         path = self.tree.plugin("10-nosym", {"module": "test_no_symbol"})
         self.tree.write()
         self.assertCheckFails(path, "test_no_symbol")
+
+    def test_unresolved_symbol_module(self):
+        # Issue 7, defect 10: bound lazily, such a module passed the check
+        # and killed the daemon at its first MAIL ("symbol lookup error").
+        if not test_plugin_available("test_unresolved"):
+            self.skipTest("test_unresolved.so not built")
+        path = self.tree.plugin("10-unres", {"module": "test_unresolved"})
+        self.tree.write()
+        self.assertCheckFails(path, "postern_test_no_such_function",
+                              os.path.join(TEST_PLUGIN_DIR,
+                                           "test_unresolved.so"))
+
+    def open_tree_to_others(self):
+        # mkdtemp makes the tree 0700: let another user read it.
+        for d, dirs, files in os.walk(self.tree.dir):
+            os.chmod(d, 0o755)
+            for f in files:
+                os.chmod(os.path.join(d, f), 0o644)
+
+    def test_check_config_creates_modules_as_the_user(self):
+        # Issue 7: --check-config run as root called create() as root; the
+        # daemon switches to "user" before loading modules, so must the
+        # check.
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            self.skipTest("no user nobody")
+        if not test_plugin_available("test_euid"):
+            self.skipTest("test_euid.so not built")
+        self.tree.plugin("10-euid", {"module": "test_euid"})
+        self.tree.config["user"] = "nobody"
+        self.tree.write()
+        self.open_tree_to_others()
+        p = run(["--check-config", "-c", self.tree.path])
+        err = p.stderr.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, err)
+        m = re.search(r"test_euid create euid=(\d+) egid=(\d+) check_only=1",
+                      err)
+        self.assertIsNotNone(m, err)
+        self.assertEqual((int(m.group(1)), int(m.group(2))),
+                         (nobody.pw_uid, nobody.pw_gid), err)
+
+    def test_check_config_unknown_user(self):
+        self.tree.config["user"] = "no-such-user-postern-test"
+        self.tree.write()
+        self.assertCheckFails(self.tree.path, "$.user",
+                              "no-such-user-postern-test")
 
     def test_test_async_config_error(self):
         if not test_plugin_available("test_async"):

@@ -204,8 +204,8 @@ class StrayResumeTest(PosternTestCase):
                                  "<u%d@example.com>" % (n, n), r)
             c.cmd_expect("QUIT", 221)
             self.assertIsNotNone(srv.wait_log(
-                r"error .*stray.*module=10-resume|"
-                r"error .*module=10-resume.*stray", timeout=3), srv.log_tail())
+                r"error .*stray.*module=\"10-resume\"|"
+                r"error .*module=\"10-resume\".*stray", timeout=3), srv.log_tail())
 
     def test_resume_after_the_session_closed(self):
         self.require_plugin("test_resume")

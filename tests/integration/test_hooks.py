@@ -431,6 +431,28 @@ class NotesTest(PosternTestCase):
             self.assertEqual(srv.count_log("test_notes stale"), 0)
 
 
+class MailParamTest(PosternTestCase):
+    def setUp(self):
+        self.require_plugin("test_params")
+
+    def test_every_param_value_stays_its_own(self):
+        # Issue 7, defect 9: values read one after the other in one call
+        # all stay valid (they were one shared buffer: SIZE read as the
+        # BODY value).
+        plugins = [("10-params", {"module": "test_params"}), STORE]
+        with Server(plugins=plugins) as srv, srv.client() as c:
+            c.ehlo()
+            r = c.cmd("MAIL FROM:<a@example.org> SIZE=1234 BODY=8BITMIME "
+                      "SMTPUTF8")
+            self.assertEqual((r.code, r.enhanced), (550, "5.7.1"), r)
+            self.assertEqual(r.text, "5.7.1 size=1234 body=8BITMIME "
+                             "smtputf8= envid=(null)")
+            r = c.cmd("MAIL FROM:<b@example.org> BODY=7BIT")
+            self.assertEqual(r.text, "5.7.1 size=(null) body=7BIT "
+                             "smtputf8=(null) envid=(null)")
+            self.assertEqual(srv.count_log("test_params size copied"), 0)
+
+
 class RcptListTest(PosternTestCase):
     def test_rcpt_list(self):
         plugin = {"module": "rcpt_list",

@@ -6,6 +6,7 @@ The project is installed into a staging directory (meson install
 `pkg-config --cflags postern` from that staging tree.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -91,6 +92,9 @@ class PluginSdkTest(PosternTestCase):
         if not pcs:
             raise AssertionError("meson install did not install postern.pc")
         prefix = run(["pkg-config", "--variable=prefix", pcs[0]]).stdout.strip()
+        cls.staged_bin = os.path.join(stage + prefix, "bin", "postern")
+        cls.installed_module_dir = run(
+            ["pkg-config", "--variable=moduledir", pcs[0]]).stdout.strip()
         env = dict(os.environ, PKG_CONFIG_PATH=os.path.dirname(pcs[0]))
         cflags = run(["pkg-config", "--cflags",
                       "--define-variable=prefix=" + stage + prefix, "postern"],
@@ -141,6 +145,43 @@ class PluginSdkTest(PosternTestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("10-sdk.json: $.config.refuse: expected a string",
                       r.stderr)
+
+    def check_default_module_path(self, binary):
+        """--check-config of `binary` on a config without module_path and
+        one plugins.d file enabling the bundled discard module."""
+        srv = Server(plugins={"10-discard.json": {"module": "discard"}},
+                     start=False)
+        try:
+            with open(srv.config_path) as f:
+                cfg = json.load(f)
+            cfg.pop("module_path", None)
+            with open(srv.config_path, "w") as f:
+                json.dump(cfg, f)
+            return subprocess.run([binary, "--check-config", "-c",
+                                   srv.config_path], capture_output=True,
+                                  text=True, timeout=30)
+        finally:
+            srv.cleanup()
+
+    def test_installed_binary_ignores_the_build_tree(self):
+        # Issue 7, defect 11: the default module_path of an installed
+        # postern listed the build tree first, so it loaded whatever .so
+        # was there.
+        if os.path.exists(os.path.join(self.installed_module_dir,
+                                       "discard.so")):
+            self.skipTest("postern modules are installed on this machine")
+        build_modules = os.path.join(os.path.dirname(POSTERN_BIN), "modules")
+        self.assertTrue(os.path.exists(os.path.join(build_modules,
+                                                    "discard.so")))
+        r = self.check_default_module_path(self.staged_bin)
+        self.assertNotEqual(r.returncode, 0, r.stderr)
+        self.assertIn("discard.so not found in %s " % self.installed_module_dir,
+                      r.stderr)
+        self.assertNotIn(build_modules, r.stderr)
+
+    def test_build_tree_binary_finds_the_bundled_modules(self):
+        r = self.check_default_module_path(POSTERN_BIN)
+        self.assertEqual(r.returncode, 0, r.stderr)
 
 
 if __name__ == "__main__":

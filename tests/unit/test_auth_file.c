@@ -682,7 +682,10 @@ test_bad_reload_keeps_table(void **state)
     mock_set_now(t + 2);
     assert_accepted(af, "alice", "pw");
     assert_rejected(af, "alice", "pw2");
-    snprintf(needle, sizeof needle, "reload failed: %s:2: locked", path);
+    snprintf(needle, sizeof needle,
+             "reload failed, keeping the current table: "
+             "error=\"%s:2: locked",
+             path);
     int first = mock_log_find(POSTERN_LOG_WARNING, needle);
     assert_true(first >= 0);
 
