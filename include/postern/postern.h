@@ -11,6 +11,7 @@
 #include "log.h"
 #include "module.h"
 #include "services.h"
+#include "dns.h"
 #include "session.h"
 
 #endif
