@@ -941,6 +941,45 @@ test_half_close_while_pending(void **state)
     buf_free(&out);
 }
 
+/* The client half-closes while its replies are stuck (it does not read),
+ * then goes away for good: the write error ends the session at once. The
+ * earlier EOF must not make it look like a polite close that still waits
+ * for the replies to drain (which would hold the session until the idle
+ * timeout). */
+static void
+test_io_error_after_half_close(void **state)
+{
+    (void)state;
+    int sv[2];
+    unsigned before = session_count();
+    struct buf in = {0};
+
+    for (int i = 0; i < 4000; i++) /* 24 KB in, far more replies out */
+        buf_add(&in, "HELP\r\n", 6);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    set_nonblock(sv[0]);
+    set_nonblock(sv[1]);
+    ev_now_update(h.loop);
+    session_start(sv[0], NULL, 0, &h.listener, h.cfg, false);
+    assert_int_equal(send(sv[1], in.data, in.len, MSG_NOSIGNAL),
+                     (ssize_t)in.len);
+    shutdown(sv[1], SHUT_WR);
+    for (int i = 0; i < 50; i++) { /* the server reads all, sees EOF */
+        ev_run(h.loop, EVRUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_int_equal(session_count(), before + 1); /* replies still owed */
+    close(sv[1]);
+    double deadline = wall_now() + 2.0; /* the idle timeout is 300 s */
+    while (session_count() > before && wall_now() < deadline) {
+        ev_run(h.loop, EVRUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_int_equal(session_count(), before);
+    session_reap();
+    buf_free(&in);
+}
+
 /* The client vanishes in the middle of DATA: nothing is stored, the
  * spool and the session are freed (valgrind checks the leaks). */
 static void
@@ -1132,6 +1171,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_half_close_after_quit,
                                         setup_default, teardown_case),
         cmocka_unit_test_setup_teardown(test_half_close_while_pending,
+                                        setup_default, teardown_case),
+        cmocka_unit_test_setup_teardown(test_io_error_after_half_close,
                                         setup_default, teardown_case),
         cmocka_unit_test_setup_teardown(test_disconnect_mid_data, setup_default,
                                         teardown_case),
