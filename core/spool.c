@@ -32,8 +32,9 @@ struct spool {
     uint64_t flushed;    /* bytes handed to block writes */
     char *fill;          /* the block being filled on the loop */
     size_t filled;
-    char *other; /* the second block: being written while busy */
-    bool busy;   /* a job is in flight */
+    char *other;   /* the second block: being written while busy */
+    bool busy;     /* a job is in flight */
+    bool released; /* the transaction let go (spool_free) */
     bool finishing;
     spool_wake_fn wake;
     void *wake_arg;
@@ -134,6 +135,7 @@ spool_open(const char *dir)
     sp->size = sp->flushed = 0;
     sp->filled = 0;
     sp->finishing = false;
+    sp->released = false;
     sp->wake = NULL;
     sp->wake_arg = NULL;
     return sp;
@@ -177,9 +179,7 @@ spool_job_complete(struct spool *sp, bool wake)
     sp->busy = false;
     if (sp->job_error && !sp->error)
         sp->error = sp->job_error;
-    /* Besides this job's reference, is anyone still writing? */
-    bool owned = atomic_load(&sp->refs) > 1;
-    if (!sp->error && owned &&
+    if (!sp->error && !sp->released &&
         (sp->filled == SPOOL_BLOCK || (sp->finishing && sp->filled > 0))) {
         spool_submit(sp); /* the next block is ready */
         return;
@@ -195,8 +195,18 @@ static void
 spool_job_done(void *arg)
 {
     struct spool *sp = arg;
+
+    if (sp->released) {
+        /* The transaction let go meanwhile: nobody to wake or feed. */
+        spool_job_complete(sp, false);
+        spool_unref(sp);
+        return;
+    }
+    /* Drop the job's reference first: the owner may free the spool from
+     * the wake callback, and then it must be the last reference, so the
+     * file is recycled rather than closed. */
+    atomic_fetch_sub(&sp->refs, 1);
     spool_job_complete(sp, true);
-    spool_unref(sp); /* the job's reference; may be the last */
 }
 
 /* Hand the filled block (maybe empty: create only) to the pool. */
@@ -347,6 +357,7 @@ spool_free(struct spool *sp)
         return;
     sp->wake = NULL;
     sp->finishing = false;
+    sp->released = true;
     if (sp->size > sp->high_water)
         sp->high_water = sp->size;
     if (atomic_fetch_sub(&sp->refs, 1) != 1)
