@@ -4,19 +4,22 @@
  * The store handler gathers what it needs from the context on the loop
  * thread (the envelope as JSON text, a message reader, the file name) and
  * hands the file work to the thread pool, so no open, write or fsync ever
- * blocks the loop. The pool thread, for each target maildir:
+ * blocks the loop. The pool thread:
  *
- *   1. writes the message to tmp/<name> and fsyncs it (further maildirs
- *      get a hard link to that file, or a copy when linking fails);
- *   2. writes the envelope to tmp/<name>.json, fsyncs it, renames it to
- *      envelope/<name>.json and fsyncs envelope/;
- *   3. renames tmp/<name> to new/<name> and fsyncs new/.
+ *   1. writes the message to tmp/<name> of the first maildir and fsyncs
+ *      it; the other maildirs get a hard link to that file in their tmp/,
+ *      or a fsynced copy when linking fails;
+ *   2. for each maildir, writes the envelope to tmp/<name>.json, fsyncs
+ *      it, renames it to envelope/<name>.json and fsyncs envelope/;
+ *   3. renames every tmp/<name> to new/<name>, back to back;
+ *   4. fsyncs every new/.
  *
  * Every envelope is in place before any message reaches new/, so a reader
- * of new/ always finds the envelope. On any failure everything this
- * delivery created is unlinked again and the client gets 451: it retries,
- * and nothing half-written is left behind. The 250 is sent only once all
- * copies are in new/ and on disk.
+ * of new/ always finds the envelope. The 250 is sent only once all copies
+ * are in new/ and on disk. On any failure the client gets 451 and retries,
+ * and what no reader can have seen is unlinked: files in tmp/, and the
+ * envelopes of messages that are not in new/. A copy already in new/ is
+ * never taken back (see sf_work() for a rename failing half way).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -373,8 +376,13 @@ sf_deliver(struct sf_job *job, struct sf_target *t)
     if (rename(t->tmp, t->new) != 0)
         return sf_fail(&job->error, "rename", t->tmp, errno);
     t->delivered = true;
-    if (!job->sf->fsync)
-        return 0;
+    return 0;
+}
+
+/* Step 4: make the renames into new/ durable. */
+static int
+sf_sync_new(struct sf_job *job, const struct sf_target *t)
+{
     char *dir = sf_path(t->dir, "new", NULL);
     int rc = dir ? sf_sync_dir(dir, &job->error)
                  : sf_fail(&job->error, "fsync", t->dir, ENOMEM);
@@ -382,15 +390,22 @@ sf_deliver(struct sf_job *job, struct sf_target *t)
     return rc;
 }
 
-/* Undo a failed delivery: the client retries, so leave nothing behind. */
+/*
+ * Undo a failed delivery: the client retries, so leave nothing behind that
+ * no reader has seen yet. Only files in tmp/, and the envelopes of messages
+ * that never reached new/, are removed. A copy already renamed into new/ is
+ * never unlinked: a mail reader may have seen (even fetched and moved) it,
+ * and taking it back would be worse than the duplicate the retry makes. Its
+ * envelope stays with it, so every message in new/ keeps its envelope.
+ */
 static void
 sf_undo(struct sf_job *job)
 {
     for (size_t i = 0; i < job->n_targets; i++) {
         struct sf_target *t = &job->targets[i];
         if (t->delivered)
-            unlink(t->new);
-        else if (t->tmp_made)
+            continue;
+        if (t->tmp_made)
             unlink(t->tmp);
         if (t->env_placed)
             unlink(t->env);
@@ -421,8 +436,24 @@ sf_work(void *arg)
     for (size_t i = 0; sf->envelope && i < job->n_targets; i++)
         if (sf_write_envelope(job, &job->targets[i]) != 0)
             goto fail;
+    /*
+     * Every copy is now in a tmp/, on disk. Only renames are left, the
+     * step least likely to fail (same directory tree, no data to write),
+     * so all of them run back to back, and the directories are fsynced
+     * after. If one fails half way, the copies already in new/ stay there
+     * (see sf_undo) and the client still gets 451: SMTP has one reply for
+     * all recipients of a DATA, and 250 must mean every copy is durable.
+     * The retry then duplicates those copies; a duplicate is the lesser
+     * harm, a lost or retracted message is not an option. Postfix's
+     * local(8) can do better only because its queue records each
+     * recipient's status; we have no queue. The loop stops at the first
+     * failure: every further rename would only add a duplicate.
+     */
     for (size_t i = 0; i < job->n_targets; i++)
         if (sf_deliver(job, &job->targets[i]) != 0)
+            goto fail;
+    for (size_t i = 0; sf->fsync && i < job->n_targets; i++)
+        if (sf_sync_new(job, &job->targets[i]) != 0)
             goto fail;
     return;
 fail:
@@ -457,6 +488,15 @@ sf_done(void *arg)
                     "delivery failed id=%s op=%s path=%s: %s", job->id,
                     job->error.op, job->error.path ? job->error.path : "?",
                     strerror(job->error.err));
+        size_t delivered = 0;
+        for (size_t i = 0; i < job->n_targets; i++)
+            delivered += job->targets[i].delivered;
+        if (delivered > 0)
+            postern_log(ctx, POSTERN_LOG_WARNING,
+                        "partial delivery id=%s file=%s: in new/ of %zu of "
+                        "%zu maildirs before the failure; those copies stay, "
+                        "and the client's retry duplicates them",
+                        job->id, job->name, delivered, job->n_targets);
         sf_reply_failure(ctx);
         postern_resume(ctx, POSTERN_TEMPFAIL);
     }

@@ -542,6 +542,57 @@ test_per_recipient_failure(void **state)
     destroy(sf);
 }
 
+/* Make dir a maildir whose new/ is a plain file: every step before the
+ * rename into new/ works there, and that rename fails (even as root). */
+static void
+make_maildir_without_new(const char *dir)
+{
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(mkdir(path_of(dir, "tmp"), 0700), 0);
+    assert_int_equal(mkdir(path_of(dir, "cur"), 0700), 0);
+    assert_int_equal(mkdir(path_of(dir, "envelope"), 0700), 0);
+    FILE *f = fopen(path_of(dir, "new"), "w");
+    assert_non_null(f);
+    fclose(f);
+}
+
+/* The rename into bob's new/ fails after alice's copy was renamed into
+ * hers: the client gets 451 (not every copy is delivered), and alice's
+ * copy, already visible to her mail reader, is never taken back. Her
+ * envelope stays with it; bob's files (tmp/ and envelope/) are removed. */
+static void
+test_per_recipient_rename_fails(void **state)
+{
+    (void)state;
+    char name[256], env_name[300], expect[300], alice[256], bob[256];
+
+    void *sf = create_root(", \"per_recipient\": true");
+    snprintf(alice, sizeof alice, "%s/alice@example.com", root);
+    snprintf(bob, sizeof bob, "%s/bob@example.com", root);
+    make_maildir_without_new(bob);
+    mock_set_message("hello\r\n", 7);
+    mock_add_rcpt("alice@example.com");
+    mock_add_rcpt("bob@example.com");
+    assert_tempfailed(store(sf));
+    int i = mock_log_find(POSTERN_LOG_ERROR, "delivery failed");
+    assert_non_null(strstr(mock_log_text((size_t)i), "op=rename"));
+    assert_true(mock_log_find(POSTERN_LOG_WARNING, "of 1 of 2 maildirs") >= 0);
+
+    assert_int_equal(count_entries(path_of(alice, "new"), name, sizeof name),
+                     1);
+    assert_file_equals(path_of(path_of(alice, "new"), name),
+                       (const unsigned char *)"hello\r\n", 7);
+    assert_int_equal(
+        count_entries(path_of(alice, "envelope"), env_name, sizeof env_name),
+        1);
+    snprintf(expect, sizeof expect, "%s.json", name);
+    assert_string_equal(env_name, expect);
+    assert_int_equal(count_entries(path_of(alice, "tmp"), NULL, 0), 0);
+    assert_int_equal(count_entries(path_of(bob, "tmp"), NULL, 0), 0);
+    assert_int_equal(count_entries(path_of(bob, "envelope"), NULL, 0), 0);
+    destroy(sf);
+}
+
 static void
 test_unwritable_maildir(void **state)
 {
@@ -731,6 +782,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_envelope, setup, teardown),
         cmocka_unit_test_setup_teardown(test_per_recipient, setup, teardown),
         cmocka_unit_test_setup_teardown(test_per_recipient_failure, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_per_recipient_rename_fails, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unwritable_maildir, setup,
                                         teardown),
