@@ -21,6 +21,7 @@
  * envelopes of messages that are not in new/. A copy already in new/ is
  * never taken back (see sf_work() for a rename failing half way).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -893,6 +894,116 @@ sf_host_name(char *out, size_t size)
     }
 }
 
+/* --- leftovers in tmp/ ------------------------------------------------------
+ */
+
+/* How old a file in tmp/ must be before it is taken for a leftover: the
+ * 36 hours of the Maildir specification (and of qmail, Dovecot). A younger
+ * file may be a delivery in progress in another process. */
+#define SF_TMP_MAX_AGE (36.0 * 3600.0)
+
+struct sf_cleanup {
+    size_t maildirs, removed, failed;
+    int err;          /* errno of the first failure */
+    char *first_fail; /* path of the first failure */
+};
+
+static void
+sf_cleanup_fail(struct sf_cleanup *c, const char *dir, const char *name,
+                int err)
+{
+    if (c->failed++ == 0) {
+        c->err = err;
+        c->first_fail = sf_path(dir, name, NULL);
+    }
+}
+
+/* Remove the regular files of maildir/tmp last modified before cutoff.
+ * Entries are looked at through the directory's descriptor and never
+ * followed: a symbolic link or a directory in tmp/ stays, and so does
+ * everything when tmp/ itself is a symbolic link. */
+static void
+sf_clean_tmp(const char *maildir, time_t cutoff, struct sf_cleanup *c)
+{
+    char *tmp = sf_path(maildir, "tmp", NULL);
+    int fd =
+        tmp ? open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *e;
+
+    if (d == NULL) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        /* No tmp/ (not a maildir, or not made yet): nothing to clean. */
+        if (tmp != NULL && err != ENOENT && err != ENOTDIR)
+            sf_cleanup_fail(c, tmp, NULL, err);
+        free(tmp);
+        return;
+    }
+    c->maildirs++;
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+        if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(st.st_mode) || st.st_mtime >= cutoff)
+            continue;
+        if (unlinkat(fd, e->d_name, 0) == 0)
+            c->removed++;
+        else if (errno != ENOENT)
+            sf_cleanup_fail(c, tmp, e->d_name, errno);
+    }
+    closedir(d);
+    free(tmp);
+}
+
+/* At start: clean the tmp/ of the root maildir, or with per_recipient of
+ * every maildir under the root. Runs in create(), before the loop serves
+ * anyone; failures are logged, never fatal. */
+static void
+sf_clean_leftovers(const struct store_file *sf)
+{
+    time_t cutoff = (time_t)(postern_now() - SF_TMP_MAX_AGE);
+    struct sf_cleanup c = {0};
+
+    if (!sf->per_recipient) {
+        sf_clean_tmp(sf->root, cutoff, &c);
+    } else {
+        int fd = open(sf->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        struct dirent *e;
+        if (d == NULL) {
+            int err = errno;
+            if (fd >= 0)
+                close(fd);
+            sf_cleanup_fail(&c, sf->root, NULL, err);
+        }
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            struct stat st;
+            if (e->d_name[0] == '.' ||
+                fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                !S_ISDIR(st.st_mode))
+                continue;
+            char *maildir = sf_path(sf->root, e->d_name, NULL);
+            if (maildir != NULL)
+                sf_clean_tmp(maildir, cutoff, &c);
+            free(maildir);
+        }
+        if (d != NULL)
+            closedir(d);
+    }
+    if (c.removed > 0)
+        postern_log(NULL, POSTERN_LOG_INFO,
+                    "removed leftover files older than 36 hours from tmp/ "
+                    "removed=%zu maildirs=%zu root=%s",
+                    c.removed, c.maildirs, sf->root);
+    if (c.failed > 0)
+        postern_log(NULL, POSTERN_LOG_WARNING,
+                    "cannot clean leftovers in tmp/ failed=%zu path=%s: %s",
+                    c.failed, c.first_fail ? c.first_fail : sf->root,
+                    strerror(c.err));
+    free(c.first_fail);
+}
+
 static int
 sf_create_instance(postern_module_init *init, void **instance)
 {
@@ -923,6 +1034,7 @@ sf_create_instance(postern_module_init *init, void **instance)
             sf_destroy(sf);
             return -1;
         }
+        sf_clean_leftovers(sf);
     }
     if (!sf->fsync)
         postern_log(NULL, POSTERN_LOG_WARNING,

@@ -177,6 +177,23 @@ class StoreFileTest(PosternTestCase):
             self.assertIsNotNone(srv.wait_log(
                 r"partial delivery .*in new/ of 1 of 2 maildirs"))
 
+    def test_old_tmp_files_removed_at_start(self):
+        srv = Server(plugins={"20-store": store_plugin()}, start=False)
+        tmp = os.path.join(srv.maildir, "tmp")
+        os.makedirs(tmp)
+        now = time.time()
+        for name, age in (("old", 37 * 3600), ("young", 35 * 3600),
+                          ("fresh", 0)):
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write("partial\r\n")
+            os.utime(os.path.join(tmp, name), (now - age, now - age))
+        with srv:
+            srv.start()
+            # Listening comes before the modules are made: wait for the log.
+            self.assertIsNotNone(srv.wait_log(
+                r"older than 36 hours .*removed=1 maildirs=1"), srv.log_tail())
+            self.assertEqual(maildir_tmp(srv.maildir), ["fresh", "young"])
+
     def test_client_drops_mid_data(self):
         with Server(plugins={"20-store": store_plugin()}) as srv:
             c = srv.client()
