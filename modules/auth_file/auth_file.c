@@ -5,7 +5,8 @@
  * ignored, as in /etc/shadow), '#' comments and blank lines. Hashes are
  * crypt(3) strings: yescrypt, bcrypt ($2b$, $2y$), sha512-crypt and
  * sha256-crypt. The whole file is loaded into a hash table and re-read
- * when it changes (stat() at most every reload_interval seconds).
+ * when it changes (stat() every reload_interval seconds), on the thread
+ * pool; the new table replaces the old one on the loop thread.
  *
  * Hashing is slow on purpose, so it never runs on the loop thread: the
  * handler copies the credentials and the stored hash into a job, the
@@ -384,65 +385,175 @@ af_load(const char *path, struct af_ident *ident, char *err, size_t err_size)
 
 /* --- the instance -------------------------------------------------------- */
 
+struct af_reload;
+
+/*
+ * file, reload_interval and dummy_hash are set by create() and never
+ * change after: the pool thread of a reload reads file. The other fields
+ * belong to the loop thread alone, so the lookup path takes no lock.
+ */
 struct auth_file {
     char *file;
     double reload_interval;
+    char *dummy_hash; /* what an unknown user is hashed against */
+
     struct af_table *table;
-    struct af_ident loaded; /* the file version in table */
-    struct af_ident failed; /* a version that did not load: no retry */
-    bool stat_failed;       /* warned already */
-    double last_check;      /* postern_now() of the last stat() */
-    char *dummy_hash;       /* what an unknown user is hashed against */
+    struct af_ident loaded;   /* the file version in table */
+    struct af_ident failed;   /* a version that did not load: no retry */
+    bool stat_failed;         /* warned already */
+    double last_check;        /* postern_now() of the last stat() */
+    postern_timer *timer;     /* the next periodic check, or NULL */
+    struct af_reload *reload; /* the check on the pool, or NULL */
+    bool destroyed;           /* destroy() ran while reload was on the pool */
 };
 
-/* Re-read the file if it changed, stat()ing it at most once per
- * reload_interval. A file that cannot be read or has a bad line leaves
- * the current table in place. */
+/*
+ * Reloading. Reading and parsing the file (and even stat(), on a slow or
+ * network disk) would stall every session if done on the loop thread, so a
+ * check runs on the core's thread pool: af_reload_work() stats the file
+ * and, if it changed, loads a whole new table, reading only af->file and
+ * the job's own fields. Then af_reload_done(), on the loop thread, swaps
+ * the new table in (or keeps the old one and warns). AUTHs meanwhile are
+ * judged on the table in use; at most one check is on the pool at a time.
+ */
+typedef enum af_check {
+    AF_CHECK_UNCHANGED,   /* same version as loaded, or as failed */
+    AF_CHECK_STAT_FAILED, /* errno in err */
+    AF_CHECK_LOADED,      /* table and ident are the new version */
+    AF_CHECK_LOAD_FAILED  /* error says why; stat_ident is the version */
+} af_check;
+
+struct af_reload {
+    struct auth_file *af; /* kept alive until af_reload_done() */
+    /* in: copies, as the loop thread may change af's own */
+    struct af_ident loaded, failed;
+    /* out */
+    af_check outcome;
+    int err;
+    struct af_ident stat_ident, ident;
+    struct af_table *table;
+    char error[1024];
+};
+
 static void
-af_maybe_reload(struct auth_file *af)
+af_free(struct auth_file *af)
 {
-    double now = postern_now();
+    if (af->timer != NULL)
+        postern_timer_cancel(af->timer);
+    free(af->file);
+    af_table_free(af->table);
+    free(af->dummy_hash);
+    free(af);
+}
 
-    if (now >= af->last_check && now - af->last_check < af->reload_interval)
-        return;
-    af->last_check = now;
-
+/* On a pool thread: no postern_ calls, nothing of af that can change. */
+static void
+af_reload_work(void *arg)
+{
+    struct af_reload *r = arg;
     struct stat st;
-    if (stat(af->file, &st) != 0) {
+
+    if (stat(r->af->file, &st) != 0) {
+        r->outcome = AF_CHECK_STAT_FAILED;
+        r->err = errno;
+        return;
+    }
+    r->stat_ident = af_ident_of(&st);
+    if (af_ident_equal(&r->stat_ident, &r->loaded) ||
+        af_ident_equal(&r->stat_ident, &r->failed)) {
+        r->outcome = AF_CHECK_UNCHANGED;
+        return;
+    }
+    r->table = af_load(r->af->file, &r->ident, r->error, sizeof r->error);
+    r->outcome = r->table != NULL ? AF_CHECK_LOADED : AF_CHECK_LOAD_FAILED;
+}
+
+/* Back on the loop thread: apply the outcome, or finish a destroy(). */
+static void
+af_reload_done(void *arg)
+{
+    struct af_reload *r = arg;
+    struct auth_file *af = r->af;
+
+    af->reload = NULL;
+    if (af->destroyed) {
+        af_table_free(r->table);
+        free(r);
+        af_free(af);
+        return;
+    }
+    switch (r->outcome) {
+    case AF_CHECK_STAT_FAILED:
         if (!af->stat_failed)
             postern_log(NULL, POSTERN_LOG_WARNING,
                         "cannot stat the file, keeping the current table: "
                         "file=%s error=%s users=%zu",
                         postern_log_value(af->file),
-                        postern_log_value(strerror(errno)), af->table->used);
+                        postern_log_value(strerror(r->err)), af->table->used);
         af->stat_failed = true;
-        return;
-    }
-    af->stat_failed = false;
-    struct af_ident ident = af_ident_of(&st);
-    if (af_ident_equal(&ident, &af->loaded) ||
-        af_ident_equal(&ident, &af->failed))
-        return;
-
-    char err[1024] = "";
-    struct af_ident loaded;
-    struct af_table *t = af_load(af->file, &loaded, err, sizeof err);
-    if (t == NULL) {
+        break;
+    case AF_CHECK_UNCHANGED:
+        af->stat_failed = false;
+        break;
+    case AF_CHECK_LOAD_FAILED:
+        af->stat_failed = false;
         postern_log(NULL, POSTERN_LOG_WARNING,
                     "reload failed, keeping the current table: error=%s "
                     "users=%zu",
-                    postern_log_value(err), af->table->used);
-        af->failed = ident; /* warn once per broken version */
-        return;
+                    postern_log_value(r->error), af->table->used);
+        af->failed = r->stat_ident; /* warn once per broken version */
+        break;
+    case AF_CHECK_LOADED:
+        af->stat_failed = false;
+        af_table_free(af->table);
+        af->table = r->table;
+        af->loaded = r->ident;
+        af->failed = (struct af_ident){0};
+        postern_log(NULL, POSTERN_LOG_INFO, "reloaded file=%s users=%zu",
+                    postern_log_value(af->file), af->table->used);
+        break;
     }
-    af_table_free(af->table);
-    af->table = t;
-    af->loaded = loaded;
-    af->failed = (struct af_ident){0};
-    postern_log(NULL, POSTERN_LOG_INFO, "reloaded file=%s users=%zu",
-                postern_log_value(af->file), t->used);
+    free(r);
 }
 
+/* Start a check on the pool if one is due (the last one started at least
+ * reload_interval ago) and none is in progress. Never waits for it. */
+static void
+af_maybe_reload(struct auth_file *af)
+{
+    double now = postern_now();
+
+    if (af->reload != NULL ||
+        (now >= af->last_check && now - af->last_check < af->reload_interval))
+        return;
+    struct af_reload *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return; /* the next check tries again */
+    af->last_check = now;
+    r->af = af;
+    r->loaded = af->loaded;
+    r->failed = af->failed;
+    /* Set before submitting: a pool may complete the job at once. */
+    af->reload = r;
+    if (postern_pool_submit(af_reload_work, af_reload_done, r) != 0) {
+        af->reload = NULL;
+        free(r);
+    }
+}
+
+/* The periodic check, so that a change is seen before the next AUTH. */
+static void
+af_timer_fired(void *arg)
+{
+    struct auth_file *af = arg;
+
+    af->timer = NULL; /* the core freed it */
+    af_maybe_reload(af);
+    af->timer = postern_timer_start(af->reload_interval, af_timer_fired, af);
+}
+
+/* Called once, on the loop thread. A check still on the pool keeps the
+ * instance: its completion frees it. */
 static void
 af_destroy(void *instance)
 {
@@ -450,10 +561,14 @@ af_destroy(void *instance)
 
     if (af == NULL)
         return;
-    free(af->file);
-    af_table_free(af->table);
-    free(af->dummy_hash);
-    free(af);
+    if (af->reload != NULL) {
+        if (af->timer != NULL)
+            postern_timer_cancel(af->timer);
+        af->timer = NULL;
+        af->destroyed = true;
+        return;
+    }
+    af_free(af);
 }
 
 /* Read the config into af. 0, or -1 after postern_init_error(). */
@@ -558,8 +673,12 @@ af_create(postern_module_init *init, void **instance)
         af_destroy(af);
         return -1;
     }
-    /* last_check stays 0: the first AUTH stat()s the file (no
-     * postern_now() here: under --check-config there is no loop). */
+    /* last_check stays 0: the first AUTH or timer tick checks the file.
+     * With reload_interval 0 every AUTH does, and there is no timer.
+     * Under --check-config nothing is started. */
+    if (af->reload_interval > 0 && !postern_init_check_only(init))
+        af->timer =
+            postern_timer_start(af->reload_interval, af_timer_fired, af);
     *instance = af;
     return 0;
 }
@@ -717,7 +836,6 @@ af_auth(postern_ctx *ctx, void *instance)
 
     const char *authzid = postern_auth_authzid(ctx);
 
-    af_maybe_reload(af);
     if (user == NULL || password == NULL)
         return POSTERN_CONTINUE; /* no credentials to judge */
     /* RFC 4616: acting as someone else needs a rule allowing it, and this
@@ -731,6 +849,8 @@ af_auth(postern_ctx *ctx, void *instance)
         return POSTERN_REJECT;
     }
 
+    /* A due check starts on the pool; this AUTH uses the table in use. */
+    af_maybe_reload(af);
     const char *stored = af_table_find(af->table, user);
     struct af_job *job = af_job_new(
         ctx, user, password, stored ? stored : af->dummy_hash, stored != NULL);

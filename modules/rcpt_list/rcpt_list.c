@@ -13,7 +13,9 @@
  * three keys: "local@domain" (an exact address), "@domain" (a catch-all)
  * and "domain" (the domain is covered). A domain never contains '@', so
  * the three kinds cannot collide, and one lookup per kind answers a
- * recipient in O(1) whatever the size of the list.
+ * recipient in O(1) whatever the size of the list. The file is re-read on
+ * the thread pool and the new set replaces the old one on the loop thread
+ * (see "Reloading" below).
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -403,17 +405,31 @@ struct rl_ident {
     struct timespec mtime;
 };
 
+/* How often, at most, the file is stat()ed (loop time). */
+#define RL_CHECK_INTERVAL 1.0
+
+struct rl_reload;
+
+/*
+ * The fields up to file are set by create() and never change after: the
+ * pool thread of a reload reads them. The others belong to the loop thread
+ * alone, so the lookup path takes no lock.
+ */
 struct rcpt_list {
     bool case_sensitive_local;
     bool continue_on_match;
     char **inline_entries; /* "addresses", validated at create */
     size_t n_inline;
     char *file; /* NULL when not configured */
+
     struct rl_list *list;
-    struct rl_ident loaded; /* the file version in list */
-    struct rl_ident failed; /* a version that did not load: no retry */
-    bool stat_failed;       /* warned already */
-    double last_check;      /* postern_now() of the last stat() */
+    struct rl_ident loaded;   /* the file version in list */
+    struct rl_ident failed;   /* a version that did not load: no retry */
+    bool stat_failed;         /* warned already */
+    double last_check;        /* postern_now() of the last stat() */
+    postern_timer *timer;     /* the next periodic check, or NULL */
+    struct rl_reload *reload; /* the check on the pool, or NULL */
+    bool destroyed;           /* destroy() ran while reload was on the pool */
 };
 
 static struct rl_ident
@@ -484,57 +500,160 @@ rl_build(const struct rcpt_list *rl, struct rl_ident *ident,
     return list;
 }
 
-/* Re-read the file if it changed; at most one stat() per second. A file
- * that cannot be read leaves the current list in place. */
+/*
+ * Reloading. Reading and parsing the file (and even stat(), on a slow or
+ * network disk) would stall every session if done on the loop thread, so a
+ * check runs on the core's thread pool: rl_reload_work() stats the file
+ * and, if it changed, builds a whole new list from the inline entries and
+ * the file, reading only what create() set and the job's own fields. Then
+ * rl_reload_done(), on the loop thread, swaps the new list in (or keeps
+ * the old one and warns). Lookups meanwhile answer from the list in use;
+ * at most one check is on the pool at a time.
+ */
+typedef enum rl_check {
+    RL_CHECK_UNCHANGED,   /* same version as loaded, or as failed */
+    RL_CHECK_STAT_FAILED, /* errno in err */
+    RL_CHECK_LOADED,      /* list and ident are the new version */
+    RL_CHECK_LOAD_FAILED  /* error says why; stat_ident is the version */
+} rl_check;
+
+struct rl_reload {
+    struct rcpt_list *rl; /* kept alive until rl_reload_done() */
+    /* in: copies, as the loop thread may change rl's own */
+    struct rl_ident loaded, failed;
+    /* out */
+    rl_check outcome;
+    int err;
+    struct rl_ident stat_ident, ident;
+    struct rl_error error;
+    struct rl_list *list;
+};
+
 static void
-rl_maybe_reload(struct rcpt_list *rl)
+rl_free(struct rcpt_list *rl)
 {
-    double now = postern_now();
+    if (rl->timer != NULL)
+        postern_timer_cancel(rl->timer);
+    for (size_t i = 0; i < rl->n_inline; i++)
+        free(rl->inline_entries[i]);
+    free(rl->inline_entries);
+    free(rl->file);
+    rl_list_free(rl->list);
+    free(rl);
+}
 
-    if (rl->file == NULL ||
-        (now >= rl->last_check && now - rl->last_check < 1.0))
-        return;
-    rl->last_check = now;
-
+/* On a pool thread: no postern_ calls, nothing of rl that can change. */
+static void
+rl_reload_work(void *arg)
+{
+    struct rl_reload *r = arg;
     struct stat st;
-    if (stat(rl->file, &st) != 0) {
+
+    if (stat(r->rl->file, &st) != 0) {
+        r->outcome = RL_CHECK_STAT_FAILED;
+        r->err = errno;
+        return;
+    }
+    r->stat_ident = rl_ident_of(&st);
+    if (rl_ident_equal(&r->stat_ident, &r->loaded) ||
+        rl_ident_equal(&r->stat_ident, &r->failed)) {
+        r->outcome = RL_CHECK_UNCHANGED;
+        return;
+    }
+    r->list = rl_build(r->rl, &r->ident, &r->error);
+    r->outcome = r->list != NULL ? RL_CHECK_LOADED : RL_CHECK_LOAD_FAILED;
+}
+
+/* Back on the loop thread: apply the outcome, or finish a destroy(). */
+static void
+rl_reload_done(void *arg)
+{
+    struct rl_reload *r = arg;
+    struct rcpt_list *rl = r->rl;
+
+    rl->reload = NULL;
+    if (rl->destroyed) {
+        rl_list_free(r->list);
+        free(r);
+        rl_free(rl);
+        return;
+    }
+    switch (r->outcome) {
+    case RL_CHECK_STAT_FAILED:
         if (!rl->stat_failed)
             postern_log(NULL, POSTERN_LOG_WARNING,
                         "cannot stat the file, keeping the current list: "
                         "file=%s error=%s entries=%zu",
                         postern_log_value(rl->file),
-                        postern_log_value(strerror(errno)), rl->list->entries);
+                        postern_log_value(strerror(r->err)), rl->list->entries);
         rl->stat_failed = true;
-        return;
-    }
-    rl->stat_failed = false;
-    struct rl_ident now_ident = rl_ident_of(&st);
-    if (rl_ident_equal(&now_ident, &rl->loaded) ||
-        rl_ident_equal(&now_ident, &rl->failed))
-        return;
-
-    struct rl_ident ident;
-    struct rl_error err;
-    struct rl_list *list = rl_build(rl, &ident, &err);
-    if (list == NULL) {
+        break;
+    case RL_CHECK_UNCHANGED:
+        rl->stat_failed = false;
+        break;
+    case RL_CHECK_LOAD_FAILED: {
         char text[512];
-        rl_error_text(rl, &err, text, sizeof text);
+        rl->stat_failed = false;
+        rl_error_text(rl, &r->error, text, sizeof text);
         postern_log(NULL, POSTERN_LOG_WARNING,
                     "reload failed, keeping the current list: error=%s "
                     "entries=%zu",
                     postern_log_value(text), rl->list->entries);
         /* Warn once per broken version, not once per second. */
-        rl->failed = now_ident;
-        return;
+        rl->failed = r->stat_ident;
+        break;
     }
-    rl_list_free(rl->list);
-    rl->list = list;
-    rl->loaded = ident;
-    rl->failed = (struct rl_ident){0};
-    postern_log(NULL, POSTERN_LOG_INFO, "reloaded file=%s entries=%zu",
-                postern_log_value(rl->file), list->entries);
+    case RL_CHECK_LOADED:
+        rl->stat_failed = false;
+        rl_list_free(rl->list);
+        rl->list = r->list;
+        rl->loaded = r->ident;
+        rl->failed = (struct rl_ident){0};
+        postern_log(NULL, POSTERN_LOG_INFO, "reloaded file=%s entries=%zu",
+                    postern_log_value(rl->file), rl->list->entries);
+        break;
+    }
+    free(r);
 }
 
+/* Start a check on the pool if one is due (at most one stat() per second)
+ * and none is in progress. Never waits for it. */
+static void
+rl_maybe_reload(struct rcpt_list *rl)
+{
+    double now = postern_now();
+
+    if (rl->file == NULL || rl->reload != NULL ||
+        (now >= rl->last_check && now - rl->last_check < RL_CHECK_INTERVAL))
+        return;
+    struct rl_reload *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return; /* the next check tries again */
+    rl->last_check = now;
+    *r = (struct rl_reload){
+        .rl = rl, .loaded = rl->loaded, .failed = rl->failed};
+    /* Set before submitting: a pool may complete the job at once. */
+    rl->reload = r;
+    if (postern_pool_submit(rl_reload_work, rl_reload_done, r) != 0) {
+        rl->reload = NULL;
+        free(r);
+    }
+}
+
+/* The periodic check, so that a change is seen without waiting for a
+ * recipient to trigger it. */
+static void
+rl_timer_fired(void *arg)
+{
+    struct rcpt_list *rl = arg;
+
+    rl->timer = NULL; /* the core freed it */
+    rl_maybe_reload(rl);
+    rl->timer = postern_timer_start(RL_CHECK_INTERVAL, rl_timer_fired, rl);
+}
+
+/* Called once, on the loop thread. A check still on the pool keeps the
+ * instance: its completion frees it. */
 static void
 rl_destroy(void *instance)
 {
@@ -542,12 +661,14 @@ rl_destroy(void *instance)
 
     if (rl == NULL)
         return;
-    for (size_t i = 0; i < rl->n_inline; i++)
-        free(rl->inline_entries[i]);
-    free(rl->inline_entries);
-    free(rl->file);
-    rl_list_free(rl->list);
-    free(rl);
+    if (rl->reload != NULL) {
+        if (rl->timer != NULL)
+            postern_timer_cancel(rl->timer);
+        rl->timer = NULL;
+        rl->destroyed = true;
+        return;
+    }
+    rl_free(rl);
 }
 
 /* Copy the "addresses" array, checking each entry. 0 or -1. */
@@ -678,8 +799,10 @@ rl_create(postern_module_init *init, void **instance)
         rl_destroy(rl);
         return -1;
     }
-    /* last_check stays 0: the first recipient stat()s the file (no
-     * postern_now() here: under --check-config there is no loop). */
+    /* last_check stays 0: the first recipient or timer tick checks the
+     * file. Under --check-config nothing is started. */
+    if (rl->file != NULL && !postern_init_check_only(init))
+        rl->timer = postern_timer_start(RL_CHECK_INTERVAL, rl_timer_fired, rl);
     *instance = rl;
     return 0;
 }

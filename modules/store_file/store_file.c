@@ -4,20 +4,24 @@
  * The store handler gathers what it needs from the context on the loop
  * thread (the envelope as JSON text, a message reader, the file name) and
  * hands the file work to the thread pool, so no open, write or fsync ever
- * blocks the loop. The pool thread, for each target maildir:
+ * blocks the loop. The pool thread:
  *
- *   1. writes the message to tmp/<name> and fsyncs it (further maildirs
- *      get a hard link to that file, or a copy when linking fails);
- *   2. writes the envelope to tmp/<name>.json, fsyncs it, renames it to
- *      envelope/<name>.json and fsyncs envelope/;
- *   3. renames tmp/<name> to new/<name> and fsyncs new/.
+ *   1. writes the message to tmp/<name> of the first maildir and fsyncs
+ *      it; the other maildirs get a hard link to that file in their tmp/,
+ *      or a fsynced copy when linking fails;
+ *   2. for each maildir, writes the envelope to tmp/<name>.json, fsyncs
+ *      it, renames it to envelope/<name>.json and fsyncs envelope/;
+ *   3. renames every tmp/<name> to new/<name>, back to back;
+ *   4. fsyncs every new/.
  *
  * Every envelope is in place before any message reaches new/, so a reader
- * of new/ always finds the envelope. On any failure everything this
- * delivery created is unlinked again and the client gets 451: it retries,
- * and nothing half-written is left behind. The 250 is sent only once all
- * copies are in new/ and on disk.
+ * of new/ always finds the envelope. The 250 is sent only once all copies
+ * are in new/ and on disk. On any failure the client gets 451 and retries,
+ * and what no reader can have seen is unlinked: files in tmp/, and the
+ * envelopes of messages that are not in new/. A copy already in new/ is
+ * never taken back (see sf_work() for a rename failing half way).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -373,8 +377,13 @@ sf_deliver(struct sf_job *job, struct sf_target *t)
     if (rename(t->tmp, t->new) != 0)
         return sf_fail(&job->error, "rename", t->tmp, errno);
     t->delivered = true;
-    if (!job->sf->fsync)
-        return 0;
+    return 0;
+}
+
+/* Step 4: make the renames into new/ durable. */
+static int
+sf_sync_new(struct sf_job *job, const struct sf_target *t)
+{
     char *dir = sf_path(t->dir, "new", NULL);
     int rc = dir ? sf_sync_dir(dir, &job->error)
                  : sf_fail(&job->error, "fsync", t->dir, ENOMEM);
@@ -382,15 +391,22 @@ sf_deliver(struct sf_job *job, struct sf_target *t)
     return rc;
 }
 
-/* Undo a failed delivery: the client retries, so leave nothing behind. */
+/*
+ * Undo a failed delivery: the client retries, so leave nothing behind that
+ * no reader has seen yet. Only files in tmp/, and the envelopes of messages
+ * that never reached new/, are removed. A copy already renamed into new/ is
+ * never unlinked: a mail reader may have seen (even fetched and moved) it,
+ * and taking it back would be worse than the duplicate the retry makes. Its
+ * envelope stays with it, so every message in new/ keeps its envelope.
+ */
 static void
 sf_undo(struct sf_job *job)
 {
     for (size_t i = 0; i < job->n_targets; i++) {
         struct sf_target *t = &job->targets[i];
         if (t->delivered)
-            unlink(t->new);
-        else if (t->tmp_made)
+            continue;
+        if (t->tmp_made)
             unlink(t->tmp);
         if (t->env_placed)
             unlink(t->env);
@@ -421,8 +437,24 @@ sf_work(void *arg)
     for (size_t i = 0; sf->envelope && i < job->n_targets; i++)
         if (sf_write_envelope(job, &job->targets[i]) != 0)
             goto fail;
+    /*
+     * Every copy is now in a tmp/, on disk. Only renames are left, the
+     * step least likely to fail (same directory tree, no data to write),
+     * so all of them run back to back, and the directories are fsynced
+     * after. If one fails half way, the copies already in new/ stay there
+     * (see sf_undo) and the client still gets 451: SMTP has one reply for
+     * all recipients of a DATA, and 250 must mean every copy is durable.
+     * The retry then duplicates those copies; a duplicate is the lesser
+     * harm, a lost or retracted message is not an option. Postfix's
+     * local(8) can do better only because its queue records each
+     * recipient's status; we have no queue. The loop stops at the first
+     * failure: every further rename would only add a duplicate.
+     */
     for (size_t i = 0; i < job->n_targets; i++)
         if (sf_deliver(job, &job->targets[i]) != 0)
+            goto fail;
+    for (size_t i = 0; sf->fsync && i < job->n_targets; i++)
+        if (sf_sync_new(job, &job->targets[i]) != 0)
             goto fail;
     return;
 fail:
@@ -457,6 +489,16 @@ sf_done(void *arg)
                     "delivery failed id=%s op=%s path=%s error=%s", job->id,
                     job->error.op, postern_log_value(job->error.path),
                     postern_log_value(strerror(job->error.err)));
+        size_t delivered = 0;
+        for (size_t i = 0; i < job->n_targets; i++)
+            delivered += job->targets[i].delivered;
+        if (delivered > 0)
+            postern_log(ctx, POSTERN_LOG_WARNING,
+                        "partial delivery id=%s file=%s in_new=%zu "
+                        "maildirs=%zu: those copies stay, and the client's "
+                        "retry duplicates them",
+                        job->id, postern_log_value(job->name), delivered,
+                        job->n_targets);
         sf_reply_failure(ctx);
         postern_resume(ctx, POSTERN_TEMPFAIL);
     }
@@ -855,6 +897,118 @@ sf_host_name(char *out, size_t size)
     }
 }
 
+/* --- leftovers in tmp/ ------------------------------------------------------
+ */
+
+/* How old a file in tmp/ must be before it is taken for a leftover: the
+ * 36 hours of the Maildir specification (and of qmail, Dovecot). A younger
+ * file may be a delivery in progress in another process. */
+#define SF_TMP_MAX_AGE (36.0 * 3600.0)
+
+struct sf_cleanup {
+    size_t maildirs, removed, failed;
+    int err;          /* errno of the first failure */
+    char *first_fail; /* path of the first failure */
+};
+
+static void
+sf_cleanup_fail(struct sf_cleanup *c, const char *dir, const char *name,
+                int err)
+{
+    if (c->failed++ == 0) {
+        c->err = err;
+        c->first_fail = sf_path(dir, name, NULL);
+    }
+}
+
+/* Remove the regular files of maildir/tmp last modified before cutoff.
+ * Entries are looked at through the directory's descriptor and never
+ * followed: a symbolic link or a directory in tmp/ stays, and so does
+ * everything when tmp/ itself is a symbolic link. */
+static void
+sf_clean_tmp(const char *maildir, time_t cutoff, struct sf_cleanup *c)
+{
+    char *tmp = sf_path(maildir, "tmp", NULL);
+    int fd =
+        tmp ? open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *e;
+
+    if (d == NULL) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        /* No tmp/ (not a maildir, or not made yet): nothing to clean. */
+        if (tmp != NULL && err != ENOENT && err != ENOTDIR)
+            sf_cleanup_fail(c, tmp, NULL, err);
+        free(tmp);
+        return;
+    }
+    c->maildirs++;
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+        if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(st.st_mode) || st.st_mtime >= cutoff)
+            continue;
+        if (unlinkat(fd, e->d_name, 0) == 0)
+            c->removed++;
+        else if (errno != ENOENT)
+            sf_cleanup_fail(c, tmp, e->d_name, errno);
+    }
+    closedir(d);
+    free(tmp);
+}
+
+/* At start: clean the tmp/ of the root maildir, or with per_recipient of
+ * every maildir under the root. Runs in create(), before the loop serves
+ * anyone; failures are logged, never fatal. */
+static void
+sf_clean_leftovers(const struct store_file *sf)
+{
+    time_t cutoff = (time_t)(postern_now() - SF_TMP_MAX_AGE);
+    struct sf_cleanup c = {0};
+
+    if (!sf->per_recipient) {
+        sf_clean_tmp(sf->root, cutoff, &c);
+    } else {
+        int fd = open(sf->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        struct dirent *e;
+        if (d == NULL) {
+            int err = errno;
+            if (fd >= 0)
+                close(fd);
+            sf_cleanup_fail(&c, sf->root, NULL, err);
+        }
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            struct stat st;
+            if (e->d_name[0] == '.' ||
+                fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                !S_ISDIR(st.st_mode))
+                continue;
+            char *maildir = sf_path(sf->root, e->d_name, NULL);
+            if (maildir != NULL)
+                sf_clean_tmp(maildir, cutoff, &c);
+            free(maildir);
+        }
+        if (d != NULL)
+            closedir(d);
+    }
+    if (c.removed > 0)
+        postern_log(NULL, POSTERN_LOG_INFO,
+                    "removed leftover files older than 36 hours from tmp/ "
+                    "removed=%zu maildirs=%zu root=%s",
+                    c.removed, c.maildirs, postern_log_value(sf->root));
+    if (c.failed > 0)
+        postern_log(NULL, POSTERN_LOG_WARNING,
+                    "cannot clean leftovers in tmp/ failed=%zu path=%s "
+                    "error=%s",
+                    c.failed,
+                    postern_log_value(c.first_fail ? c.first_fail : sf->root),
+                    postern_log_value(strerror(c.err)));
+    free(c.first_fail);
+}
+
 static int
 sf_create_instance(postern_module_init *init, void **instance)
 {
@@ -885,6 +1039,7 @@ sf_create_instance(postern_module_init *init, void **instance)
             sf_destroy(sf);
             return -1;
         }
+        sf_clean_leftovers(sf);
     }
     if (!sf->fsync)
         postern_log(NULL, POSTERN_LOG_WARNING,

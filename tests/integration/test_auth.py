@@ -580,6 +580,97 @@ class FailureLimitTest(AuthTestCase):
             self.assertEqual(len(srv.wait_messages(1)), 1)
 
 
+class ReloadTest(AuthTestCase):
+    def test_auth_answered_while_reload_blocked(self):
+        """The users file is re-read on the thread pool, not on the loop.
+        The file is replaced by a FIFO that the test holds open without
+        writing: the re-read blocks, as on a stalled disk. AUTHs meanwhile
+        are answered from the table in use; the new table takes over once
+        the test writes the new version and closes the FIFO."""
+        users = os.path.join(self.pki.dir, "users-reload")
+        shutil.copy(self.users_file, users)
+        with open(self.users_file) as f:
+            new_version = f.read() + "dave:%s\n" % hash_password(
+                "sha512crypt", "dave's")
+        fifo = users + ".fifo"
+        wfd = None
+        # reload_interval 0: every AUTH checks the file, no timer does.
+        plugins = {"10-auth": {"module": "auth_file",
+                               "config": {"file": users,
+                                          "reload_interval": 0}},
+                   "20-store": store_plugin()}
+        with TlsServer(self.pki, listeners=[("none", {"auth_plaintext": True})],
+                       plugins=plugins) as srv:
+            try:
+                with srv.client() as a:
+                    a.ehlo()
+                    self.assertAuthOk(a, "alice")
+                os.mkfifo(fifo, 0o600)
+                os.rename(fifo, users)
+                b = srv.client()
+                with b:
+                    b.ehlo()
+                    # The check this AUTH starts opens the FIFO; opening it
+                    # for writing succeeds once it did.
+                    b.send("AUTH PLAIN %s\r\n"
+                           % plain("bob", USERS["bob"][0]))
+
+                    def open_writer():
+                        try:
+                            return os.open(users, os.O_WRONLY | os.O_NONBLOCK)
+                        except OSError:
+                            return None
+                    wfd = wait_until(open_writer, IO_TIMEOUT)
+                    self.assertIsNotNone(wfd, "the users file was not re-read")
+                    # The reload now waits for bytes that do not come.
+                    r = b.reply()
+                    self.assertEqual((r.code, r.enhanced), (235, "2.7.0"), r)
+                    with srv.client() as c:
+                        c.ehlo()
+                        self.assertAuthOk(c, "carol")
+                    with srv.client() as e:  # not in the table in use
+                        e.ehlo()
+                        r = e.cmd("AUTH PLAIN " + plain("dave", "dave's"))
+                        self.assertEqual((r.code, r.enhanced), (535, "5.7.8"),
+                                         r)
+                    self.assertEqual(srv.count_log(r" reloaded "), 0,
+                                     srv.log_tail())
+                # The next version stays in place for later checks; the
+                # pending one reads the same text through the FIFO.
+                with open(users + ".new", "w") as f:
+                    f.write(new_version)
+                os.rename(users + ".new", users)
+                os.write(wfd, new_version.encode("ascii"))
+                os.close(wfd)
+                wfd = None
+                self.assertIsNotNone(
+                    srv.wait_log(r" reloaded .*users=4", IO_TIMEOUT),
+                    srv.log_tail())
+                with srv.client() as d:
+                    d.ehlo()
+                    r = d.cmd("AUTH PLAIN " + plain("dave", "dave's"))
+                    self.assertEqual((r.code, r.enhanced), (235, "2.7.0"), r)
+                # The order in the log: both AUTHs answered, then the reload.
+                log = srv.log_text().splitlines()
+                first_reload = min(i for i, l in enumerate(log)
+                                   if " reloaded " in l)
+                for user in ("bob", "carol"):
+                    accepted = [i for i, l in enumerate(log)
+                                if 'user="%s" result=accepted' % user in l]
+                    self.assertTrue(accepted and accepted[0] < first_reload,
+                                    "\n".join(log))
+            finally:
+                # Never leave a thread blocked on the FIFO: the daemon
+                # could not stop.
+                if wfd is None:
+                    try:
+                        wfd = os.open(users, os.O_WRONLY | os.O_NONBLOCK)
+                    except OSError:
+                        pass
+                if wfd is not None:
+                    os.close(wfd)
+
+
 class ClientsTest(AuthTestCase):
     def smtplib_tls(self, srv):
         s = srv.smtplib()

@@ -149,6 +149,51 @@ class StoreFileTest(PosternTestCase):
             self.assertEqual(maildir_messages(good), [])
             self.assertEqual(maildir_tmp(good), [])
 
+    def test_per_recipient_rename_fails_half_way(self):
+        """The rename into one maildir's new/ fails after another's
+        succeeded: 451 (not every copy is durable), the copy already in
+        new/ stays with its envelope, nothing is left in any tmp/."""
+        with Server(plugins={"20-store": store_plugin(per_recipient=True)}) \
+                as srv, srv.client() as c:
+            # bob's maildir exists, but its new/ is a plain file
+            bob = os.path.join(srv.maildir, "bob@example.com")
+            for sub in ("", "tmp", "cur", "envelope"):
+                os.makedirs(os.path.join(bob, sub), exist_ok=True)
+            with open(os.path.join(bob, "new"), "w") as f:
+                f.write("not a directory\n")
+            c.ehlo()
+            r = c.transaction("a@example.org",
+                              ["alice@example.com", "bob@example.com"], BODY)
+            self.assertEqual((r.code, r.enhanced), (451, "4.3.0"), r)
+            alice = os.path.join(srv.maildir, "alice@example.com")
+            msgs = maildir_messages(alice)
+            self.assertEqual(len(msgs), 1, files_under(srv.maildir))
+            split_added_headers(read_bytes(msgs[0]), BODY)
+            self.assertEqual(read_envelope(alice, msgs[0])["rcpt_to"],
+                             ["alice@example.com"])
+            self.assertEqual(maildir_tmp(alice), [])
+            self.assertEqual(maildir_tmp(bob), [])
+            self.assertEqual(os.listdir(os.path.join(bob, "envelope")), [])
+            self.assertIsNotNone(srv.wait_log(
+                r"partial delivery .*in_new=1 maildirs=2"))
+
+    def test_old_tmp_files_removed_at_start(self):
+        srv = Server(plugins={"20-store": store_plugin()}, start=False)
+        tmp = os.path.join(srv.maildir, "tmp")
+        os.makedirs(tmp)
+        now = time.time()
+        for name, age in (("old", 37 * 3600), ("young", 35 * 3600),
+                          ("fresh", 0)):
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write("partial\r\n")
+            os.utime(os.path.join(tmp, name), (now - age, now - age))
+        with srv:
+            srv.start()
+            # Listening comes before the modules are made: wait for the log.
+            self.assertIsNotNone(srv.wait_log(
+                r"older than 36 hours .*removed=1 maildirs=1"), srv.log_tail())
+            self.assertEqual(maildir_tmp(srv.maildir), ["fresh", "young"])
+
     def test_client_drops_mid_data(self):
         with Server(plugins={"20-store": store_plugin()}) as srv:
             c = srv.client()

@@ -21,6 +21,8 @@
 #include "mock_core.h"
 
 #define MOCK_MAX_ITEMS 64
+#define MOCK_MAX_JOBS 16
+#define MOCK_MAX_TIMERS 16
 
 struct postern_ctx {
     int unused;
@@ -29,6 +31,18 @@ struct postern_ctx {
 struct postern_module_init {
     const json_t *config;
     int check_only;
+};
+
+struct postern_timer {
+    double seconds;
+    postern_timer_cb cb;
+    void *arg;
+};
+
+struct mock_job {
+    postern_work_fn work;
+    postern_done_fn done;
+    void *arg;
 };
 
 struct postern_message_reader {
@@ -55,10 +69,12 @@ static struct {
     double now;
 
     mock_pool_mode pool_mode;
-    postern_work_fn deferred_work;
-    postern_done_fn deferred_done;
-    void *deferred_arg;
+    struct mock_job jobs[MOCK_MAX_JOBS]; /* queued, oldest first */
+    size_t n_jobs;
     int submits;
+
+    struct postern_timer *timers[MOCK_MAX_TIMERS]; /* oldest first */
+    size_t n_timers;
 
     mock_reader_mode reader_mode;
     size_t reader_fail_at, read_chunk, readers_open;
@@ -114,6 +130,10 @@ mock_cleanup(void)
     free(mock.message);
     for (size_t i = 0; i < mock.n_logs; i++)
         free(mock.logs[i]);
+    for (size_t i = 0; i < mock.n_timers; i++)
+        free(mock.timers[i]);
+    /* Queued jobs belong to the module: a test that leaves one behind
+     * leaks it, and valgrind says so. */
     memset(&mock, 0, sizeof mock);
 }
 
@@ -256,15 +276,61 @@ mock_set_pool_mode(mock_pool_mode mode)
 int
 mock_pool_run(void)
 {
-    if (mock.deferred_work == NULL)
+    if (mock.n_jobs == 0)
         return 0;
-    postern_work_fn work = mock.deferred_work;
-    postern_done_fn done = mock.deferred_done;
-    void *arg = mock.deferred_arg;
-    mock.deferred_work = NULL;
-    mock.deferred_done = NULL;
-    work(arg);
-    done(arg);
+    struct mock_job job = mock.jobs[0];
+    memmove(&mock.jobs[0], &mock.jobs[1],
+            (mock.n_jobs - 1) * sizeof mock.jobs[0]);
+    mock.n_jobs--;
+    job.work(job.arg);
+    job.done(job.arg);
+    return 1;
+}
+
+size_t
+mock_pool_pending(void)
+{
+    return mock.n_jobs;
+}
+
+size_t
+mock_timers_active(void)
+{
+    return mock.n_timers;
+}
+
+double
+mock_timer_seconds(void)
+{
+    return mock.n_timers > 0 ? mock.timers[0]->seconds : -1.0;
+}
+
+/* Take timer t off the active list: 0, or -1 if it is not on it. */
+static int
+mock_timer_remove(const struct postern_timer *t)
+{
+    for (size_t i = 0; i < mock.n_timers; i++) {
+        if (mock.timers[i] != t)
+            continue;
+        memmove(&mock.timers[i], &mock.timers[i + 1],
+                (mock.n_timers - i - 1) * sizeof mock.timers[0]);
+        mock.n_timers--;
+        return 0;
+    }
+    return -1;
+}
+
+int
+mock_timer_fire(void)
+{
+    if (mock.n_timers == 0)
+        return 0;
+    struct postern_timer *t = mock.timers[0];
+    postern_timer_cb cb = t->cb;
+    void *arg = t->arg;
+    mock_timer_remove(t);
+    free(t); /* before cb, as the core: the callback may start a new one */
+    cb(arg);
     return 1;
 }
 
@@ -465,11 +531,10 @@ postern_pool_submit(postern_work_fn work, postern_done_fn done, void *arg)
     case MOCK_POOL_REFUSE:
         return -1;
     case MOCK_POOL_DEFER:
-        if (mock.deferred_work != NULL)
-            return -1; /* one job at a time is all the tests need */
-        mock.deferred_work = work;
-        mock.deferred_done = done;
-        mock.deferred_arg = arg;
+        if (mock.n_jobs == MOCK_MAX_JOBS)
+            return -1; /* a full queue, as a pool may refuse */
+        mock.jobs[mock.n_jobs++] =
+            (struct mock_job){.work = work, .done = done, .arg = arg};
         mock.submits++;
         return 0;
     case MOCK_POOL_RUN:
@@ -479,6 +544,30 @@ postern_pool_submit(postern_work_fn work, postern_done_fn done, void *arg)
         done(arg);
         return 0;
     }
+}
+
+postern_timer *
+postern_timer_start(double seconds, postern_timer_cb cb, void *arg)
+{
+    if (cb == NULL || seconds < 0 || mock.n_timers == MOCK_MAX_TIMERS)
+        return NULL;
+    struct postern_timer *t = malloc(sizeof *t);
+    if (t == NULL)
+        abort();
+    *t = (struct postern_timer){.seconds = seconds, .cb = cb, .arg = arg};
+    mock.timers[mock.n_timers++] = t;
+    return t;
+}
+
+void
+postern_timer_cancel(postern_timer *timer)
+{
+    if (timer == NULL)
+        return;
+    /* Cancelling a timer that fired (and was freed) is a module bug. */
+    if (mock_timer_remove(timer) != 0)
+        fail_msg("postern_timer_cancel() of a timer that is not active");
+    free(timer);
 }
 
 const char *

@@ -5,7 +5,8 @@
  * one fake session/transaction whose state the tests set here, and it
  * records what the module did: replies, resumes, log lines, config errors.
  * The thread pool runs work() then done() synchronously inside
- * postern_pool_submit() (or refuses, or defers until mock_pool_run()).
+ * postern_pool_submit() (or refuses, or queues jobs until mock_pool_run()).
+ * Timers never fire by themselves: mock_timer_fire() fires them.
  */
 #ifndef POSTERN_MOCK_CORE_H
 #define POSTERN_MOCK_CORE_H
@@ -54,11 +55,21 @@ void mock_set_now(double now);
 typedef enum mock_pool_mode {
     MOCK_POOL_RUN,    /* work() then done() inside postern_pool_submit() */
     MOCK_POOL_REFUSE, /* postern_pool_submit() returns -1 */
-    MOCK_POOL_DEFER   /* keep the job until mock_pool_run() */
+    MOCK_POOL_DEFER   /* queue the job until mock_pool_run() */
 } mock_pool_mode;
 void mock_set_pool_mode(mock_pool_mode mode);
-/* Run the deferred job, if any: 1 if one ran, 0 otherwise. */
+/* Run the oldest queued job (work, then done): 1 if one ran, 0 if none. */
 int mock_pool_run(void);
+/* Jobs queued and not run yet. */
+size_t mock_pool_pending(void);
+
+/* Timers started and neither fired nor cancelled. */
+size_t mock_timers_active(void);
+/* Seconds the oldest active timer was started with; -1 if none. */
+double mock_timer_seconds(void);
+/* Fire the oldest active timer (freed before its callback runs, as the
+ * core does): 1 if one fired, 0 if none. */
+int mock_timer_fire(void);
 
 typedef enum mock_reader_mode {
     MOCK_READER_OK,

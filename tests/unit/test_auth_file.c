@@ -211,6 +211,17 @@ assert_line_error(int line, const char *what)
     assert_string_equal(mock_init_error_text(), expected);
 }
 
+/* Run every job the pool holds, oldest first (a reload, a hash). */
+static int
+run_pool(void)
+{
+    int n = 0;
+
+    while (mock_pool_run())
+        n++;
+    return n;
+}
+
 /* --- tests ---------------------------------------------------------------- */
 
 static void
@@ -717,6 +728,135 @@ test_bad_reload_keeps_table(void **state)
     free(hash2);
 }
 
+/* The file is read and parsed on the pool, never in the auth hook: a slow
+ * disk must not stall the loop. AUTHs meanwhile are judged on the table in
+ * use; the new table replaces it on the loop thread when the pool is done. */
+static void
+test_reload_on_the_pool(void **state)
+{
+    (void)state;
+    char *old_hash = make_hash("$6$", "old");
+    char *new_hash = make_hash("$6$", "new");
+    char text[512];
+    double t = 1700000000.0;
+
+    snprintf(text, sizeof text, "alice:%s\n", old_hash);
+    rewrite_file(text, 1600000000);
+    mock_set_now(t);
+    void *af = create_default();
+    assert_non_null(af);
+    mock_set_pool_mode(MOCK_POOL_DEFER);
+    snprintf(text, sizeof text, "alice:%s\n", new_hash);
+    rewrite_file(text, 1600000100);
+
+    /* The check is due: it goes to the pool before the hash does, and the
+     * hash is taken from the table in use. */
+    mock_set_now(t + 1.5);
+    mock_set_auth("PLAIN", "alice", "old", "");
+    postern_handler handler =
+        postern_module_descriptor.handlers[POSTERN_HOOK_AUTH];
+    assert_int_equal(handler(mock_ctx(), af), POSTERN_PENDING);
+    assert_int_equal(mock_pool_pending(), 2);
+
+    /* Another AUTH while the reload is in progress: the old table again,
+     * and no second check. */
+    mock_set_now(t + 3);
+    assert_int_equal(handler(mock_ctx(), af), POSTERN_PENDING);
+    assert_int_equal(mock_pool_pending(), 3);
+    assert_int_equal(mock_log_find(POSTERN_LOG_INFO, "reloaded"), -1);
+
+    assert_int_equal(run_pool(), 3);
+    assert_int_equal(mock_resume_count(), 2);
+    assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
+    assert_true(mock_log_find(POSTERN_LOG_INFO, "reloaded") >= 0);
+
+    /* Now the new table answers. */
+    mock_set_pool_mode(MOCK_POOL_RUN);
+    assert_accepted(af, "alice", "new");
+    assert_rejected(af, "alice", "old");
+    destroy(af);
+    free(old_hash);
+    free(new_hash);
+}
+
+/* A timer checks the file every reload_interval, so a change is picked up
+ * before the next AUTH; with reload_interval 0 (every AUTH) and under
+ * --check-config there is no timer. */
+static void
+test_reload_by_timer(void **state)
+{
+    (void)state;
+    char *old_hash = make_hash("$6$", "old");
+    char *new_hash = make_hash("$6$", "new");
+    char text[512], config[256];
+    double t = 1700000000.0;
+
+    snprintf(text, sizeof text, "alice:%s\n", old_hash);
+    rewrite_file(text, 1600000000);
+    snprintf(config, sizeof config,
+             "{\"file\": \"%s\", \"reload_interval\": 5}", path);
+    mock_set_now(t);
+    void *af = create(config);
+    assert_non_null(af);
+    assert_int_equal(mock_timers_active(), 1);
+    assert_true(mock_timer_seconds() == 5.0);
+
+    mock_set_pool_mode(MOCK_POOL_DEFER);
+    snprintf(text, sizeof text, "alice:%s\n", new_hash);
+    rewrite_file(text, 1600000100);
+    mock_set_now(t + 5);
+    assert_int_equal(mock_timer_fire(), 1);
+    assert_int_equal(mock_pool_pending(), 1);
+    assert_int_equal(mock_timers_active(), 1); /* armed again */
+    assert_int_equal(run_pool(), 1);
+    mock_set_pool_mode(MOCK_POOL_RUN);
+    assert_accepted(af, "alice", "new");
+    destroy(af);
+    assert_int_equal(mock_timers_active(), 0);
+
+    snprintf(config, sizeof config,
+             "{\"file\": \"%s\", \"reload_interval\": 0}", path);
+    af = create(config);
+    assert_non_null(af);
+    assert_int_equal(mock_timers_active(), 0);
+    destroy(af);
+    snprintf(config, sizeof config, "{\"file\": \"%s\"}", path);
+    af = mock_create(config, 1);
+    assert_non_null(af);
+    assert_int_equal(mock_timers_active(), 0);
+    destroy(af);
+    free(old_hash);
+    free(new_hash);
+}
+
+/* destroy() while a reload is on the pool: the instance lives until the
+ * completion, which frees it (ASan and valgrind watch this test). */
+static void
+test_reload_in_flight_at_destroy(void **state)
+{
+    (void)state;
+    char *hash = make_hash("$6$", "pw");
+    char text[256];
+    double t = 1700000000.0;
+
+    snprintf(text, sizeof text, "alice:%s\n", hash);
+    rewrite_file(text, 1600000000);
+    mock_set_now(t);
+    void *af = create_default();
+    assert_non_null(af);
+    rewrite_file(text, 1600000100);
+    mock_set_pool_mode(MOCK_POOL_DEFER);
+    mock_set_now(t + 1.5);
+    assert_int_equal(mock_timer_fire(), 1);
+    assert_int_equal(mock_pool_pending(), 1);
+    destroy(af);
+    assert_int_equal(mock_timers_active(), 0);
+    size_t logs = mock_log_count();
+    assert_int_equal(run_pool(), 1);
+    assert_int_equal(mock_log_count(), logs); /* nothing swapped in */
+    free(hash);
+}
+
 static void
 test_pool_refuses(void **state)
 {
@@ -763,7 +903,8 @@ test_deferred_completion(void **state)
     assert_int_equal(mock_resume_count(), 0);
     /* The core's credentials may go away once the handler returned. */
     mock_set_auth(NULL, NULL, NULL, NULL);
-    assert_int_equal(mock_pool_run(), 1);
+    /* The first AUTH also started a check of the file: two jobs. */
+    assert_int_equal(run_pool(), 2);
     assert_int_equal(mock_resume_count(), 1);
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
     destroy(af);
@@ -789,7 +930,7 @@ test_orphaned(void **state)
         postern_module_descriptor.handlers[POSTERN_HOOK_AUTH](mock_ctx(), af),
         POSTERN_PENDING);
     mock_set_orphaned(1);
-    assert_int_equal(mock_pool_run(), 1);
+    assert_int_equal(run_pool(), 2); /* the check of the file, the hash */
     assert_int_equal(mock_resume_count(), 1);
     assert_int_equal(mock_last_resume(), POSTERN_REJECT);
     assert_int_equal(mock_last_reply()->count, 0);
@@ -928,6 +1069,11 @@ main(void)
         cmocka_unit_test_setup_teardown(test_logging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_reload_keeps_table, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reload_on_the_pool, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reload_by_timer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_in_flight_at_destroy, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pool_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_completion, setup,

@@ -400,6 +400,134 @@ test_reload(void **state)
     destroy(rl);
 }
 
+/* A file of one entry, with its own mtime so every rewrite is a change;
+ * an instance over it, made at loop time t0. */
+static void *
+create_over(const char *path, const char *entry, time_t mtime, double t0)
+{
+    char config[256], text[128];
+
+    snprintf(text, sizeof text, "%s\n", entry);
+    write_file(path, text);
+    set_mtime(path, mtime);
+    snprintf(config, sizeof config, "{\"file\": \"%s\"}", path);
+    mock_set_now(t0);
+    return create(config);
+}
+
+/* The file is read and parsed on the pool, never in the hook: a slow disk
+ * must not stall the loop. Lookups meanwhile answer from the list in use;
+ * the new list replaces it on the loop thread when the pool is done. */
+static void
+test_reload_on_the_pool(void **state)
+{
+    (void)state;
+    char path[128];
+    double t0 = 1700000000.0;
+
+    snprintf(path, sizeof path, "%s/pool.txt", tmpdir);
+    void *rl = create_over(path, "alice@example.com", 1600000000, t0);
+    assert_non_null(rl);
+    mock_set_pool_mode(MOCK_POOL_DEFER);
+    write_file(path, "bobby@example.com\n");
+    set_mtime(path, 1600000100);
+
+    /* The check is due: it goes to the pool, the old list answers. */
+    mock_set_now(t0 + 1.5);
+    assert_quiet(rl, "alice@example.com", POSTERN_ACCEPT);
+    assert_int_equal(mock_pool_pending(), 1);
+
+    /* While it is in progress: answered, and no second check started. */
+    mock_set_now(t0 + 3);
+    assert_unknown(rl, "bobby@example.com");
+    assert_quiet(rl, "alice@example.com", POSTERN_ACCEPT);
+    assert_int_equal(mock_pool_pending(), 1);
+    assert_int_equal(mock_log_find(POSTERN_LOG_INFO, "reloaded"), -1);
+
+    /* Done: the new list is in place. A check was due at t0 + 3 but
+     * skipped; the next lookup starts it (the file is unchanged). */
+    assert_int_equal(mock_pool_run(), 1);
+    assert_true(mock_log_find(POSTERN_LOG_INFO, "reloaded") >= 0);
+    assert_quiet(rl, "bobby@example.com", POSTERN_ACCEPT);
+    assert_unknown(rl, "alice@example.com");
+    assert_int_equal(mock_pool_pending(), 1);
+    assert_int_equal(mock_pool_run(), 1);
+    assert_unknown(rl, "alice@example.com");
+    assert_int_equal(mock_pool_pending(), 0);
+
+    /* A broken version, also judged on the pool: the list stays. */
+    write_file(path, "bobby@example.com\nnot an address\n");
+    set_mtime(path, 1600000200);
+    mock_set_now(t0 + 5);
+    assert_quiet(rl, "bobby@example.com", POSTERN_ACCEPT);
+    assert_int_equal(mock_pool_run(), 1);
+    assert_true(mock_log_find(POSTERN_LOG_WARNING, "reload failed") >= 0);
+    assert_quiet(rl, "bobby@example.com", POSTERN_ACCEPT);
+    assert_int_equal(mock_pool_run(), 0);
+    destroy(rl);
+}
+
+/* A timer checks the file every second, so a change is picked up without
+ * waiting for a recipient; --check-config starts no timer. */
+static void
+test_reload_by_timer(void **state)
+{
+    (void)state;
+    char path[128], config[256];
+    double t0 = 1700000000.0;
+
+    snprintf(path, sizeof path, "%s/timer.txt", tmpdir);
+    void *rl = create_over(path, "alice@example.com", 1600000000, t0);
+    assert_non_null(rl);
+    assert_int_equal(mock_timers_active(), 1);
+    assert_true(mock_timer_seconds() == 1.0);
+    mock_set_pool_mode(MOCK_POOL_DEFER);
+    write_file(path, "bobby@example.com\n");
+    set_mtime(path, 1600000100);
+
+    mock_set_now(t0 + 1);
+    assert_int_equal(mock_timer_fire(), 1);
+    assert_int_equal(mock_pool_pending(), 1);
+    assert_int_equal(mock_timers_active(), 1); /* armed again */
+    assert_int_equal(mock_pool_run(), 1);
+    assert_quiet(rl, "bobby@example.com", POSTERN_ACCEPT);
+    assert_unknown(rl, "alice@example.com");
+    assert_int_equal(mock_pool_pending(), 0); /* the timer checked already */
+    destroy(rl);
+    assert_int_equal(mock_timers_active(), 0);
+
+    snprintf(config, sizeof config, "{\"file\": \"%s\"}", path);
+    rl = mock_create(config, 1);
+    assert_non_null(rl);
+    assert_int_equal(mock_timers_active(), 0);
+    destroy(rl);
+}
+
+/* destroy() while a reload is on the pool: the instance lives until the
+ * completion, which frees it (ASan and valgrind watch this test). */
+static void
+test_reload_in_flight_at_destroy(void **state)
+{
+    (void)state;
+    char path[128];
+    double t0 = 1700000000.0;
+
+    snprintf(path, sizeof path, "%s/destroy.txt", tmpdir);
+    void *rl = create_over(path, "alice@example.com", 1600000000, t0);
+    assert_non_null(rl);
+    mock_set_pool_mode(MOCK_POOL_DEFER);
+    write_file(path, "bobby@example.com\n");
+    set_mtime(path, 1600000100);
+    mock_set_now(t0 + 1.5);
+    assert_quiet(rl, "alice@example.com", POSTERN_ACCEPT);
+    assert_int_equal(mock_pool_pending(), 1);
+    destroy(rl);
+    assert_int_equal(mock_timers_active(), 0);
+    size_t logs = mock_log_count();
+    assert_int_equal(mock_pool_run(), 1);
+    assert_int_equal(mock_log_count(), logs); /* nothing swapped in */
+}
+
 static void
 test_large_list(void **state)
 {
@@ -442,6 +570,11 @@ main(void)
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_file_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_on_the_pool, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reload_by_timer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_in_flight_at_destroy, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_large_list, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -74,6 +75,14 @@ create_root(const char *extra)
 
     snprintf(config, sizeof config, "{\"root\": \"%s\"%s}", root, extra);
     return create(config, 0);
+}
+
+/* The config text create_root() uses, in buf. */
+static const char *
+config_of_root(char *buf, size_t size, const char *extra)
+{
+    snprintf(buf, size, "{\"root\": \"%s\"%s}", root, extra);
+    return buf;
 }
 
 static void
@@ -542,6 +551,57 @@ test_per_recipient_failure(void **state)
     destroy(sf);
 }
 
+/* Make dir a maildir whose new/ is a plain file: every step before the
+ * rename into new/ works there, and that rename fails (even as root). */
+static void
+make_maildir_without_new(const char *dir)
+{
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(mkdir(path_of(dir, "tmp"), 0700), 0);
+    assert_int_equal(mkdir(path_of(dir, "cur"), 0700), 0);
+    assert_int_equal(mkdir(path_of(dir, "envelope"), 0700), 0);
+    FILE *f = fopen(path_of(dir, "new"), "w");
+    assert_non_null(f);
+    fclose(f);
+}
+
+/* The rename into bob's new/ fails after alice's copy was renamed into
+ * hers: the client gets 451 (not every copy is delivered), and alice's
+ * copy, already visible to her mail reader, is never taken back. Her
+ * envelope stays with it; bob's files (tmp/ and envelope/) are removed. */
+static void
+test_per_recipient_rename_fails(void **state)
+{
+    (void)state;
+    char name[256], env_name[300], expect[300], alice[256], bob[256];
+
+    void *sf = create_root(", \"per_recipient\": true");
+    snprintf(alice, sizeof alice, "%s/alice@example.com", root);
+    snprintf(bob, sizeof bob, "%s/bob@example.com", root);
+    make_maildir_without_new(bob);
+    mock_set_message("hello\r\n", 7);
+    mock_add_rcpt("alice@example.com");
+    mock_add_rcpt("bob@example.com");
+    assert_tempfailed(store(sf));
+    int i = mock_log_find(POSTERN_LOG_ERROR, "delivery failed");
+    assert_non_null(strstr(mock_log_text((size_t)i), "op=rename"));
+    assert_true(mock_log_find(POSTERN_LOG_WARNING, "in_new=1 maildirs=2") >= 0);
+
+    assert_int_equal(count_entries(path_of(alice, "new"), name, sizeof name),
+                     1);
+    assert_file_equals(path_of(path_of(alice, "new"), name),
+                       (const unsigned char *)"hello\r\n", 7);
+    assert_int_equal(
+        count_entries(path_of(alice, "envelope"), env_name, sizeof env_name),
+        1);
+    snprintf(expect, sizeof expect, "%s.json", name);
+    assert_string_equal(env_name, expect);
+    assert_int_equal(count_entries(path_of(alice, "tmp"), NULL, 0), 0);
+    assert_int_equal(count_entries(path_of(bob, "tmp"), NULL, 0), 0);
+    assert_int_equal(count_entries(path_of(bob, "envelope"), NULL, 0), 0);
+    destroy(sf);
+}
+
 static void
 test_unwritable_maildir(void **state)
 {
@@ -675,6 +735,99 @@ test_fsync_off_warns(void **state)
     destroy(sf);
 }
 
+/* A file at path whose mtime (and atime) is age seconds before now. */
+static void
+make_file_aged(const char *path, double now, double age)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("partial message\r\n", f);
+    assert_int_equal(fclose(f), 0);
+    struct timespec times[2] = {{.tv_sec = (time_t)(now - age)},
+                                {.tv_sec = (time_t)(now - age)}};
+    assert_int_equal(utimensat(AT_FDCWD, path, times, 0), 0);
+}
+
+/* At start, files left in tmp/ for more than 36 hours (a crash between
+ * write and rename) are removed, as Maildir readers do; younger ones may
+ * belong to a delivery in progress in another process and stay. */
+static void
+test_old_tmp_files_removed(void **state)
+{
+    (void)state;
+    char tmp[256], dir[256], config[512];
+    double now = (double)time(NULL);
+
+    mock_set_now(now);
+    void *sf = create_root("");
+    destroy(sf);
+    snprintf(tmp, sizeof tmp, "%s/tmp", root);
+    make_file_aged(path_of(tmp, "old"), now, 37 * 3600);
+    make_file_aged(path_of(tmp, "old.json"), now, 40 * 24 * 3600);
+    make_file_aged(path_of(tmp, "young"), now, 35 * 3600);
+    make_file_aged(path_of(tmp, "fresh"), now, 0);
+    assert_int_equal(mkdir(path_of(tmp, "old-dir"), 0700), 0);
+    struct timespec old[2] = {{.tv_sec = (time_t)now - 40 * 3600},
+                              {.tv_sec = (time_t)now - 40 * 3600}};
+    assert_int_equal(utimensat(AT_FDCWD, path_of(tmp, "old-dir"), old, 0), 0);
+
+    /* --check-config touches nothing. */
+    sf = create(config_of_root(config, sizeof config, ""), 1);
+    destroy(sf);
+    assert_int_equal(count_entries(tmp, NULL, 0), 5);
+
+    sf = create_root("");
+    assert_non_null(sf);
+    assert_int_equal(count_entries(tmp, NULL, 0), 3);
+    assert_int_equal(access(path_of(tmp, "old"), F_OK), -1);
+    assert_int_equal(access(path_of(tmp, "old.json"), F_OK), -1);
+    assert_int_equal(access(path_of(tmp, "young"), F_OK), 0);
+    assert_int_equal(access(path_of(tmp, "fresh"), F_OK), 0);
+    assert_int_equal(access(path_of(tmp, "old-dir"), F_OK), 0);
+    int i = mock_log_find(POSTERN_LOG_INFO, "older than 36 hours");
+    assert_true(i >= 0);
+    assert_non_null(strstr(mock_log_text((size_t)i), "removed=2"));
+    destroy(sf);
+
+    /* Nothing old left: no log line. */
+    mock_reset();
+    mock_set_now(now);
+    sf = create_root("");
+    assert_int_equal(mock_log_find(POSTERN_LOG_INFO, "older than 36 hours"),
+                     -1);
+    destroy(sf);
+
+    /* per_recipient: the tmp/ of every maildir under the root. */
+    mock_reset();
+    mock_set_now(now);
+    snprintf(config, sizeof config,
+             "{\"root\": \"%s/per\", \"per_recipient\": true}", tmpdir);
+    static const char *const users[] = {"alice@example.com", "bob@example.com"};
+    snprintf(dir, sizeof dir, "%s/per", tmpdir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    for (size_t u = 0; u < 2; u++) {
+        snprintf(tmp, sizeof tmp, "%s/per/%s", tmpdir, users[u]);
+        assert_int_equal(mkdir(tmp, 0700), 0);
+        snprintf(tmp, sizeof tmp, "%s/per/%s/tmp", tmpdir, users[u]);
+        assert_int_equal(mkdir(tmp, 0700), 0);
+        make_file_aged(path_of(tmp, "old"), now, 37 * 3600);
+        make_file_aged(path_of(tmp, "fresh"), now, 60);
+    }
+    make_file_aged(path_of(dir, "stray-old-file"), now, 37 * 3600);
+    sf = create(config, 0);
+    assert_non_null(sf);
+    for (size_t u = 0; u < 2; u++) {
+        snprintf(tmp, sizeof tmp, "%s/per/%s/tmp", tmpdir, users[u]);
+        assert_int_equal(count_entries(tmp, NULL, 0), 1);
+        assert_int_equal(access(path_of(tmp, "fresh"), F_OK), 0);
+    }
+    assert_int_equal(access(path_of(dir, "stray-old-file"), F_OK), 0);
+    i = mock_log_find(POSTERN_LOG_INFO, "older than 36 hours");
+    assert_true(i >= 0);
+    assert_non_null(strstr(mock_log_text((size_t)i), "removed=2"));
+    destroy(sf);
+}
+
 static void
 assert_config_error(const char *config, const char *path, const char *needle)
 {
@@ -732,12 +885,16 @@ main(void)
         cmocka_unit_test_setup_teardown(test_per_recipient, setup, teardown),
         cmocka_unit_test_setup_teardown(test_per_recipient_failure, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_per_recipient_rename_fails, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_unwritable_maildir, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reader_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_orphaned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_off_warns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_old_tmp_files_removed, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
