@@ -19,7 +19,6 @@ import ctypes.util
 import os
 import re
 import select
-import shutil
 import smtplib
 import subprocess
 import sys
@@ -34,8 +33,11 @@ from harness import (  # noqa: E402
     PosternTestCase,
     main,
     read_bytes,
+    require_programs,
+    require_swaks_tls,
     split_added_headers,
     store_plugin,
+    swaks,
     wait_until,
 )
 from test_tls import (  # noqa: E402
@@ -56,6 +58,11 @@ USERS = {
 }
 REMOTE_RCPT = "dave@remote.example.net"  # not a local domain
 LOCAL_RCPT = "bob@example.com"
+
+
+def setUpModule():
+    require_programs("certtool", "swaks")
+    require_swaks_tls()
 
 
 def b64(data):
@@ -556,7 +563,8 @@ class FailureLimitTest(AuthTestCase):
         try:
             slow_hash, took = slow_bcrypt("slow but right")
         except (OSError, AttributeError) as e:
-            self.skipTest("libcrypt not usable through ctypes: %s" % e)
+            self.fail("libcrypt.so.1 not usable through ctypes (Debian "
+                      "package: libcrypt1): %s" % e)
         users = os.path.join(self.pki.dir, "users-slow")
         with open(users, "w") as f:
             f.write("slow:%s\n" % slow_hash)
@@ -632,19 +640,11 @@ class ClientsTest(AuthTestCase):
                 self.assertEqual(cm.exception.smtp_code, 535)
 
     def swaks(self, port, *extra):
-        if not shutil.which("swaks"):
-            self.skipTest("swaks not installed")
-        argv = ["swaks", "--server", "127.0.0.1", "--port", str(port),
-                "--from", "alice@example.org", "--to", REMOTE_RCPT,
-                "--helo", "client.test", "--timeout", "20",
-                "--header", "Subject: swaks auth"] + list(extra)
-        try:
-            r = subprocess.run(argv, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               timeout=TOOL_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.fail("swaks timed out")
-        return r.returncode, r.stdout.decode("utf-8", "replace")
+        return swaks("--server", "127.0.0.1", "--port", str(port),
+                     "--from", "alice@example.org", "--to", REMOTE_RCPT,
+                     "--helo", "client.test", "--timeout", "20",
+                     "--header", "Subject: swaks auth", *extra,
+                     timeout=TOOL_TIMEOUT)
 
     def test_swaks_auth(self):
         with self.server() as srv:

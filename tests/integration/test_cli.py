@@ -20,7 +20,6 @@ from harness import (  # noqa: E402
     PosternTestCase,
     free_port,
     main,
-    test_plugin_available,
 )
 
 
@@ -272,23 +271,20 @@ class CliTest(PosternTestCase):
         self.assertNotIn("10-ok.json:", err)
 
     def test_bad_abi_module(self):
-        if not test_plugin_available("test_bad_abi"):
-            self.skipTest("test_bad_abi.so not built")
+        self.require_plugin("test_bad_abi")
         path = self.tree.plugin("10-abi", {"module": "test_bad_abi"})
         self.tree.write()
         err = self.assertCheckFails(path, "test_bad_abi")
         self.assertRegex(err, r"\d+\.\d+.*\d+\.\d+", "both ABI versions")
 
     def test_no_descriptor_module(self):
-        if not test_plugin_available("test_no_symbol"):
-            self.skipTest("test_no_symbol.so not built")
+        self.require_plugin("test_no_symbol")
         path = self.tree.plugin("10-nosym", {"module": "test_no_symbol"})
         self.tree.write()
         self.assertCheckFails(path, "test_no_symbol")
 
     def test_test_async_config_error(self):
-        if not test_plugin_available("test_async"):
-            self.skipTest("test_async.so not built")
+        self.require_plugin("test_async")
         path = self.tree.plugin("10-async", {
             "module": "test_async",
             "config": {"hooks": {"rcpt": {"result": "maybe"}}}})

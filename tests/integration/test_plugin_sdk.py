@@ -11,9 +11,9 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
-import unittest
 
-from harness import POSTERN_BIN, PosternTestCase, Server
+from harness import (POSTERN_BIN, PosternTestCase, Server, main,
+                     require_programs)
 
 PLUGIN_SOURCE = textwrap.dedent(
     r"""
@@ -74,13 +74,14 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
 
+def setUpModule():
+    require_programs("meson", "pkg-config", "cc")
+
+
 class PluginSdkTest(PosternTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        for tool in ("meson", "pkg-config", "cc"):
-            if not shutil.which(tool):
-                raise unittest.SkipTest(tool + " not installed")
         cls.tmp = tempfile.mkdtemp(prefix="postern-sdk-")
         build_dir = os.path.dirname(POSTERN_BIN)
         stage = os.path.join(cls.tmp, "stage")
@@ -144,4 +145,4 @@ class PluginSdkTest(PosternTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    main()

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,8 +41,11 @@ from harness import (  # noqa: E402
     is_listening,
     main,
     read_bytes,
+    require_programs,
+    require_swaks_tls,
     split_added_headers,
     store_plugin,
+    swaks,
     wait_until,
 )
 
@@ -57,6 +59,11 @@ TOOL_TIMEOUT = 30.0
 STORE = {"20-store": store_plugin()}
 
 
+def setUpModule():
+    require_programs("certtool", "gnutls-cli", "swaks")
+    require_swaks_tls()
+
+
 # --- certificates ------------------------------------------------------------
 
 
@@ -64,8 +71,7 @@ class PKI:
     """A throwaway CA and the certificates it signs, made with certtool."""
 
     def __init__(self):
-        if not shutil.which("certtool"):
-            raise unittest.SkipTest("certtool not installed")
+        require_programs("certtool")
         self.dir = tempfile.mkdtemp(prefix="postern-pki-")
         self.ca_key = self._privkey("ca")
         self.ca = os.path.join(self.dir, "ca.pem")
@@ -732,10 +738,6 @@ class ReloadTest(TlsTestCase):
 
 
 class ToolsTest(TlsTestCase):
-    def require(self, tool):
-        if not shutil.which(tool):
-            self.skipTest(tool + " not installed")
-
     def gnutls_cli(self, port, extra, steps):
         argv = ["gnutls-cli", "--port", str(port), "--x509cafile", self.pki.ca,
                 "--verify-hostname", MAIL_NAME, "--sni-hostname", MAIL_NAME,
@@ -743,7 +745,6 @@ class ToolsTest(TlsTestCase):
         return run_dialogue(argv, steps)
 
     def test_gnutls_cli_implicit(self):
-        self.require("gnutls-cli")
         with TlsServer(self.pki, listeners=[("implicit", {})]) as srv:
             rc, out, err = self.gnutls_cli(srv.port, [], [
                 (b"\n220 ", b"EHLO gnutls.test\n"),
@@ -761,7 +762,6 @@ class ToolsTest(TlsTestCase):
             self.assertIsNotNone(srv.wait_log(r' command line="EHLO gnutls.test"'))
 
     def test_gnutls_cli_starttls(self):
-        self.require("gnutls-cli")
         with TlsServer(self.pki) as srv:
             rc, out, err = self.gnutls_cli(srv.port, ["--starttls-proto", "smtp"], [
                 (b"Simple Client Mode", b"EHLO gnutls.test\n"),
@@ -780,20 +780,13 @@ class ToolsTest(TlsTestCase):
             self.assertIsNotNone(srv.wait_log(r" tls version=TLS1\.[23] "))
 
     def swaks(self, port, *extra):
-        argv = ["swaks", "--server", "127.0.0.1", "--port", str(port),
-                "--from", "alice@example.org", "--to", "bob@example.com",
-                "--helo", "client.test", "--timeout", "20",
-                "--header", "Subject: swaks tls"] + list(extra)
-        try:
-            r = subprocess.run(argv, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               timeout=TOOL_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.fail("swaks timed out")
-        return r.returncode, r.stdout.decode("utf-8", "replace")
+        return swaks("--server", "127.0.0.1", "--port", str(port),
+                     "--from", "alice@example.org", "--to", "bob@example.com",
+                     "--helo", "client.test", "--timeout", "20",
+                     "--header", "Subject: swaks tls", *extra,
+                     timeout=TOOL_TIMEOUT)
 
     def test_swaks_starttls(self):
-        self.require("swaks")
         with TlsServer(self.pki, listeners=[("starttls", {"tls_required": True})],
                        plugins=STORE) as srv:
             rc, out = self.swaks(srv.port, "--tls")
@@ -805,7 +798,6 @@ class ToolsTest(TlsTestCase):
             self.assertIn(b" with ESMTPS id ", read_bytes(msgs[0]))
 
     def test_swaks_tls_on_connect(self):
-        self.require("swaks")
         with TlsServer(self.pki, listeners=[("implicit", {})], plugins=STORE) as srv:
             rc, out = self.swaks(srv.port, "--tls-on-connect")
             self.assertEqual(rc, 0, out)
@@ -813,7 +805,6 @@ class ToolsTest(TlsTestCase):
             self.assertEqual(len(srv.wait_messages(1)), 1)
 
     def test_swaks_tls_required_without_tls_fails(self):
-        self.require("swaks")
         with TlsServer(self.pki, listeners=[("starttls", {"tls_required": True})],
                        plugins=STORE) as srv:
             rc, out = self.swaks(srv.port)
