@@ -92,6 +92,7 @@ class ConcurrencyTest(PosternTestCase):
                     try:
                         barrier.wait()
                         with smtplib.SMTP("127.0.0.1", srv.port,
+                                          local_hostname="d%d.test" % i,
                                           timeout=60) as s:
                             s.ehlo()
                             s.mail("a@example.org")

@@ -258,9 +258,11 @@ class Ipv6ListenerTest(PosternTestCase):
                     time.sleep(0.05)
             self.assertTrue(ok, "nothing listens on [::1]:%d" % port6)
             body = crlf("Subject: v6\n\nover IPv6\n")
-            with smtplib.SMTP("::1", port6, timeout=10) as s6:
+            with smtplib.SMTP("::1", port6, local_hostname="client.test",
+                              timeout=10) as s6:
                 s6.sendmail("a@example.org", ["b@example.com"], body)
-            with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s4:
+            with smtplib.SMTP("127.0.0.1", srv.port,
+                              local_hostname="client.test", timeout=10) as s4:
                 s4.sendmail("c@example.org", ["d@example.com"], body)
             msgs = srv.wait_messages(2)
             envs = {read_envelope(srv.maildir, m)["mail_from"]:
