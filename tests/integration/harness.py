@@ -52,6 +52,13 @@ HOSTNAME = "mx.postern.test"
 START_TIMEOUT = 30.0 if WRAPPER else 10.0
 STOP_TIMEOUT = 30.0 if WRAPPER else 5.0
 IO_TIMEOUT = 10.0
+# How long a test waits for what a configured timer (a timeout, a delay)
+# brings about: a guard against a hang, never a measure of speed.  What a
+# timer test measures is a lower bound: it did not fire before its time.
+TIMER_GUARD = 30.0
+# Allowance for reading the clock in two processes (the server's loop
+# time and this process's time.monotonic()).
+TIMER_SLACK = 0.02
 
 # Lines a sanitizer writes when it finds a bug; any of them fails the test.
 SANITIZER_PATTERNS = (
@@ -390,6 +397,15 @@ class Server:
     def count_log(self, pattern):
         rx = re.compile(pattern)
         return sum(1 for line in self.log_text().splitlines() if rx.search(line))
+
+    def log_matches(self, pattern):
+        """The matches of a regex, one per matching line, in log order.
+
+        The loop writes each line whole as its event happens, so for
+        events of the loop (hooks starting and resuming, replies) the
+        order of the lines is the order of the events."""
+        rx = re.compile(pattern)
+        return [m for m in map(rx.search, self.log_text().splitlines()) if m]
 
     # clients
 
