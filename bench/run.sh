@@ -215,7 +215,8 @@ rss_before=$(awk '/^VmHWM/ {print $2}' "/proc/$pg_pid/status")
 python3 - "$port" <<'EOF' || die "the 50 MB message was not accepted"
 import smtplib, sys
 body = b"Subject: large\r\n\r\n" + (b"x" * 998 + b"\r\n") * 52000
-with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=120) as s:
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), local_hostname="bench.client",
+                  timeout=120) as s:
     s.sendmail("a@example.org", ["b@example.com"], body)
 EOF
 rss_after=$(awk '/^VmHWM/ {print $2}' "/proc/$pg_pid/status")

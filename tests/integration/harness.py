@@ -6,6 +6,12 @@ raw SMTP client, maildir/envelope readers and a log watcher.  Python 3
 standard library only.  Every wait is bounded and every socket has a
 timeout, so a broken server fails a test instead of hanging it.
 
+A suite checks first for every program it runs (require_programs() in
+its setUpModule): a missing one fails the suite with one line naming the
+program and its Debian package; nothing is skipped.  No test resolves a
+name: clients connect to 127.0.0.1 or ::1 and say who they are
+(smtplib's local_hostname, swaks --helo and --from).
+
 Environment (set by tests/meson.build):
   POSTERN_BIN              the postern executable
   POSTERN_MODULE_DIR       directory of the bundled modules (.so)
@@ -46,6 +52,13 @@ HOSTNAME = "mx.postern.test"
 START_TIMEOUT = 30.0 if WRAPPER else 10.0
 STOP_TIMEOUT = 30.0 if WRAPPER else 5.0
 IO_TIMEOUT = 10.0
+# How long a test waits for what a configured timer (a timeout, a delay)
+# brings about: a guard against a hang, never a measure of speed.  What a
+# timer test measures is a lower bound: it did not fire before its time.
+TIMER_GUARD = 30.0
+# Allowance for reading the clock in two processes (the server's loop
+# time and this process's time.monotonic()).
+TIMER_SLACK = 0.02
 
 # Lines a sanitizer writes when it finds a bug; any of them fails the test.
 SANITIZER_PATTERNS = (
@@ -53,6 +66,82 @@ SANITIZER_PATTERNS = (
     "ERROR: LeakSanitizer",
     "runtime error:",
 )
+
+
+# --- programs the tests run ---------------------------------------------------
+
+# Every program a test runs and the Debian 12 package it comes in;
+# .ci/bootstrap installs them all.
+DEBIAN_PACKAGES = {
+    "swaks": "swaks",
+    "certtool": "gnutls-bin",
+    "gnutls-cli": "gnutls-bin",
+    "meson": "meson",
+    "pkg-config": "pkg-config",
+    "cc": "gcc",
+    "valgrind": "valgrind",
+    "strace": "strace",
+}
+
+# swaks looks up its own host name (gethostbyname(hostname())) when it
+# starts, even when told --helo and --from, so a slow resolver would stall
+# every swaks run.  A Sys::Hostname that refuses to load turns that off.
+SWAKS_PERL5LIB = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                              "perl-no-hostname")
+
+
+class MissingProgram(AssertionError):
+    """A program a suite runs is not installed: the suite fails, no skip."""
+
+
+def missing_program(name):
+    """The one-line complaint about a program not on PATH, or None."""
+    if shutil.which(name):
+        return None
+    package = DEBIAN_PACKAGES.get(name)
+    if package:
+        return "missing program: %s (Debian package: %s)" % (name, package)
+    return "missing program: %s" % name
+
+
+def require_programs(*names):
+    """Fail at once, one line per missing program, naming its package.
+
+    Call it from setUpModule() with every program the module runs, so a
+    missing one stops the suite before any case runs."""
+    missing = [m for m in map(missing_program, names) if m]
+    if missing:
+        raise MissingProgram("\n".join(missing))
+
+
+def swaks(*args, timeout=30.0):
+    """Run swaks without any name lookup; (exit status, its output)."""
+    env = dict(os.environ)
+    env["PERL5LIB"] = os.pathsep.join(
+        p for p in (SWAKS_PERL5LIB, env.get("PERL5LIB")) if p)
+    try:
+        r = subprocess.run(["swaks", *args], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("swaks %s: no exit within %.0f s"
+                             % (" ".join(args), timeout)) from None
+    return r.returncode, r.stdout.decode("utf-8", "replace")
+
+
+def require_swaks_tls():
+    """swaks does TLS only with Net::SSLeay, which its package merely
+    recommends."""
+    require_programs("swaks")
+    rc, out = swaks("--support")
+    if not re.search(r"^=== TLS supported", out, re.M):
+        raise MissingProgram("swaks cannot do TLS: install libnet-ssleay-perl "
+                             "(swaks --support says: %s)"
+                             % " ".join(l for l in out.splitlines()
+                                        if "TLS" in l).strip())
+
+
+# --- ports, waiting ------------------------------------------------------------
 
 
 def free_port():
@@ -363,6 +452,15 @@ class Server:
         rx = re.compile(pattern)
         return sum(1 for line in self.log_text().splitlines() if rx.search(line))
 
+    def log_matches(self, pattern):
+        """The matches of a regex, one per matching line, in log order.
+
+        The loop writes each line whole as its event happens, so for
+        events of the loop (hooks starting and resuming, replies) the
+        order of the lines is the order of the events."""
+        rx = re.compile(pattern)
+        return [m for m in map(rx.search, self.log_text().splitlines()) if m]
+
     # clients
 
     def client(self, greet=True, timeout=IO_TIMEOUT):
@@ -646,18 +744,22 @@ def async_plugin(hooks):
 
 
 class PosternTestCase(unittest.TestCase):
-    """Base class: skips everything when the binary is missing."""
+    """Base class: fails everything when the binary is missing."""
 
     maxDiff = 4000
 
     @classmethod
     def setUpClass(cls):
         if not os.access(POSTERN_BIN, os.X_OK):
-            raise unittest.SkipTest("postern binary not found: " + POSTERN_BIN)
+            raise AssertionError("postern binary not found: %s (build it: "
+                                 "ninja -C build)" % POSTERN_BIN)
+        if WRAPPER:
+            require_programs(WRAPPER[0])
 
     def require_plugin(self, name):
         if not test_plugin_available(name):
-            self.skipTest("test plugin %s.so not built" % name)
+            self.fail("test plugin %s.so not found in %s (built with the "
+                      "tests: ninja -C build)" % (name, TEST_PLUGIN_DIR))
 
     def assertStoredBody(self, data, body, helo="client.test", rcpt=None,
                          proto="ESMTP"):
@@ -687,4 +789,10 @@ class PosternTestCase(unittest.TestCase):
 
 
 def main():
-    unittest.main(verbosity=2)
+    """Run the calling module's tests.  A skipped test fails the run:
+    a suite runs every case, or fails saying what it lacks."""
+    result = unittest.main(verbosity=2, exit=False).result
+    for test, reason in result.skipped:
+        sys.stderr.write("skipped, which no test may be: %s: %s\n"
+                         % (test.id(), reason))
+    sys.exit(0 if result.wasSuccessful() and not result.skipped else 1)

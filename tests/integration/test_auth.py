@@ -35,8 +35,11 @@ from harness import (  # noqa: E402
     main,
     parse_log_line,
     read_bytes,
+    require_programs,
+    require_swaks_tls,
     split_added_headers,
     store_plugin,
+    swaks,
     wait_until,
 )
 from test_tls import (  # noqa: E402
@@ -57,6 +60,11 @@ USERS = {
 }
 REMOTE_RCPT = "dave@remote.example.net"  # not a local domain
 LOCAL_RCPT = "bob@example.com"
+
+
+def setUpModule():
+    require_programs("certtool", "swaks")
+    require_swaks_tls()
 
 
 def b64(data):
@@ -529,49 +537,60 @@ class FailureLimitTest(AuthTestCase):
                 self.assertTrue(c.wait_closed())
 
     def test_failure_delay_does_not_block_others(self):
+        """While A's second failure waits out its delay (2 x 0.5 s), B's
+        message is accepted: the delay is a timer, not a pause of the
+        loop."""
         with self.server({"auth_plaintext": True}) as srv:
-            a = srv.client()
-            with a:
+            with srv.client() as a, srv.client() as b:
                 a.ehlo()
                 a.cmd_expect("AUTH PLAIN " + plain("alice", "wrong 1"), 535)
-                # The second failure is held back about 1 s.
+                # B gets as far as the body first, so that during A's delay
+                # it needs one round trip only.
+                b.ehlo()
+                b.cmd_expect("MAIL FROM:<x@example.org>", 250)
+                b.cmd_expect("RCPT TO:<%s>" % LOCAL_RCPT, 250)
+                b.cmd_expect("DATA", 354)
                 sent = time.monotonic()
                 a.send("AUTH PLAIN %s\r\n" % plain("alice", "wrong 2"))
-                # B starts once the password was checked and the delay runs.
+                # The password was checked; the delay runs from here.
                 self.assertIsNotNone(
                     srv.wait_log(r" auth_failed .*failures=2"), srv.log_tail())
-                with srv.client() as b:
-                    b.ehlo()
-                    r = b.transaction("x@example.org", [LOCAL_RCPT],
-                                      b"Subject: meanwhile\r\n\r\nb\r\n")
-                    self.assertEqual(r.code, 250, r)
-                    self.assertFalse(pending(a.sock), "A's 535 came before "
-                                     "B's transaction was done: %r" % a.buf)
-                    b.cmd_expect("QUIT", 221)
+                b.send(b"Subject: meanwhile\r\n\r\nb\r\n.\r\n")
+                self.assertEqual(b.reply().code, 250)
+                self.assertFalse(pending(a.sock), "A's 535 came before B's "
+                                 "message was accepted: %r" % a.buf)
                 r = a.reply()
                 waited = time.monotonic() - sent
                 self.assertEqual((r.code, r.enhanced), (535, "5.7.8"), r)
+                # The delay starts after the send: no earlier than 1 s.
                 self.assertGreaterEqual(waited, 0.95, "second failure not delayed")
 
     def test_slow_hash_does_not_block_others(self):
+        """While A's password (a bcrypt hash that takes 0.8 s or more
+        here) is checked, B's message is accepted: hashing runs off the
+        loop."""
         try:
             slow_hash, took = slow_bcrypt("slow but right")
         except (OSError, AttributeError) as e:
-            self.skipTest("libcrypt not usable through ctypes: %s" % e)
+            self.fail("libcrypt.so.1 not usable through ctypes (Debian "
+                      "package: libcrypt1): %s" % e)
         users = os.path.join(self.pki.dir, "users-slow")
         with open(users, "w") as f:
             f.write("slow:%s\n" % slow_hash)
         with self.server(users_file=users) as srv:
             a, _ = self.tls_client(srv)
-            with a:
+            b, _ = self.tls_client(srv)
+            with a, b:
+                # B gets as far as the body first, so that during A's hash
+                # it needs one round trip only.
+                b.cmd_expect("MAIL FROM:<x@example.org>", 250)
+                b.cmd_expect("RCPT TO:<%s>" % LOCAL_RCPT, 250)
+                b.cmd_expect("DATA", 354)
                 a.send("AUTH PLAIN %s\r\n" % plain("slow", "slow but right"))
-                b, _ = self.tls_client(srv)
-                with b:
-                    r = b.transaction("x@example.org", [LOCAL_RCPT],
-                                      b"Subject: during a hash\r\n\r\nb\r\n")
-                    self.assertEqual(r.code, 250, r)
-                    a_answered = pending(a.sock)
-                    b.cmd_expect("QUIT", 221)
+                b.send(b"Subject: during a hash\r\n\r\nb\r\n.\r\n")
+                self.assertEqual(b.reply().code, 250)
+                a_answered = pending(a.sock)
+                b.cmd_expect("QUIT", 221)
                 r = a.reply(timeout=max(IO_TIMEOUT, 20 * took))
                 self.assertEqual((r.code, r.enhanced), (235, "2.7.0"), r)
                 self.assertFalse(a_answered,
@@ -724,19 +743,11 @@ class ClientsTest(AuthTestCase):
                 self.assertEqual(cm.exception.smtp_code, 535)
 
     def swaks(self, port, *extra):
-        if not shutil.which("swaks"):
-            self.skipTest("swaks not installed")
-        argv = ["swaks", "--server", "127.0.0.1", "--port", str(port),
-                "--from", "alice@example.org", "--to", REMOTE_RCPT,
-                "--helo", "client.test", "--timeout", "20",
-                "--header", "Subject: swaks auth"] + list(extra)
-        try:
-            r = subprocess.run(argv, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               timeout=TOOL_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.fail("swaks timed out")
-        return r.returncode, r.stdout.decode("utf-8", "replace")
+        return swaks("--server", "127.0.0.1", "--port", str(port),
+                     "--from", "alice@example.org", "--to", REMOTE_RCPT,
+                     "--helo", "client.test", "--timeout", "20",
+                     "--header", "Subject: swaks auth", *extra,
+                     timeout=TOOL_TIMEOUT)
 
     def test_swaks_auth(self):
         with self.server() as srv:

@@ -21,7 +21,6 @@ from harness import (  # noqa: E402
     PosternTestCase,
     free_port,
     main,
-    test_plugin_available,
 )
 
 
@@ -273,16 +272,14 @@ class CliTest(PosternTestCase):
         self.assertNotIn("10-ok.json:", err)
 
     def test_bad_abi_module(self):
-        if not test_plugin_available("test_bad_abi"):
-            self.skipTest("test_bad_abi.so not built")
+        self.require_plugin("test_bad_abi")
         path = self.tree.plugin("10-abi", {"module": "test_bad_abi"})
         self.tree.write()
         err = self.assertCheckFails(path, "test_bad_abi")
         self.assertRegex(err, r"\d+\.\d+.*\d+\.\d+", "both ABI versions")
 
     def test_no_descriptor_module(self):
-        if not test_plugin_available("test_no_symbol"):
-            self.skipTest("test_no_symbol.so not built")
+        self.require_plugin("test_no_symbol")
         path = self.tree.plugin("10-nosym", {"module": "test_no_symbol"})
         self.tree.write()
         self.assertCheckFails(path, "test_no_symbol")
@@ -290,8 +287,7 @@ class CliTest(PosternTestCase):
     def test_unresolved_symbol_module(self):
         # Issue 7, defect 10: bound lazily, such a module passed the check
         # and killed the daemon at its first MAIL ("symbol lookup error").
-        if not test_plugin_available("test_unresolved"):
-            self.skipTest("test_unresolved.so not built")
+        self.require_plugin("test_unresolved")
         path = self.tree.plugin("10-unres", {"module": "test_unresolved"})
         self.tree.write()
         self.assertCheckFails(path, "postern_test_no_such_function",
@@ -309,14 +305,14 @@ class CliTest(PosternTestCase):
         # Issue 7: --check-config run as root called create() as root; the
         # daemon switches to "user" before loading modules, so must the
         # check.
-        if os.geteuid() != 0:
-            self.skipTest("needs root")
+        # The test command runs as root (README); say so rather than skip.
+        self.assertEqual(os.geteuid(), 0,
+                         "this case needs root: run the test command as root")
         try:
             nobody = pwd.getpwnam("nobody")
         except KeyError:
-            self.skipTest("no user nobody")
-        if not test_plugin_available("test_euid"):
-            self.skipTest("test_euid.so not built")
+            self.fail("this case needs the user nobody (Debian's base-passwd)")
+        self.require_plugin("test_euid")
         self.tree.plugin("10-euid", {"module": "test_euid"})
         self.tree.config["user"] = "nobody"
         self.tree.write()
@@ -337,8 +333,7 @@ class CliTest(PosternTestCase):
                               "no-such-user-postern-test")
 
     def test_test_async_config_error(self):
-        if not test_plugin_available("test_async"):
-            self.skipTest("test_async.so not built")
+        self.require_plugin("test_async")
         path = self.tree.plugin("10-async", {
             "module": "test_async",
             "config": {"hooks": {"rcpt": {"result": "maybe"}}}})

@@ -25,15 +25,19 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (  # noqa: E402
-    Client,
     PosternTestCase,
     Server,
     async_plugin,
     main,
     read_bytes,
+    require_programs,
     store_plugin,
 )
 from test_tls import PKI, TlsServer, client_context, starttls  # noqa: E402
+
+
+def setUpModule():
+    require_programs("certtool", "strace")
 
 
 def bdat_message(client, body, sender="a@example.org", rcpt="b@example.com"):
@@ -261,8 +265,6 @@ class SlowDiskTest(PosternTestCase):
 
     def test_slow_spool_writes_do_not_stall_other_sessions(self):
         strace = shutil.which("strace")
-        if not strace:
-            self.fail("missing program: strace (Debian package: strace)")
         with Server(plugins={"20-discard": {"module": "discard"}},
                     config={"log_level": "error"}) as srv:
             tracer = subprocess.Popen(

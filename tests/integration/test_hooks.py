@@ -27,6 +27,9 @@ STAGE_HOOKS = ("connect", "helo", "mail", "rcpt", "data", "message", "store")
 # Hooks whose result is ignored; a handler may still go async there.
 NOTIFY_HOOKS = ("reset", "disconnect")
 BODY = b"Subject: hooks\r\n\r\nhook body\r\n"
+# How long a hook stays pending in the orphan tests: the client must be
+# gone before it resumes, however slowly this process gets to abort().
+ORPHAN_DELAY = 2.0
 
 
 def with_async(hooks, *more):
@@ -240,7 +243,7 @@ class AsyncHookTest(PosternTestCase):
                 self.assertEqual(c2.cmd("NOOP").code, 250)
 
     def test_orphaned_rcpt(self):
-        hooks = {"rcpt": {"delay": 1.0, "result": "accept"}}
+        hooks = {"rcpt": {"delay": ORPHAN_DELAY, "result": "accept"}}
         with Server(plugins=with_async(hooks)) as srv:
             c = srv.client()
             c.ehlo()
@@ -248,7 +251,8 @@ class AsyncHookTest(PosternTestCase):
             c.send(b"RCPT TO:<b@example.com>\r\n")
             self.assertTrue(srv.wait_log(r"test_async pending hook=rcpt", 5))
             c.abort()
-            self.assertTrue(srv.wait_log(r"test_async orphaned", timeout=5),
+            self.assertTrue(srv.wait_log(r"test_async orphaned",
+                                         timeout=ORPHAN_DELAY + 10),
                             "orphaned context not reported")
             self.assertTrue(srv.alive)
             with srv.client() as c2:
@@ -296,7 +300,7 @@ class AsyncHookTest(PosternTestCase):
         ]
         for hook, script in stages:
             with self.subTest(hook=hook):
-                hooks = {hook: {"delay": 0.8, "result": "continue"}}
+                hooks = {hook: {"delay": ORPHAN_DELAY, "result": "continue"}}
                 with Server(plugins=with_async(hooks)) as srv:
                     c = Client(srv.port)
                     if script:
@@ -304,7 +308,8 @@ class AsyncHookTest(PosternTestCase):
                     self.assertTrue(
                         srv.wait_log(r"test_async pending hook=%s" % hook, 5))
                     c.abort()
-                    self.assertTrue(srv.wait_log(r"test_async orphaned", 5),
+                    self.assertTrue(srv.wait_log(r"test_async orphaned",
+                                                 ORPHAN_DELAY + 10),
                                     "no orphan reported at " + hook)
                     self.assertTrue(srv.alive)
                     time.sleep(0.3)

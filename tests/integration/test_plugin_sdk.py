@@ -12,9 +12,9 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
-import unittest
 
-from harness import POSTERN_BIN, PosternTestCase, Server
+from harness import (POSTERN_BIN, PosternTestCase, Server, main,
+                     require_programs)
 
 PLUGIN_SOURCE = textwrap.dedent(
     r"""
@@ -75,13 +75,14 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
 
+def setUpModule():
+    require_programs("meson", "pkg-config", "cc")
+
+
 class PluginSdkTest(PosternTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        for tool in ("meson", "pkg-config", "cc"):
-            if not shutil.which(tool):
-                raise unittest.SkipTest(tool + " not installed")
         cls.tmp = tempfile.mkdtemp(prefix="postern-sdk-")
         build_dir = os.path.dirname(POSTERN_BIN)
         stage = os.path.join(cls.tmp, "stage")
@@ -167,9 +168,11 @@ class PluginSdkTest(PosternTestCase):
         # Issue 7, defect 11: the default module_path of an installed
         # postern listed the build tree first, so it loaded whatever .so
         # was there.
-        if os.path.exists(os.path.join(self.installed_module_dir,
-                                       "discard.so")):
-            self.skipTest("postern modules are installed on this machine")
+        self.assertFalse(
+            os.path.exists(os.path.join(self.installed_module_dir,
+                                        "discard.so")),
+            "postern modules are installed in %s on this machine: this case "
+            "needs that directory empty" % self.installed_module_dir)
         build_modules = os.path.join(os.path.dirname(POSTERN_BIN), "modules")
         self.assertTrue(os.path.exists(os.path.join(build_modules,
                                                     "discard.so")))
@@ -185,4 +188,4 @@ class PluginSdkTest(PosternTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    main()
