@@ -160,7 +160,6 @@ message_size(const struct transaction *tx)
 
 struct postern_message_reader {
     struct spool *spool; /* referenced: it outlives the transaction */
-    int fd;
     char *headers;
     size_t headers_len;
     uint64_t body_size;
@@ -186,7 +185,6 @@ postern_message_open(const postern_ctx *ctx)
     }
     r->spool = tx->spool;
     spool_ref(r->spool);
-    r->fd = spool_fd(r->spool);
     if (tx->headers_len)
         memcpy(r->headers, tx->headers, tx->headers_len);
     if (tx->received_len)
@@ -216,18 +214,14 @@ postern_message_read(postern_message_reader *r, void *buf, size_t len)
         return 0;
     if (len > r->body_size - body_pos)
         len = (size_t)(r->body_size - body_pos);
-    for (;;) {
-        ssize_t n = pread(r->fd, buf, len, (off_t)body_pos);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 0) {
-            errno = EIO; /* the spool is shorter than promised */
-            return -1;
-        }
-        if (n > 0)
-            r->pos += (uint64_t)n;
-        return n;
+    ssize_t n = spool_pread(r->spool, buf, len, body_pos);
+    if (n == 0) {
+        errno = EIO; /* the spool is shorter than promised */
+        return -1;
     }
+    if (n > 0)
+        r->pos += (uint64_t)n;
+    return n;
 }
 
 void

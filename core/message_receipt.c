@@ -126,7 +126,8 @@ receipt_check(struct session *s)
         log_message(s, "bare_line_end", 550);
     } else if (spool_error(tx->spool)) {
         smtp_reply(&s->conn, 451, "4.3.0", "Error: local spool failure");
-        log_event(LOG_LEVEL_ERROR, s->id, "spool_error", "errno=%s",
+        log_event(LOG_LEVEL_ERROR, s->id, "spool_error", "dir=%s errno=%s",
+                  postern_log_value(s->cfg->spool_dir),
                   postern_log_value(strerror(spool_error(tx->spool))));
     } else if (message_add_received(s) < 0) {
         smtp_reply(&s->conn, 451, "4.3.0", "Error: out of memory");
@@ -207,20 +208,13 @@ receipt_refuse(struct session *s, const char *text)
     }
 }
 
-/* The spool file exists (or could not be made): start receiving. */
+/* Start receiving into the spool. */
 static void
 receipt_start(struct session *s)
 {
     struct transaction *tx = s->tx;
     const struct limits_config *lim = &s->cfg->limits;
 
-    if (spool_error(tx->spool)) {
-        log_event(LOG_LEVEL_ERROR, s->id, "spool_error", "dir=%s errno=%s",
-                  postern_log_value(s->cfg->spool_dir),
-                  postern_log_value(strerror(spool_error(tx->spool))));
-        receipt_refuse(s, "Error: local spool failure");
-        return;
-    }
     spool_on_wake(tx->spool, on_spool_room, s);
     if (tx->bdat) {
         smtp_data_init_raw(&tx->rx, s->cfg->line_endings, lim->message_size,
@@ -235,16 +229,8 @@ receipt_start(struct session *s)
     session_touch(s);
 }
 
-static void
-on_spool_created(void *arg)
-{
-    struct session *s = arg;
-    s->wait = SESSION_WAIT_NONE;
-    receipt_start(s);
-    session_continue(s);
-}
-
-/* The data hook said yes: get a spool file, then start. */
+/* The data hook said yes: get a spool (no I/O: the file, if the message
+ * needs one, is made by its first block write), then start. */
 static void
 receipt_open(struct session *s)
 {
@@ -253,10 +239,6 @@ receipt_open(struct session *s)
     tx->spool = spool_open(s->cfg->spool_dir);
     if (!tx->spool) {
         receipt_refuse(s, "Error: out of memory");
-        return;
-    }
-    if (spool_create(tx->spool, on_spool_created, s) == 0) {
-        session_wait_for(s, SESSION_WAIT_SPOOL);
         return;
     }
     receipt_start(s);

@@ -179,8 +179,8 @@ spool_job_complete(struct spool *sp, bool wake)
     sp->busy = false;
     if (sp->job_error && !sp->error)
         sp->error = sp->job_error;
-    if (!sp->error && !sp->released &&
-        (sp->filled == SPOOL_BLOCK || (sp->finishing && sp->filled > 0))) {
+    if (!sp->error && !sp->released && !sp->finishing &&
+        sp->filled == SPOOL_BLOCK) {
         spool_submit(sp); /* the next block is ready */
         return;
     }
@@ -297,14 +297,38 @@ spool_write(struct spool *sp, const char *buf, size_t len)
 int
 spool_finish(struct spool *sp, spool_wake_fn wake, void *arg)
 {
+    /* The last, partial block stays in memory: readers get it from
+     * there, so a message under 64 KiB never touches the disk here. */
     spool_on_wake(sp, wake, arg);
-    sp->finishing = true;
-    if (!sp->busy && !sp->error && (sp->filled > 0 || sp->fd < 0))
-        spool_submit(sp);
-    if (sp->busy)
-        return 0; /* wake follows when the last write is done */
-    sp->finishing = false;
-    return 1;
+    if (!sp->busy)
+        return 1;
+    sp->finishing = true; /* wake follows when the block write is done */
+    return 0;
+}
+
+ssize_t
+spool_pread(const struct spool *sp, void *buf, size_t len, uint64_t off)
+{
+    if (off >= sp->size)
+        return 0;
+    if (len > sp->size - off)
+        len = (size_t)(sp->size - off);
+    if (off >= sp->flushed) { /* the block still in memory */
+        memcpy(buf, sp->fill + (off - sp->flushed), len);
+        return (ssize_t)len;
+    }
+    if (len > sp->flushed - off)
+        len = (size_t)(sp->flushed - off);
+    for (;;) {
+        ssize_t n = pread(sp->fd, buf, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0) {
+            errno = EIO; /* the file is shorter than what was written */
+            return -1;
+        }
+        return n;
+    }
 }
 
 int
@@ -362,7 +386,7 @@ spool_free(struct spool *sp)
         sp->high_water = sp->size;
     if (atomic_fetch_sub(&sp->refs, 1) != 1)
         return; /* a reader or a job still has it; the last one destroys it */
-    if (sp->error || sp->fd < 0 || sp->high_water > SPOOL_RECYCLE_MAX ||
+    if (sp->error || sp->high_water > SPOOL_RECYCLE_MAX ||
         n_spares == SPOOL_SPARES) {
         spool_destroy(sp);
         return;

@@ -8,8 +8,10 @@
  * 64 KiB block; a full block is written by a pool thread (pwrite) while
  * the next one fills. When both blocks are busy the writer has no room and
  * must wait: spool_room() says how much it may write now, and the wake
- * callback runs on the loop when a block write finishes. Creating the file
- * (a journal update on most filesystems) is also done on the pool.
+ * callback runs on the loop when a block write finishes. The file is made
+ * by the first block write (a journal update on most filesystems), on the
+ * pool too. The last block is never written: readers find it in memory,
+ * so a message that fits in one block needs no file I/O at all.
  *
  * Creating an anonymous file costs a journal update, so spool files are
  * recycled: when the last user lets go of a small one, it is kept
@@ -27,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct spool;
 
@@ -56,10 +59,16 @@ int spool_write(struct spool *sp, const char *buf, size_t len);
 /* Who to wake when a block write finishes (NULL: nobody). */
 void spool_on_wake(struct spool *sp, spool_wake_fn wake, void *arg);
 
-/* Write out everything buffered. 1: done (check spool_error()); 0: under
- * way, wake(arg) follows once all is written or failed. */
+/* No more bytes: wait for a block write in flight. 1: done (check
+ * spool_error()); 0: under way, wake(arg) follows. */
 int spool_finish(struct spool *sp, spool_wake_fn wake, void *arg);
 
+/* Read message bytes at off, from the file or the block in memory; after
+ * spool_finish(), from any thread. Bytes read, 0 at the end, or -1. */
+ssize_t spool_pread(const struct spool *sp, void *buf, size_t len,
+                    uint64_t off);
+
+/* The file (-1 while there is none); for tests. */
 int spool_fd(const struct spool *sp);
 uint64_t spool_size(const struct spool *sp);
 int spool_error(const struct spool *sp); /* errno of the first failure */
