@@ -30,6 +30,7 @@ from harness import (  # noqa: E402
     async_plugin,
     main,
     read_bytes,
+    read_envelope,
     require_programs,
     store_plugin,
 )
@@ -125,6 +126,47 @@ class BdatOutsideTransactionTest(PosternTestCase):
             ids = re.findall(r"test_reset id=<([^>]*)>", srv.log_text())
             self.assertEqual(len(ids), 1, ids)
             self.assertRegex(ids[0], r"^[0-9a-f]{16}$")
+
+
+class RecipientSetTest(PosternTestCase):
+    """The same mailbox twice is kept once (local parts are case-sensitive,
+    RFC 5321 2.4; domains are not), also among thousands of recipients
+    (a hash set, not a scan per RCPT)."""
+
+    def send(self, srv, rcpts):
+        with srv.client(timeout=60) as c:
+            c.ehlo()
+            c.cmd_expect("MAIL FROM:<a@example.org>", 250)
+            c.send(b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in rcpts))
+            for r in rcpts:
+                self.assertEqual(c.reply(timeout=30).code, 250, r)
+            c.cmd_expect("DATA", 354)
+            c.send(b"Subject: many\r\n\r\nx\r\n.\r\n")
+            r = c.reply(timeout=30)
+            self.assertEqual(r.code, 250, r)
+        msgs = srv.wait_messages(1)
+        self.assertEqual(len(msgs), 1)
+        return read_envelope(srv.maildir, msgs[0])["rcpt_to"]
+
+    def test_case_rules(self):
+        with Server(plugins={"20-store": store_plugin()}) as srv:
+            got = self.send(srv, ["b@example.com", "b@EXAMPLE.com",
+                                  "B@example.com", "c@example.com",
+                                  "B@Example.Com"])
+            self.assertEqual(got, ["b@example.com", "B@example.com",
+                                   "c@example.com"])
+
+    def test_thousands_of_recipients(self):
+        n = 3000
+        rcpts = ["u%d@example.com" % i for i in range(n)]
+        rcpts += ["U%d@EXAMPLE.COM" % i for i in range(0, n, 10)]  # distinct
+        rcpts += ["u%d@Example.com" % i for i in range(0, n, 7)]  # duplicates
+        with Server(plugins={"20-store": store_plugin()},
+                    config={"limits": {"recipients": 5000}}) as srv:
+            got = self.send(srv, rcpts)
+        want = ["u%d@example.com" % i for i in range(n)]
+        want += ["U%d@EXAMPLE.COM" % i for i in range(0, n, 10)]
+        self.assertEqual(got, want)
 
 
 class StartTlsVerdictTest(PosternTestCase):
