@@ -288,6 +288,10 @@ class Server:
             "plugins_dir": self.plugins_dir,
             "module_path": [MODULE_DIR, TEST_PLUGIN_DIR],
             "log_level": "debug",
+            # No test may depend on the machine's resolver: reverse
+            # lookups are off unless a test turns them on (test_dns.py,
+            # with its own DNS server).
+            "dns": {"reverse": False},
         }
         if config:
             deep_merge(self.config, config)
@@ -555,7 +559,7 @@ def split_added_headers(data, body):
 
 
 RECEIVED_RX = re.compile(
-    r"^Received: from (?P<helo>\S+) \((?P<rdns>\S+ )?\[(?P<ip>[0-9a-fA-F.:]+)\]\)"
+    r"^Received: from (?P<helo>\S+) \((?P<rdns>\S+) \[(?P<ip>[0-9a-fA-F.:]+)\]\)"
     r" by (?P<by>\S+) \(postern\) with (?P<proto>[A-Z0-9]+) id (?P<id>\S+)"
     r"(?: for <?(?P<rcpt>[^>;\s]+)>?)?; (?P<date>.+)$"
 )
