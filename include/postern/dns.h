@@ -48,8 +48,9 @@ typedef enum postern_dns_status {
     POSTERN_DNS_OK,       /* one or more records */
     POSTERN_DNS_NXDOMAIN, /* the name does not exist */
     POSTERN_DNS_NODATA,   /* the name exists, with no record of the type */
-    POSTERN_DNS_TEMPFAIL, /* timeout, SERVFAIL, no server answered */
-    POSTERN_DNS_ERROR,    /* refused, malformed name or answer */
+    POSTERN_DNS_TEMPFAIL, /* timeout, SERVFAIL or REFUSED from every
+                             server, no server answered */
+    POSTERN_DNS_ERROR,    /* malformed answer, FORMERR, NOTIMP, no memory */
     POSTERN_DNS_CANCELLED /* the hook context was orphaned */
 } postern_dns_status;
 

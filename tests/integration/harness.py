@@ -766,9 +766,11 @@ class PosternTestCase(unittest.TestCase):
                       "tests: ninja -C build)" % (name, TEST_PLUGIN_DIR))
 
     def assertStoredBody(self, data, body, helo="client.test", rcpt=None,
-                         proto="ESMTP"):
+                         proto="ESMTP", rdns="unknown"):
         """data is the stored file: postern's headers, then exactly body.
-        Returns the added header lines."""
+        rdns: the client name expected in Received ("unknown": none; the
+        base config turns reverse lookups off). Returns the added header
+        lines."""
         headers = split_added_headers(data, body)
         self.assertTrue(headers, "no Received header was added")
         self.assertTrue(headers[0].startswith("Received:"),
@@ -777,6 +779,7 @@ class PosternTestCase(unittest.TestCase):
         self.assertIsNotNone(m, "Received header not in the expected shape: %r"
                              % headers[0])
         self.assertEqual(m.group("helo"), helo)
+        self.assertEqual(m.group("rdns"), rdns)
         self.assertEqual(m.group("ip"), "127.0.0.1")
         self.assertEqual(m.group("by"), HOSTNAME)
         if proto:
