@@ -32,6 +32,7 @@
 
 #include "config.h"
 #include "dns.h"
+#include "dns_answer.h"
 #include "hook.h"
 #include "module.h"
 #include "services.h"
