@@ -1,6 +1,9 @@
 """A real DNS server for integration tests: dnsmasq on 127.0.0.1.
 
-Debian package: dnsmasq-base (the binary only, no service).  The zone is
+Debian package: dnsmasq-base (the binary only, no service).  Call
+require_dnsmasq() from setUpModule(): a missing dnsmasq fails the suite
+with the harness's "missing program" line (it lives in /usr/sbin, which
+a normal user's PATH may lack, so it is looked for there too).  The zone is
 given as Python data, written to dnsmasq's command line at start, and the
 server listens on a free port of 127.0.0.1 (UDP and TCP) until stop().
 
@@ -54,13 +57,20 @@ START_TIMEOUT = 10.0
 
 
 def dnsmasq_path():
+    """The dnsmasq binary, or None."""
     for path in (shutil.which("dnsmasq"), "/usr/sbin/dnsmasq"):
         if path and os.access(path, os.X_OK):
             return path
-    raise RuntimeError(
-        "dnsmasq not found: the DNS integration tests need the Debian "
-        "package dnsmasq-base"
-    )
+    return None
+
+
+def require_dnsmasq():
+    """Fail the suite at once when dnsmasq is missing (harness style)."""
+    if not dnsmasq_path():
+        from harness import MissingProgram
+
+        raise MissingProgram(
+            "missing program: dnsmasq (Debian package: dnsmasq-base)")
 
 
 def reverse_name(address):
@@ -155,6 +165,8 @@ class DnsServer:
 
     def start(self):
         binary = dnsmasq_path()
+        if not binary:
+            require_dnsmasq()
         conf = os.path.join(self.tmp, "zone.conf")
         with open(conf, "w") as f:
             for line in self._conf_lines():

@@ -81,6 +81,7 @@ DEBIAN_PACKAGES = {
     "cc": "gcc",
     "valgrind": "valgrind",
     "strace": "strace",
+    "dnsmasq": "dnsmasq-base",  # /usr/sbin; see dns_server.py
 }
 
 # swaks looks up its own host name (gethostbyname(hostname())) when it

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from dns_server import DnsServer, SilentServer  # noqa: E402
+from dns_server import DnsServer, SilentServer, require_dnsmasq  # noqa: E402
 from harness import (  # noqa: E402
     PosternTestCase,
     Server,
@@ -42,6 +42,10 @@ ZONE = [
     ("mx1.example.test", "AAAA", "2001:db8::10"),
     ("192.0.2.99", "PTR", "ninety-nine.example.test"),
 ]
+
+
+def setUpModule():
+    require_dnsmasq()
 
 
 def dns_config(server, reverse=True, **extra):
