@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from dns_server import DnsServer, SilentServer, require_dnsmasq  # noqa: E402
 from harness import (  # noqa: E402
+    TIMER_GUARD,
     PosternTestCase,
     Server,
     main,
@@ -104,9 +105,9 @@ class ReverseTest(DnsTestCase):
             self.assertEqual(r.text, "2.1.5 rdns=client.example.test")
             self.assertIn(("PTR", "1.0.0.127.in-addr.arpa"), dns.queries())
             self.assertIn(("A", "client.example.test"), dns.queries())
-            self.assertTrue(srv.wait_log(r"rdns client=127\.0\.0\.1 "
-                                         r"name=\"client\.example\.test\" "
-                                         r"result=confirmed"))
+            self.assertTrue(srv.wait_log(
+                r"rdns client=127\.0\.0\.1 name=\"client\.example\.test\" "
+                r"result=confirmed", timeout=TIMER_GUARD))
 
     def test_unconfirmed_ptr_is_not_used(self):
         zone = [
@@ -123,8 +124,9 @@ class ReverseTest(DnsTestCase):
                                   rdns="unknown")
             self.assertEqual(self.rcpt(srv, "rdns").text, "2.1.5 rdns=(none)")
             self.assertIn(("A", "liar.example.test"), dns.queries())
-            self.assertTrue(srv.wait_log(r"rdns client=127\.0\.0\.1 "
-                                         r"name=\"unknown\" result=unconfirmed"))
+            self.assertTrue(srv.wait_log(
+                r"rdns client=127\.0\.0\.1 name=\"unknown\" "
+                r"result=unconfirmed", timeout=TIMER_GUARD))
 
     def test_second_ptr_name_confirms(self):
         zone = [
@@ -150,7 +152,7 @@ class ReverseTest(DnsTestCase):
                                   rdns="unknown")
             self.assertTrue(srv.wait_log(
                 r"rdns client=127\.0\.0\.1 name=\"unknown\" "
-                r"result=(timeout|tempfail)"))
+                r"result=(timeout|tempfail)", timeout=TIMER_GUARD))
 
     def test_reverse_off_asks_nothing(self):
         with DnsServer(ZONE) as dns, Server(
@@ -263,13 +265,16 @@ class DisconnectTest(DnsTestCase):
             c.ehlo()
             c.cmd_expect("MAIL FROM:<a@example.org>", 250)
             c.send(b"RCPT TO:<txt=slow.example.test@example.com>\r\n")
-            self.assertTrue(srv.wait_log(r"command line=\"RCPT TO:<txt=slow"))
+            self.assertTrue(srv.wait_log(r"command line=\"RCPT TO:<txt=slow",
+                                         timeout=TIMER_GUARD))
             c.abort()
             self.assertTrue(srv.wait_log(
                 r"test_dns result name=\"slow\.example\.test\" "
-                r"status=cancelled"), srv.log_tail())
-            self.assertTrue(srv.wait_log(r"test_dns orphaned"))
-            self.assertTrue(srv.wait_log(r"disconnect reason=io_error"))
+                r"status=cancelled", timeout=TIMER_GUARD), srv.log_tail())
+            self.assertTrue(srv.wait_log(r"test_dns orphaned",
+                                         timeout=TIMER_GUARD))
+            self.assertTrue(srv.wait_log(r"disconnect reason=io_error",
+                                         timeout=TIMER_GUARD))
             # the daemon goes on
             data = self.deliver(srv)
             self.assertStoredBody(data, BODY, rcpt="bob@example.com")
