@@ -200,6 +200,7 @@ enum ftype {
     F_SECONDS,     /* double in [min, max] ((min, max] with F_EXCL_MIN) */
     F_ENUM,        /* int-sized enum: index into names */
     F_CIDR,        /* struct cidr */
+    F_SERVER,      /* char *, config_server_parse() accepts it */
     F_OBJECT,      /* a struct described by sub, parsed in place */
     F_ARRAY        /* elem-typed array replacing the old one, n at count */
 };
@@ -288,6 +289,18 @@ static const struct field limits_fields[] = {
     {.key = NULL},
 };
 
+static const struct field dns_fields[] = {
+    {"servers", ARRAY_OF(dns_config, servers, n_servers, F_SERVER)},
+    {"timeout", F_SECONDS, AT(dns_config, timeout), RANGE(0, 300),
+     .flags = F_EXCL_MIN},
+    {"cache_entries", F_UNSIGNED, AT(dns_config, cache_entries),
+     RANGE(0, 1000000)},
+    {"reverse", F_BOOL, AT(dns_config, reverse)},
+    {"reverse_timeout", F_SECONDS, AT(dns_config, reverse_timeout),
+     RANGE(0, 60), .flags = F_EXCL_MIN},
+    {.key = NULL},
+};
+
 static const struct field main_fields[] = {
     {"hostname", F_DOMAIN, AT(config, hostname)},
     {"listen", ARRAY_OF(config, listeners, n_listeners, F_OBJECT),
@@ -308,6 +321,7 @@ static const struct field main_fields[] = {
     {"user", F_STRING_NULL, AT(config, user)},
     {"workers", F_UNSIGNED, AT(config, workers), RANGE(1, 64)},
     {"pool_threads", F_UNSIGNED, AT(config, pool_threads), RANGE(1, 64)},
+    {"dns", F_OBJECT, AT(config, dns), .sub = dns_fields},
     {.key = NULL},
 };
 
@@ -354,6 +368,9 @@ describe(const struct field *f, char *buf, size_t len)
         return "a domain name";
     case F_ADDRESS:
         return "a numeric IPv4 or IPv6 address";
+    case F_SERVER:
+        return "a numeric address with an optional port, such as "
+               "\"127.0.0.1:5353\" or \"[::1]:53\"";
     case F_BOOL:
         return "true or false";
     case F_INT:
@@ -414,6 +431,7 @@ free_value(const struct field *f, void *base)
     case F_STRING_NULL:
     case F_DOMAIN:
     case F_ADDRESS:
+    case F_SERVER:
         free(*(char **)p);
         *(char **)p = NULL;
         break;
@@ -463,8 +481,10 @@ parse_string(struct vctx *c, const char *path, const struct field *f,
         *p = NULL;
         return 0;
     }
+    struct sockaddr_storage ss;
     if (!s || !*s || (f->type == F_DOMAIN && !is_domain(s)) ||
-        (f->type == F_ADDRESS && !is_numeric_address(s)))
+        (f->type == F_ADDRESS && !is_numeric_address(s)) ||
+        (f->type == F_SERVER && config_server_parse(s, &ss) < 0))
         return fail_expected(c, path, what, v);
     if (!(copy = strdup(s)))
         return fail_oom(c);
@@ -517,6 +537,7 @@ parse_value(struct vctx *c, const char *path, const struct field *f,
     case F_STRING_NULL:
     case F_DOMAIN:
     case F_ADDRESS:
+    case F_SERVER:
         return parse_string(c, path, f, v, p, what);
     case F_BOOL:
         if (!json_is_boolean(v))
@@ -687,6 +708,12 @@ config_defaults(void)
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->workers = 1;
     cfg->pool_threads = 4;
+    cfg->dns = (struct dns_config){
+        .timeout = 5,
+        .cache_entries = 10000,
+        .reverse = true,
+        .reverse_timeout = 2,
+    };
     cfg->n_listeners = 1;
     cfg->listeners = calloc(1, sizeof *cfg->listeners);
     if (!cfg->listeners || !(cfg->listeners[0].address = strdup("127.0.0.1")) ||
@@ -757,6 +784,16 @@ config_check(struct vctx *c, const struct config *cfg, const json_t *root)
             c, "$.limits.greet_pause", what,
             json_object_get(json_object_get(root, "limits"), "greet_pause"));
     }
+    if (cfg->dns.reverse &&
+        cfg->dns.reverse_timeout >= cfg->limits.command_timeout) {
+        char what[80];
+        snprintf(what, sizeof what,
+                 "a number of seconds below limits.command_timeout (%g)",
+                 cfg->limits.command_timeout);
+        return fail_expected(
+            c, "$.dns.reverse_timeout", what,
+            json_object_get(json_object_get(root, "dns"), "reverse_timeout"));
+    }
     return 0;
 }
 
@@ -805,6 +842,62 @@ fail:
 }
 
 /* --- networks and domains --------------------------------------------- */
+
+int
+config_server_parse(const char *s, struct sockaddr_storage *out)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *port = NULL;
+    size_t hlen;
+
+    if (!s)
+        return -1;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || (end[1] != '\0' && end[1] != ':'))
+            return -1;
+        hlen = (size_t)(end - s - 1);
+        s++;
+        port = end[1] == ':' ? end + 2 : NULL;
+    } else {
+        const char *colon = strchr(s, ':');
+        /* One colon: IPv4 with a port; more: a bare IPv6 address. */
+        if (colon && !strchr(colon + 1, ':')) {
+            hlen = (size_t)(colon - s);
+            port = colon + 1;
+        } else {
+            hlen = strlen(s);
+        }
+    }
+    if (hlen == 0 || hlen >= sizeof host)
+        return -1;
+    memcpy(host, s, hlen);
+    host[hlen] = '\0';
+    long p = 53;
+    if (port) {
+        char *end;
+        if (!isdigit((unsigned char)*port))
+            return -1;
+        errno = 0;
+        p = strtol(port, &end, 10);
+        if (*end || errno || p < 1 || p > 65535)
+            return -1;
+    }
+    memset(out, 0, sizeof *out);
+    struct sockaddr_in *in = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)p);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)p);
+        return 0;
+    }
+    return -1;
+}
 
 int
 cidr_parse(const char *s, struct cidr *out)

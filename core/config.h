@@ -77,6 +77,16 @@ struct limits_config {
     unsigned transactions;  /* per session; 0 = unlimited */
 };
 
+/* The resolver (core/dns.c) and the reverse lookup of clients. */
+struct dns_config {
+    char **servers; /* "127.0.0.1:5353", "[::1]:53"; none: resolv.conf */
+    size_t n_servers;
+    double timeout;         /* default per-lookup timeout, seconds */
+    unsigned cache_entries; /* answers kept; 0 turns the cache off */
+    bool reverse;           /* look up and forward-confirm client names */
+    double reverse_timeout; /* bound on that, before the greeting */
+};
+
 struct config {
     char *source; /* file name, or "(built-in defaults)" */
     char *hostname;
@@ -97,6 +107,7 @@ struct config {
     char *user;       /* drop privileges to this user after binding */
     unsigned workers; /* reserved for the supervisor; 1 today */
     unsigned pool_threads;
+    struct dns_config dns;
 };
 
 /*
@@ -115,6 +126,11 @@ bool cidr_match(const struct cidr *nets, size_t n, const struct sockaddr *addr);
 
 /* Parse "192.0.2.0/24", "::1", "10.0.0.1"; 0 or -1. */
 int cidr_parse(const char *s, struct cidr *out);
+
+/* Parse a DNS server: a numeric address with an optional port,
+ * "192.0.2.1", "127.0.0.1:5353", "::1", "[::1]:5353" (port 53 when
+ * absent). out gets a sockaddr_in / sockaddr_in6. 0 or -1. */
+int config_server_parse(const char *s, struct sockaddr_storage *out);
 
 /* Is the domain (case-insensitive, trailing dot ignored) local? */
 bool config_is_local_domain(const struct config *cfg, const char *domain,

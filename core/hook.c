@@ -41,6 +41,7 @@ struct hook_ctx {
     struct hook_reply reply;
     uint32_t slot;
     struct hook_ctx *orphan_prev, *orphan_next; /* while orphaned */
+    struct hook_work *works;                    /* tied to the current call */
 };
 
 /* --- handles: slot + generation --- */
@@ -98,11 +99,62 @@ hook_ctx_handle(struct hook_ctx *ctx)
     return handle_make(ctx->slot, slots[ctx->slot].gen);
 }
 
+/* --- work tied to a call --- */
+
+int
+hook_work_attach(const postern_ctx *handle, struct hook_work *w)
+{
+    struct hook_ctx *ctx = ctx_from(handle);
+    if (!ctx || ctx->orphaned)
+        return -1;
+    w->ctx = ctx;
+    w->prev = NULL;
+    w->next = ctx->works;
+    if (ctx->works)
+        ctx->works->prev = w;
+    ctx->works = w;
+    return 0;
+}
+
+void
+hook_work_detach(struct hook_work *w)
+{
+    if (!w->ctx)
+        return;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        w->ctx->works = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->ctx = NULL;
+    w->prev = w->next = NULL;
+}
+
+static void
+works_detach_all(struct hook_ctx *ctx)
+{
+    while (ctx->works)
+        hook_work_detach(ctx->works);
+}
+
+/* The session went away during the call: its work is abandoned. */
+static void
+works_abandon_all(struct hook_ctx *ctx)
+{
+    while (ctx->works) {
+        struct hook_work *w = ctx->works;
+        hook_work_detach(w);
+        w->abandon(w);
+    }
+}
+
 /* The call the live handle belongs to is over: the handle dies. */
 static void
 ctx_retire(struct hook_ctx *ctx, const char *instance)
 {
     struct ctx_slot *cs = &slots[ctx->slot];
+    works_detach_all(ctx);
     cs->retired[cs->gen % HANDLE_HISTORY] = instance;
     cs->gen++;
 }
@@ -143,6 +195,7 @@ static void
 ctx_free(struct hook_ctx *ctx)
 {
     struct ctx_slot *cs = &slots[ctx->slot];
+    works_detach_all(ctx);
     cs->ctx = NULL;
     cs->gen++; /* any handle still around is dead */
     cs->next_free = free_slots;
@@ -287,6 +340,7 @@ hook_ctx_release(struct hook_ctx *ctx)
         return;
     if (ctx->pending) {
         orphan_add(ctx); /* freed by postern_resume() */
+        works_abandon_all(ctx);
         return;
     }
     ctx_free(ctx);

@@ -75,6 +75,25 @@ void hook_run(struct hook_ctx *ctx, postern_hook hook, hook_done_fn done);
  */
 struct hook_ctx *hook_notify(struct hook_ctx *ctx, postern_hook hook);
 
+/*
+ * Work a module started for one handler call (a DNS lookup) can be tied to
+ * the call: if the session goes away while the call is pending, abandon(w)
+ * runs, from inside the session's close, so it must only schedule its own
+ * completion (the module's callback then resumes the orphaned context as
+ * always). When the call ends normally (a decision, or its resume) the
+ * work is detached and simply runs on. The work's owner detaches it when it
+ * completes first.
+ */
+struct hook_work {
+    struct hook_work *prev, *next;
+    struct hook_ctx *ctx; /* NULL: not attached */
+    void (*abandon)(struct hook_work *w);
+};
+
+/* 0, or -1 when the handle is dead or orphaned (nothing to tie to). */
+int hook_work_attach(const postern_ctx *handle, struct hook_work *w);
+void hook_work_detach(struct hook_work *w);
+
 /* At exit, after the modules are destroyed: free the contexts modules
  * never resumed. */
 void hook_orphans_free(void);

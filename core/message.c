@@ -129,10 +129,11 @@ message_add_received(const struct session *s)
 
     int n =
         snprintf(line, sizeof(line),
-                 "Received: from %s ([%s%s])%s\r\n"
+                 "Received: from %s (%s [%s%s])%s\r\n"
                  "\tby %s (postern) with %s id %s",
-                 s->helo ? s->helo : "unknown", v6 ? "IPv6:" : "", s->client_ip,
-                 comments, s->cfg->hostname, received_protocol(s), tx->id);
+                 s->helo ? s->helo : "unknown", s->rdns ? s->rdns : "unknown",
+                 v6 ? "IPv6:" : "", s->client_ip, comments, s->cfg->hostname,
+                 received_protocol(s), tx->id);
     /* Name the recipient only when there is one (no list disclosure). */
     if (tx->n_rcpts == 1 && n < (int)sizeof(line))
         n += snprintf(line + n, sizeof(line) - (size_t)n, "\r\n\tfor <%s>",

@@ -17,6 +17,7 @@
 
 #include <ev.h>
 
+#include "dns.h"
 #include "hook.h"
 #include "postern_build.h"
 #include "listener.h"
@@ -169,9 +170,15 @@ server_run(const struct config *cfg, struct module_set *modules)
     struct ev_loop *loop = services_loop();
     int rc = 1;
 
+    char err[512];
+
     if (hook_chains_build(modules) < 0 ||
         pool_start(loop, cfg->pool_threads) < 0) {
         fprintf(stderr, "postern: out of memory at start-up\n");
+        goto out;
+    }
+    if (dns_init(loop, &cfg->dns, err, sizeof(err)) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
         goto out;
     }
 
@@ -199,6 +206,10 @@ server_run(const struct config *cfg, struct module_set *modules)
     ev_signal_stop(loop, &srv.sigint);
     ev_signal_stop(loop, &srv.sighup);
 out:
+    /* Lookups still running are told (modules still exist), and the
+     * sessions orphaned meanwhile are freed. */
+    dns_shutdown();
+    session_reap();
     pool_stop();
     session_reap();
     hook_chains_free();

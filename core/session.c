@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "client_limit.h"
+#include "client_rdns.h"
 #include "hook.h"
 #include "log.h"
 #include "message_receipt.h"
@@ -242,8 +243,23 @@ on_connect_done(struct session *s, postern_result r,
 static void
 session_run_connect(struct session *s)
 {
+    if (client_rdns_running(s)) {
+        /* The connect hook and its modules see the client's name. */
+        s->wait = SESSION_WAIT_RDNS;
+        return;
+    }
     session_hook_run(s, POSTERN_HOOK_CONNECT, on_connect_done);
     session_continue(s);
+}
+
+/* The reverse lookup ended (client_rdns.c calls from a loop callback). */
+static void
+on_rdns_done(struct session *s)
+{
+    if (s->wait != SESSION_WAIT_RDNS)
+        return; /* greet_pause or the TLS handshake still runs */
+    s->wait = SESSION_WAIT_NONE;
+    session_run_connect(s);
 }
 
 /* greet_pause expired without the client talking. */
@@ -338,6 +354,7 @@ session_close(struct session *s, const char *why)
         return;
     postern_timer_cancel(s->greet_timer);
     s->greet_timer = NULL;
+    client_rdns_cancel(s);
     if (hook_ctx_pending(s->ctx)) {
         /* The module finishes later; it gets an orphaned context. */
         hook_ctx_release(s->ctx);
@@ -385,6 +402,7 @@ session_free(struct session *s)
     transaction_free(s->retired_tx);
     free((char *)s->rcpt_current);
     notes_free(&s->notes);
+    free(s->rdns);
     free(s->helo);
     free(s->auth_user);
     free(s->tls_version);
@@ -647,6 +665,8 @@ session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
               s->client_ip, s->client_port, s->local_ip, s->local_port);
     conn_set_reading(&s->conn, true);
     conn_touch(&s->conn, cfg->limits.command_timeout);
+    if (cfg->dns.reverse)
+        client_rdns_start(s, on_rdns_done);
     if (listener->tls == TLS_MODE_IMPLICIT) {
         s->wait = SESSION_WAIT_TLS;
         if (tls_start(s) < 0)

@@ -50,6 +50,13 @@ postern_client_addr(const postern_ctx *ctx, socklen_t *len)
 }
 
 const char *
+postern_client_rdns(const postern_ctx *ctx)
+{
+    SESSION_OR(ctx, NULL);
+    return s->rdns;
+}
+
+const char *
 postern_local_ip(const postern_ctx *ctx)
 {
     SESSION_OR(ctx, NULL);

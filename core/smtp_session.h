@@ -49,6 +49,10 @@ typedef enum session_state {
 typedef enum session_wait {
     SESSION_WAIT_NONE,
     SESSION_WAIT_GREET_PAUSE,  /* greet_pause; early talkers are caught */
+    SESSION_WAIT_RDNS,         /* the client's reverse name, before the
+                                  connect hook (bounded by
+                                  dns.reverse_timeout); early talkers are
+                                  caught */
     SESSION_WAIT_HOOK,         /* a hook chain runs in this call stack */
     SESSION_WAIT_HOOK_PENDING, /* a handler went PENDING: only the hook's
                                   own limit applies, client bytes do not
@@ -94,6 +98,7 @@ struct transaction {
 
 struct sasl_state;
 struct tls_creds;
+struct client_rdns;
 
 struct session {
     struct conn conn; /* first: the transport */
@@ -112,6 +117,8 @@ struct session {
     bool counted_ip; /* holds a per-IP connection slot */
     unsigned holds;  /* orphaned hook contexts that still borrow from us */
     bool reaped;     /* closed and off the dead list; the last hold frees */
+    char *rdns;      /* forward-confirmed client name; NULL: unknown */
+    struct client_rdns *rdns_lookup; /* while it runs (client_rdns.c) */
     char *helo;
     char *auth_user;
     struct note *notes;

@@ -14,8 +14,13 @@
  * A lookup started with a hook context belongs to that call: when the
  * client goes away and the context is orphaned, the lookup is abandoned
  * and its callback runs soon with POSTERN_DNS_CANCELLED, so the module
- * frees its state and calls postern_resume() as always. The core never
+ * frees its state and calls postern_resume() as always. Once that call is
+ * over (the handler returned a decision, or resumed), a lookup still
+ * running just goes on; started with a ctx whose call is already over or
+ * orphaned, it completes soon with POSTERN_DNS_CANCELLED. The core never
  * calls back into memory the module freed after postern_dns_cancel().
+ * When postern stops, every lookup still running completes with
+ * POSTERN_DNS_CANCELLED before the modules are destroyed.
  */
 #ifndef POSTERN_DNS_H
 #define POSTERN_DNS_H
@@ -43,8 +48,9 @@ typedef enum postern_dns_status {
     POSTERN_DNS_OK,       /* one or more records */
     POSTERN_DNS_NXDOMAIN, /* the name does not exist */
     POSTERN_DNS_NODATA,   /* the name exists, with no record of the type */
-    POSTERN_DNS_TEMPFAIL, /* timeout, SERVFAIL, no server answered */
-    POSTERN_DNS_ERROR,    /* refused, malformed name or answer */
+    POSTERN_DNS_TEMPFAIL, /* timeout, SERVFAIL or REFUSED from every
+                             server, no server answered */
+    POSTERN_DNS_ERROR,    /* malformed answer, FORMERR, NOTIMP, no memory */
     POSTERN_DNS_CANCELLED /* the hook context was orphaned */
 } postern_dns_status;
 
@@ -53,7 +59,8 @@ typedef enum postern_dns_status {
 typedef struct postern_dns_result postern_dns_result;
 
 size_t postern_dns_count(const postern_dns_result *r);
-/* Smallest TTL of the records, in seconds. */
+/* Smallest TTL of the records, in seconds (what is left of it for an
+ * answer from the cache). */
 uint32_t postern_dns_ttl(const postern_dns_result *r);
 /* A / AAAA: the address of record i as a sockaddr_in / sockaddr_in6
  * (port 0); 0, or -1 when i or the type does not fit. */

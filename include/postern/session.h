@@ -28,6 +28,10 @@ const char *postern_client_ip(const postern_ctx *ctx);  /* "192.0.2.1" */
 int postern_client_port(const postern_ctx *ctx);
 const struct sockaddr *postern_client_addr(const postern_ctx *ctx,
                                            socklen_t *len);
+/* The client's forward-confirmed name: a PTR name of its address whose
+ * A/AAAA records hold that address (dns.reverse, looked up before the
+ * connect hook). NULL when unknown, unconfirmed, or the lookup is off. */
+const char *postern_client_rdns(const postern_ctx *ctx);
 const char *postern_local_ip(const postern_ctx *ctx);
 int postern_local_port(const postern_ctx *ctx);
 const char *postern_helo_name(const postern_ctx *ctx); /* NULL before HELO */

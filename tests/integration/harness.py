@@ -81,6 +81,7 @@ DEBIAN_PACKAGES = {
     "cc": "gcc",
     "valgrind": "valgrind",
     "strace": "strace",
+    "dnsmasq": "dnsmasq-base",  # /usr/sbin; see dns_server.py
 }
 
 # swaks looks up its own host name (gethostbyname(hostname())) when it
@@ -288,6 +289,10 @@ class Server:
             "plugins_dir": self.plugins_dir,
             "module_path": [MODULE_DIR, TEST_PLUGIN_DIR],
             "log_level": "debug",
+            # No test may depend on the machine's resolver: reverse
+            # lookups are off unless a test turns them on (test_dns.py,
+            # with its own DNS server).
+            "dns": {"reverse": False},
         }
         if config:
             deep_merge(self.config, config)
@@ -555,7 +560,7 @@ def split_added_headers(data, body):
 
 
 RECEIVED_RX = re.compile(
-    r"^Received: from (?P<helo>\S+) \((?P<rdns>\S+ )?\[(?P<ip>[0-9a-fA-F.:]+)\]\)"
+    r"^Received: from (?P<helo>\S+) \((?P<rdns>\S+) \[(?P<ip>[0-9a-fA-F.:]+)\]\)"
     r" by (?P<by>\S+) \(postern\) with (?P<proto>[A-Z0-9]+) id (?P<id>\S+)"
     r"(?: for <?(?P<rcpt>[^>;\s]+)>?)?; (?P<date>.+)$"
 )
@@ -762,9 +767,11 @@ class PosternTestCase(unittest.TestCase):
                       "tests: ninja -C build)" % (name, TEST_PLUGIN_DIR))
 
     def assertStoredBody(self, data, body, helo="client.test", rcpt=None,
-                         proto="ESMTP"):
+                         proto="ESMTP", rdns="unknown"):
         """data is the stored file: postern's headers, then exactly body.
-        Returns the added header lines."""
+        rdns: the client name expected in Received ("unknown": none; the
+        base config turns reverse lookups off). Returns the added header
+        lines."""
         headers = split_added_headers(data, body)
         self.assertTrue(headers, "no Received header was added")
         self.assertTrue(headers[0].startswith("Received:"),
@@ -773,6 +780,7 @@ class PosternTestCase(unittest.TestCase):
         self.assertIsNotNone(m, "Received header not in the expected shape: %r"
                              % headers[0])
         self.assertEqual(m.group("helo"), helo)
+        self.assertEqual(m.group("rdns"), rdns)
         self.assertEqual(m.group("ip"), "127.0.0.1")
         self.assertEqual(m.group("by"), HOSTNAME)
         if proto:

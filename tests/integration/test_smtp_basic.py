@@ -269,10 +269,10 @@ class Ipv6ListenerTest(PosternTestCase):
                     (m, read_envelope(srv.maildir, m)) for m in msgs}
             path6, env6 = envs["a@example.org"]
             self.assertEqual(env6["client_ip"], "::1")
-            self.assertIn(b"([IPv6:::1])", read_bytes(path6))
+            self.assertIn(b"(unknown [IPv6:::1])", read_bytes(path6))
             path4, env4 = envs["c@example.org"]
             self.assertEqual(env4["client_ip"], "127.0.0.1")
-            self.assertIn(b"([127.0.0.1])", read_bytes(path4))
+            self.assertIn(b"(unknown [127.0.0.1])", read_bytes(path4))
 
 
 if __name__ == "__main__":

@@ -311,6 +311,79 @@ test_partial_file(void **state)
     config_free(cfg);
 }
 
+/* The dns object: defaults, servers with and without ports, errors. */
+static void
+test_dns_section(void **state)
+{
+    struct config *cfg = config_defaults();
+    assert_non_null(cfg);
+    assert_int_equal(cfg->dns.n_servers, 0); /* resolv.conf */
+    assert_true(cfg->dns.timeout == 5);
+    assert_int_equal(cfg->dns.cache_entries, 10000);
+    assert_true(cfg->dns.reverse);
+    assert_true(cfg->dns.reverse_timeout == 2);
+    config_free(cfg);
+
+    const char *path = write_file(
+        "dns.json", "{\"dns\": {\"servers\": [\"127.0.0.1:5353\", "
+                    "\"[::1]:53\", \"192.0.2.53\", \"2001:db8::53\"], "
+                    "\"timeout\": 1.5, \"cache_entries\": 0, "
+                    "\"reverse\": false, \"reverse_timeout\": 0.25}}");
+    cfg = config_load(path, err, sizeof err);
+    if (!cfg)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->dns.n_servers, 4);
+    assert_string_equal(cfg->dns.servers[1], "[::1]:53");
+    assert_true(cfg->dns.timeout == 1.5);
+    assert_int_equal(cfg->dns.cache_entries, 0);
+    assert_false(cfg->dns.reverse);
+    assert_true(cfg->dns.reverse_timeout == 0.25);
+    config_free(cfg);
+
+    struct sockaddr_storage ss;
+    assert_int_equal(config_server_parse("127.0.0.1:5353", &ss), 0);
+    assert_int_equal(ss.ss_family, AF_INET);
+    assert_int_equal(ntohs(((struct sockaddr_in *)&ss)->sin_port), 5353);
+    assert_int_equal(config_server_parse("[::1]:53", &ss), 0);
+    assert_int_equal(ss.ss_family, AF_INET6);
+    assert_int_equal(config_server_parse("::1", &ss), 0);
+    assert_int_equal(ntohs(((struct sockaddr_in6 *)&ss)->sin6_port), 53);
+    static const char *const bad[] = {
+        "",
+        "localhost",
+        "127.0.0.1:",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "127.0.0.1:53x",
+        "[::1]53",
+        "[::1",
+        "1.2.3.4:+53",
+        "::1:53:",
+        "[127.0.0.1:53]",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (config_server_parse(bad[i], &ss) == 0)
+            fail_msg("accepted server %s", bad[i]);
+
+    expect_error("{\"dns\": {\"servers\": [\"ns.example.com\"]}}",
+                 "$.dns.servers[0]: expected a numeric address with an "
+                 "optional port, such as \"127.0.0.1:5353\" or \"[::1]:53\", "
+                 "got \"ns.example.com\"");
+    expect_error("{\"dns\": {\"timeout\": 0}}",
+                 "$.dns.timeout: expected a number of seconds above 0, at "
+                 "most 300, got 0");
+    expect_error("{\"dns\": {\"cache_entries\": -1}}",
+                 "$.dns.cache_entries: expected an integer between 0 and "
+                 "1000000, got -1");
+    expect_error("{\"dns\": {\"reverse\": 1}}",
+                 "$.dns.reverse: expected true or false, got 1");
+    expect_error("{\"dns\": {\"port\": 53}}", "$.dns.port: unknown key");
+    expect_error("{\"limits\": {\"command_timeout\": 10}, "
+                 "\"dns\": {\"reverse_timeout\": 10}}",
+                 "$.dns.reverse_timeout: expected a number of seconds below "
+                 "limits.command_timeout (10), got 10");
+}
+
 /* --- errors ------------------------------------------------------------- */
 
 static void
@@ -761,6 +834,7 @@ main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_full_file),
         cmocka_unit_test(test_partial_file),
+        cmocka_unit_test(test_dns_section),
         cmocka_unit_test(test_error_types),
         cmocka_unit_test(test_error_ranges),
         cmocka_unit_test(test_error_keys),

@@ -613,11 +613,22 @@ test_headers_and_received(void **state)
                         tx->headers_len);
     /* RFC 5321 4.4: from, by, with, id, for; then the date. */
     snprintf(want, sizeof(want),
-             "Received: from client.example ([192.0.2.7])\r\n"
+             "Received: from client.example (unknown [192.0.2.7])\r\n"
              "\tby test.example (postern) with ESMTP id aaaabbbbccccdddd\r\n"
              "\tfor <b@example.com>; ");
     assert_true(tx->received_len > strlen(want));
     assert_memory_equal(tx->received, want, strlen(want));
+    /* the forward-confirmed client name, when there is one */
+    m.s->rdns = strdup("mail.client.example");
+    assert_int_equal(message_add_received(m.s), 0);
+    free(m.s->rdns);
+    m.s->rdns = NULL;
+    assert_memory_equal(tx->received,
+                        "Received: from client.example (mail.client.example "
+                        "[192.0.2.7])\r\n",
+                        strlen("Received: from client.example (mail.client."
+                               "example [192.0.2.7])\r\n"));
+    assert_int_equal(message_add_received(m.s), 0);
     assert_memory_equal(tx->received + tx->received_len - 2, "\r\n", 2);
     assert_int_equal(message_size(tx), m.expect_len);
     assert_int_equal(postern_message_size(m.ctx), m.expect_len);
