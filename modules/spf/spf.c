@@ -362,19 +362,26 @@ spf_decide(postern_ctx *ctx, const struct spf_module *mod,
     const char *enhanced = spf_enhanced[v->result][reject ? 0 : 1];
     int code = reject ? 550 : 451;
     const char *domain = id->domain ? id->domain : "";
-    if (id->explanation != NULL)
+    if (id->explanation != NULL) {
+        /* The sender's domain wrote it, and macros bring the client's
+         * words: printable ASCII only in our reply. */
+        char text[401];
+        size_t n = 0;
+        for (const char *p = id->explanation; *p && n < sizeof text - 1; p++)
+            text[n++] = (*p >= 0x20 && *p <= 0x7e) ? *p : '?';
+        text[n] = '\0';
         postern_reply(ctx, code, enhanced, "SPF %s for %s %s: %s",
-                      spf_result_name(v->result), identity, domain,
-                      id->explanation);
-    else if (v->result == SPF_TEMPERROR)
+                      spf_result_name(v->result), identity, domain, text);
+    } else if (v->result == SPF_TEMPERROR) {
         postern_reply(ctx, code, enhanced,
                       "SPF temporary error for %s %s, try again later",
                       identity, domain);
-    else
+    } else {
         postern_reply(ctx, code, enhanced,
                       "SPF %s for %s %s: %s is not a permitted sender",
                       spf_result_name(v->result), identity, domain,
                       v->client_ip);
+    }
     return reject ? POSTERN_REJECT : POSTERN_TEMPFAIL;
 }
 
@@ -419,6 +426,9 @@ spf_on_done(void *arg, const struct spf_outcome *out)
 
     if (out->cancelled || postern_ctx_orphaned(ctx)) {
         /* The client left: nobody reads the verdict. */
+        postern_log(ctx, POSTERN_LOG_DEBUG,
+                    "check abandoned: the client left lookups=%u",
+                    out->lookups);
         spf_check_free(check);
         postern_resume(ctx, POSTERN_CONTINUE);
         return;

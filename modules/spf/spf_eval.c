@@ -630,12 +630,14 @@ spf_on_record(spf_eval *e, const struct spf_answer *a)
     }
 }
 
-/* Keep up to SPF_MAX_NAMES names of an answer (MX or PTR). */
+/* Keep the names of the first SPF_MAX_NAMES records of an answer (MX or
+ * PTR; RFC 7208 4.6.4: PTR records beyond those are ignored), only those
+ * equal to or under under when it is given. */
 static bool
 spf_keep_names(spf_eval *e, const struct spf_answer *a, char **names, size_t *n,
                const char *under)
 {
-    for (size_t i = 0; i < a->count && *n < SPF_MAX_NAMES; i++) {
+    for (size_t i = 0; i < a->count && i < SPF_MAX_NAMES; i++) {
         const struct spf_rr *rr = &a->rrs[i];
         if (rr->len == 0 || memchr(rr->data, '\0', rr->len) != NULL)
             continue; /* a null MX ("."), or junk */

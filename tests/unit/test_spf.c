@@ -147,14 +147,15 @@ test_fail_explanation(void **state)
     (void)state;
     mock_dns_add("example.org", POSTERN_DNS_TXT, "v=spf1 -all exp=why.%{d}");
     mock_dns_add("why.example.org", POSTERN_DNS_TXT,
-                 "%{i} may not send for %{d}, see %{r}");
+                 "%{i} may not send for %{d}, see %{r} (%{l})");
     mock_set_client("203.0.113.9", 40000);
+    mock_set_mail_from("j\xc3\xb6rg@example.org");
     void *inst = mock_create("{\"authserv_id\": \"mx.example.net\"}", 0);
     assert_int_equal(run_mail(inst), POSTERN_REJECT);
     assert_string_equal(mock_last_reply()->enhanced, "5.7.23");
     assert_non_null(strstr(mock_last_reply()->text,
                            "203.0.113.9 may not send for example.org, see "
-                           "mx.example.net"));
+                           "mx.example.net (j??rg)"));
     postern_module_descriptor.destroy(inst);
 }
 
@@ -336,6 +337,8 @@ test_client_leaves(void **state)
         mock_set_orphaned(1);
         assert_int_equal(mock_dns_cancel_all(), 1);
         assert_int_equal(mock_resume_count(), resumes + 1);
+        assert_int_equal(mock_last_resume(), POSTERN_CONTINUE);
+        assert_true(mock_log_find(POSTERN_LOG_DEBUG, "check abandoned") >= 0);
         assert_int_equal(mock_dns_pending(), 0);
     }
     mock_set_orphaned(0);
