@@ -213,6 +213,21 @@ spf_dns_lookup(void *ctx, const char *name, spf_dns_type type, spf_dns_cb cb,
     return call;
 }
 
+/*
+ * The DNS service refuses names with spaces, backslashes or control bytes
+ * (postern_dns_lookup() returns NULL, which would be a temperror); a macro
+ * can build such a name (%_, %{l}). No server is asked: no such name.
+ */
+static bool
+spf_dns_askable(void *ctx, const char *name)
+{
+    (void)ctx;
+    for (const char *p = name; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '\\')
+            return false;
+    return true;
+}
+
 static void
 spf_dns_cancel(void *ctx, void *handle)
 {
@@ -259,7 +274,8 @@ static bool
 spf_check_identity(struct spf_check *check, struct spf_identity *id,
                    const char *sender, const char *domain)
 {
-    struct spf_resolver resolver = {spf_dns_lookup, spf_dns_cancel, check};
+    struct spf_resolver resolver = {spf_dns_lookup, spf_dns_cancel, check,
+                                    spf_dns_askable};
     struct spf_request req = {.ip = check->ip,
                               .domain = domain,
                               .sender = sender,

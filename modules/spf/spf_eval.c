@@ -203,10 +203,20 @@ spf_addr_type(const spf_eval *e)
 }
 
 static void spf_on_answer(void *arg, const struct spf_answer *answer);
+static void spf_handle_answer(spf_eval *e, spf_wait wait,
+                              const struct spf_answer *a);
 
 static void
 spf_lookup(spf_eval *e, const char *name, spf_dns_type type, spf_wait wait)
 {
+    if (e->resolver.askable != NULL &&
+        !e->resolver.askable(e->resolver.ctx, name)) {
+        /* No server can be asked for it: no such name. Handled here,
+         * inside the steps, so no callback runs from inside a step. */
+        struct spf_answer nx = {.status = SPF_DNS_NXDOMAIN};
+        spf_handle_answer(e, wait, &nx);
+        return;
+    }
     e->wait = wait;
     e->pending =
         e->resolver.lookup(e->resolver.ctx, name, type, spf_on_answer, e);
@@ -738,14 +748,10 @@ spf_on_term_answer(spf_eval *e, spf_wait wait, const struct spf_answer *a)
     }
 }
 
+/* Take in the answer to the lookup that waited for wait. */
 static void
-spf_on_answer(void *arg, const struct spf_answer *a)
+spf_handle_answer(spf_eval *e, spf_wait wait, const struct spf_answer *a)
 {
-    spf_eval *e = arg;
-    spf_wait wait = e->wait;
-
-    e->pending = NULL;
-    e->wait = SPF_WAIT_NONE;
     if (a->status == SPF_DNS_CANCELLED) {
         e->out.cancelled = true;
         e->finished = false;
@@ -792,6 +798,17 @@ spf_on_answer(void *arg, const struct spf_answer *a)
             break;
         }
     }
+}
+
+static void
+spf_on_answer(void *arg, const struct spf_answer *a)
+{
+    spf_eval *e = arg;
+    spf_wait wait = e->wait;
+
+    e->pending = NULL;
+    e->wait = SPF_WAIT_NONE;
+    spf_handle_answer(e, wait, a);
     if (spf_run(e))
         e->done(e->done_arg, &e->out); /* may free e: nothing after this */
 }

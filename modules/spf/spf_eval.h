@@ -50,14 +50,18 @@ typedef void (*spf_dns_cb)(void *arg, const struct spf_answer *answer);
 /*
  * The resolver. lookup() starts one lookup and returns a handle, or NULL
  * when it cannot start (then cb never runs and the check is a
- * temperror). cb runs exactly once, later, never from inside lookup(),
- * unless cancel() was called first.
+ * temperror: out of memory, no service). cb runs exactly once, later, never
+ * from inside lookup(), unless cancel() was called first.
  */
 struct spf_resolver {
     void *(*lookup)(void *ctx, const char *name, spf_dns_type type,
                     spf_dns_cb cb, void *arg);
     void (*cancel)(void *ctx, void *handle);
     void *ctx;
+    /* May be NULL. false for a name this resolver cannot ask for (its
+     * rules are stricter than spf_domain_valid()): the evaluator takes
+     * it as NXDOMAIN instead of calling lookup(). */
+    bool (*askable)(void *ctx, const char *name);
 };
 
 /* What one check_host() call is about (RFC 7208 4.1). Copied. */

@@ -1029,6 +1029,10 @@ postern_dns_lookup(postern_ctx *ctx, const char *name, postern_dns_type type,
     (void)timeout;
     if (mock_dns_refusing || name == NULL || name[0] == '\0')
         return NULL;
+    /* As the core, no name with a space, a backslash or a control byte. */
+    for (const char *p = name; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '\\')
+            return NULL;
     struct postern_dns_query *q = calloc(1, sizeof *q), **tail = &mock_queries;
     if (q == NULL)
         abort();

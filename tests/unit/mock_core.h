@@ -126,7 +126,8 @@ const char *mock_header_value(size_t i);
 void mock_dns_add(const char *name, postern_dns_type type, const char *value);
 /* Every lookup of name answers status (TEMPFAIL, ERROR...). */
 void mock_dns_fail(const char *name, postern_dns_status status);
-/* postern_dns_lookup() returns NULL while refuse is set. */
+/* postern_dns_lookup() returns NULL while refuse is set (and, as the
+ * core, for a name with a space, a backslash or a control byte). */
 void mock_dns_refuse(int refuse);
 /* Answer queued lookups, oldest first, including those started by the
  * callbacks, until none is left: the number answered. */

@@ -305,6 +305,23 @@ test_decided_without_dns(void **state)
 }
 
 static void
+test_name_the_service_refuses(void **state)
+{
+    (void)state;
+    /* %{l} brings a space: the name is never asked for, it matches
+     * nothing (a void lookup), and the check goes on. */
+    mock_dns_add("example.org", POSTERN_DNS_TXT,
+                 "v=spf1 exists:%{l}.list.example.org ~all");
+    mock_set_mail_from("\"john doe\"@example.org");
+    void *inst = mock_create("{\"check_helo\": false}", 0);
+    mock_dns_refuse(0);
+    assert_int_equal(run_mail(inst), POSTERN_CONTINUE);
+    assert_string_equal(note_result(), "softfail");
+    assert_int_equal(mock_dns_lookup_count(), 1); /* the TXT only */
+    postern_module_descriptor.destroy(inst);
+}
+
+static void
 test_lookup_refused(void **state)
 {
     (void)state;
@@ -425,6 +442,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_skipped_clients, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decided_without_dns, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_name_the_service_refuses, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_lookup_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_leaves, setup, teardown),

@@ -352,7 +352,7 @@ run_case(const char *name, const json_t *t)
 
     if (getenv("SPF_SUITE_TRACE"))
         fprintf(stderr, "case %s\n", name);
-    struct spf_resolver res = {fake_lookup, fake_cancel, NULL};
+    struct spf_resolver res = {.lookup = fake_lookup, .cancel = fake_cancel};
     spf_eval *e = spf_eval_new(&res, &req, on_done, &run);
     if (e == NULL)
         abort();
