@@ -656,7 +656,10 @@ spf_keep_names(spf_eval *e, const struct spf_answer *a, char **names, size_t *n,
             spf_nomem(e);
             return false;
         }
-        if (under != NULL && !spf_name_under(name, under)) {
+        /* A name that cannot be asked for (too long, empty labels) is
+         * skipped like a name without addresses. */
+        if (!spf_domain_valid(name) ||
+            (under != NULL && !spf_name_under(name, under))) {
             free(name);
             continue;
         }
