@@ -46,7 +46,8 @@ struct spf_module {
     postern_hook act_at; /* POSTERN_HOOK_MAIL or POSTERN_HOOK_RCPT */
     bool check_helo;
     bool add_headers;
-    double dns_timeout; /* 0: the core's default */
+    double dns_timeout;   /* 0: the core's default */
+    double check_timeout; /* for all the lookups of a check; 0: none */
     char *authserv_id;
     struct spf_net *trusted;
     size_t n_trusted;
@@ -78,7 +79,7 @@ struct spf_check {
     spf_eval *eval;
     struct spf_identity *current; /* being evaluated */
     struct spf_verdict *verdict;
-    bool pending; /* the handler returned PENDING */
+    postern_timer *timer; /* check_timeout, while pending */
 };
 
 /* --- small helpers --------------------------------------------------------
@@ -246,6 +247,8 @@ spf_check_free(struct spf_check *check)
 {
     if (check == NULL)
         return;
+    if (check->timer != NULL)
+        postern_timer_cancel(check->timer);
     spf_eval_free(check->eval);
     spf_verdict_free(check->verdict);
     free(check);
@@ -455,6 +458,34 @@ spf_on_done(void *arg, const struct spf_outcome *out)
     postern_resume(ctx, spf_check_finish(check));
 }
 
+/*
+ * check_timeout passed (RFC 7208 4.6.4: a limit on the time check_host()
+ * takes; over it, temperror). The lookup in flight is cancelled.
+ */
+static void
+spf_on_timeout(void *arg)
+{
+    struct spf_check *check = arg;
+    postern_ctx *ctx = check->ctx;
+    struct spf_verdict *v = check->verdict;
+    char problem[96];
+
+    check->timer = NULL; /* fired: the core frees it */
+    snprintf(problem, sizeof problem, "no result within %g s",
+             check->mod->check_timeout);
+    if (check->current == &v->helo)
+        v->from_helo = true; /* the verdict is this temperror */
+    struct spf_outcome out = {.result = SPF_TEMPERROR, .problem = problem};
+    spf_check_store(check, &out); /* frees the evaluator: cancels */
+    v->result = SPF_TEMPERROR;
+    if (postern_ctx_orphaned(ctx)) {
+        spf_check_free(check);
+        postern_resume(ctx, POSTERN_CONTINUE);
+        return;
+    }
+    postern_resume(ctx, spf_check_finish(check));
+}
+
 /* Is the client in a trusted network? */
 static bool
 spf_trusted(const struct spf_module *mod, const struct spf_ip *ip)
@@ -497,7 +528,9 @@ spf_mail(postern_ctx *ctx, void *instance)
         return POSTERN_TEMPFAIL;
     }
     if (!spf_check_run(check)) {
-        check->pending = true;
+        if (mod->check_timeout > 0)
+            check->timer =
+                postern_timer_start(mod->check_timeout, spf_on_timeout, check);
         return POSTERN_PENDING;
     }
     return spf_check_finish(check);
@@ -874,6 +907,15 @@ spf_config(postern_module_init *init, struct spf_module *mod)
                 return -1;
             }
             mod->dns_timeout = json_number_value(value);
+        } else if (strcmp(key, "check_timeout") == 0) {
+            if (!json_is_number(value) || json_number_value(value) < 0 ||
+                json_number_value(value) > 300) {
+                postern_init_error(init, "check_timeout",
+                                   "expected a number of seconds between 0 "
+                                   "(no limit) and 300");
+                return -1;
+            }
+            mod->check_timeout = json_number_value(value);
         } else if (strcmp(key, "authserv_id") == 0) {
             const char *s = json_string_value(value);
             if (s == NULL || strlen(s) != json_string_length(value) ||
@@ -899,7 +941,7 @@ spf_config(postern_module_init *init, struct spf_module *mod)
             postern_init_error(init, key,
                                "unknown key (expected actions, hook, "
                                "check_helo, add_headers, trusted_networks, "
-                               "authserv_id or dns_timeout)");
+                               "authserv_id, dns_timeout or check_timeout)");
             return -1;
         }
     }
@@ -920,6 +962,7 @@ spf_create(postern_module_init *init, void **instance)
     mod->act_at = POSTERN_HOOK_MAIL;
     mod->check_helo = true;
     mod->add_headers = true;
+    mod->check_timeout = 20;
     if (spf_config(init, mod) != 0) {
         spf_destroy(mod);
         return -1;

@@ -322,6 +322,50 @@ test_name_the_service_refuses(void **state)
 }
 
 static void
+test_check_timeout(void **state)
+{
+    (void)state;
+    mock_dns_add("example.org", POSTERN_DNS_TXT, "v=spf1 +all");
+    void *inst = mock_create("{\"check_helo\": false}", 0);
+
+    /* Finished in time: the timer is cancelled. */
+    assert_int_equal(call(POSTERN_HOOK_MAIL, inst), POSTERN_PENDING);
+    assert_int_equal(mock_timers_active(), 1);
+    assert_true(mock_timer_seconds() == 20);
+    mock_dns_run();
+    assert_int_equal(mock_last_resume(), POSTERN_CONTINUE);
+    assert_int_equal(mock_timers_active(), 0);
+    postern_module_descriptor.destroy(inst);
+
+    /* Not in time: temperror, the lookup in flight cancelled. */
+    mock_end_transaction();
+    inst = mock_create("{\"check_timeout\": 5}", 0);
+    assert_int_equal(call(POSTERN_HOOK_MAIL, inst), POSTERN_PENDING);
+    assert_true(mock_timer_seconds() == 5);
+    assert_int_equal(mock_dns_pending(), 1);
+    assert_int_equal(mock_timer_fire(), 1);
+    assert_int_equal(mock_resume_count(), 2);
+    assert_int_equal(mock_last_resume(), POSTERN_TEMPFAIL);
+    assert_string_equal(mock_last_reply()->enhanced, "4.7.24");
+    assert_non_null(strstr(mock_last_reply()->text, "HELO mail.example.org"));
+    assert_int_equal(mock_dns_pending(), 0);
+    assert_int_equal(mock_dns_cancel_count(), 1);
+    assert_string_equal(note_result(), "temperror");
+    assert_int_equal(call(POSTERN_HOOK_MESSAGE, inst), POSTERN_CONTINUE);
+    assert_non_null(
+        strstr(header("Received-SPF"), "problem=\"no result within 5 s\""));
+    postern_module_descriptor.destroy(inst);
+
+    /* Without a limit, no timer. */
+    mock_end_transaction();
+    inst = mock_create("{\"check_timeout\": 0}", 0);
+    assert_int_equal(call(POSTERN_HOOK_MAIL, inst), POSTERN_PENDING);
+    assert_int_equal(mock_timers_active(), 0);
+    mock_dns_run();
+    postern_module_descriptor.destroy(inst);
+}
+
+static void
 test_lookup_refused(void **state)
 {
     (void)state;
@@ -402,6 +446,7 @@ test_bad_config(void **state)
     expect_error("{\"check_helo\": 1}", "check_helo", "true or false");
     expect_error("{\"add_headers\": \"yes\"}", "add_headers", "true or false");
     expect_error("{\"dns_timeout\": -1}", "dns_timeout", "seconds");
+    expect_error("{\"check_timeout\": 301}", "check_timeout", "seconds");
     expect_error("{\"authserv_id\": \"a b\"}", "authserv_id", "host name");
     expect_error("{\"trusted_networks\": \"10.0.0.0/8\"}", "trusted_networks",
                  "expected an array");
@@ -417,6 +462,7 @@ test_bad_config(void **state)
                              "\"tempfail\", \"permerror\": \"continue\"}, "
                              "\"hook\": \"mail\", \"check_helo\": true, "
                              "\"add_headers\": true, \"dns_timeout\": 5, "
+                             "\"check_timeout\": 30, "
                              "\"authserv_id\": \"mx.example.net\", "
                              "\"trusted_networks\": [\"127.0.0.1\"]}",
                              1);
@@ -445,6 +491,7 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_name_the_service_refuses, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_check_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lookup_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_leaves, setup, teardown),
         cmocka_unit_test_setup_teardown(test_message_without_verdict, setup,
