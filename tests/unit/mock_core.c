@@ -15,6 +15,8 @@
 
 #include <setjmp.h>
 #include <stdint.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <cmocka.h>
 
@@ -107,9 +109,16 @@ mock_replace(char **slot, const char *s)
     *slot = mock_strdup(s);
 }
 
+static void mock_notes_free(int scope);
+static void mock_dns_clear(void);
+static void mock_headers_clear(void);
+
 void
 mock_cleanup(void)
 {
+    mock_notes_free(-1);
+    mock_dns_clear();
+    mock_headers_clear();
     free(mock.session_id);
     free(mock.client_ip);
     free(mock.helo);
@@ -771,4 +780,451 @@ mock_create(const char *config_text, int check_only)
     assert_int_equal(mock_init_error_count(), 0);
     assert_non_null(instance);
     return instance;
+}
+
+/* --- notes and headers ------------------------------------------------------
+ */
+
+struct mock_note {
+    int scope;
+    char *key;
+    void *value;
+    void (*free_fn)(void *);
+    struct mock_note *next;
+};
+
+static struct mock_note *mock_notes;
+
+/* Free the notes of scope (-1: all). */
+static void
+mock_notes_free(int scope)
+{
+    struct mock_note **pp = &mock_notes;
+
+    while (*pp != NULL) {
+        struct mock_note *n = *pp;
+        if (scope >= 0 && n->scope != scope) {
+            pp = &n->next;
+            continue;
+        }
+        *pp = n->next;
+        if (n->free_fn != NULL)
+            n->free_fn(n->value);
+        free(n->key);
+        free(n);
+    }
+}
+
+void
+mock_end_transaction(void)
+{
+    mock_notes_free(POSTERN_NOTE_TRANSACTION);
+}
+
+int
+postern_note_set(postern_ctx *ctx, postern_note_scope scope, const char *key,
+                 void *value, void (*free_fn)(void *))
+{
+    (void)ctx;
+    if (mock.orphaned || key == NULL || key[0] == '\0')
+        return -1;
+    for (struct mock_note *n = mock_notes; n != NULL; n = n->next)
+        if (n->scope == (int)scope && strcmp(n->key, key) == 0) {
+            if (n->free_fn != NULL && n->value != value)
+                n->free_fn(n->value);
+            n->value = value;
+            n->free_fn = free_fn;
+            return 0;
+        }
+    struct mock_note *n = calloc(1, sizeof *n);
+    if (n == NULL)
+        abort();
+    n->scope = (int)scope;
+    n->key = mock_strdup(key);
+    n->value = value;
+    n->free_fn = free_fn;
+    n->next = mock_notes;
+    mock_notes = n;
+    return 0;
+}
+
+void *
+postern_note_get(const postern_ctx *ctx, postern_note_scope scope,
+                 const char *key)
+{
+    (void)ctx;
+    if (mock.orphaned || key == NULL)
+        return NULL;
+    for (struct mock_note *n = mock_notes; n != NULL; n = n->next)
+        if (n->scope == (int)scope && strcmp(n->key, key) == 0)
+            return n->value;
+    return NULL;
+}
+
+static char *mock_headers[MOCK_MAX_ITEMS][2];
+static size_t mock_n_headers;
+
+static void
+mock_headers_clear(void)
+{
+    for (size_t i = 0; i < mock_n_headers; i++) {
+        free(mock_headers[i][0]);
+        free(mock_headers[i][1]);
+    }
+    mock_n_headers = 0;
+}
+
+int
+postern_header_add(postern_ctx *ctx, const char *name, const char *value)
+{
+    (void)ctx;
+    if (mock.orphaned || name == NULL || value == NULL ||
+        mock_n_headers == MOCK_MAX_ITEMS)
+        return -1;
+    /* As the core: folding only as CRLF followed by a space or a tab. */
+    for (const char *p = value; *p; p++) {
+        if (*p == '\r' && (p[1] != '\n' || (p[2] != ' ' && p[2] != '\t')))
+            return -1;
+        if (*p == '\r')
+            p++;
+        else if (*p == '\n')
+            return -1;
+    }
+    mock_headers[mock_n_headers][0] = mock_strdup(name);
+    mock_headers[mock_n_headers][1] = mock_strdup(value);
+    mock_n_headers++;
+    return 0;
+}
+
+size_t
+mock_header_count(void)
+{
+    return mock_n_headers;
+}
+
+const char *
+mock_header_name(size_t i)
+{
+    return i < mock_n_headers ? mock_headers[i][0] : NULL;
+}
+
+const char *
+mock_header_value(size_t i)
+{
+    return i < mock_n_headers ? mock_headers[i][1] : NULL;
+}
+
+/* --- DNS ------------------------------------------------------------------
+ */
+
+struct mock_rr {
+    char *name;
+    postern_dns_type type; /* 0: a failure status for the name */
+    postern_dns_status status;
+    char *value;
+    struct mock_rr *next;
+};
+
+struct postern_dns_query {
+    char *name;
+    postern_dns_type type;
+    postern_ctx *ctx;
+    postern_dns_cb cb;
+    void *arg;
+    struct postern_dns_query *next;
+};
+
+struct postern_dns_result {
+    postern_dns_type type;
+    size_t count;
+    const struct mock_rr *rrs[MOCK_MAX_ITEMS];
+};
+
+static struct mock_rr *mock_zone;
+static struct postern_dns_query *mock_queries;
+static size_t mock_dns_started, mock_dns_cancels;
+static int mock_dns_refusing;
+
+static void
+mock_dns_clear(void)
+{
+    while (mock_zone != NULL) {
+        struct mock_rr *rr = mock_zone;
+        mock_zone = rr->next;
+        free(rr->name);
+        free(rr->value);
+        free(rr);
+    }
+    while (mock_queries != NULL) {
+        struct postern_dns_query *q = mock_queries;
+        mock_queries = q->next;
+        free(q->name);
+        free(q);
+    }
+    mock_dns_started = mock_dns_cancels = 0;
+    mock_dns_refusing = 0;
+}
+
+static void
+mock_zone_add(const char *name, postern_dns_type type,
+              postern_dns_status status, const char *value)
+{
+    struct mock_rr *rr = calloc(1, sizeof *rr), **tail = &mock_zone;
+
+    if (rr == NULL)
+        abort();
+    rr->name = mock_strdup(name);
+    rr->type = type;
+    rr->status = status;
+    rr->value = mock_strdup(value);
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    *tail = rr;
+}
+
+void
+mock_dns_add(const char *name, postern_dns_type type, const char *value)
+{
+    mock_zone_add(name, type, POSTERN_DNS_OK, value);
+}
+
+void
+mock_dns_fail(const char *name, postern_dns_status status)
+{
+    mock_zone_add(name, 0, status, NULL);
+}
+
+void
+mock_dns_refuse(int refuse)
+{
+    mock_dns_refusing = refuse;
+}
+
+size_t
+mock_dns_pending(void)
+{
+    size_t n = 0;
+
+    for (struct postern_dns_query *q = mock_queries; q != NULL; q = q->next)
+        n++;
+    return n;
+}
+
+size_t
+mock_dns_lookup_count(void)
+{
+    return mock_dns_started;
+}
+
+size_t
+mock_dns_cancel_count(void)
+{
+    return mock_dns_cancels;
+}
+
+postern_dns_query *
+postern_dns_lookup(postern_ctx *ctx, const char *name, postern_dns_type type,
+                   double timeout, postern_dns_cb cb, void *arg)
+{
+    (void)timeout;
+    if (mock_dns_refusing || name == NULL || name[0] == '\0')
+        return NULL;
+    /* As the core, no name with a space, a backslash or a control byte. */
+    for (const char *p = name; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '\\')
+            return NULL;
+    struct postern_dns_query *q = calloc(1, sizeof *q), **tail = &mock_queries;
+    if (q == NULL)
+        abort();
+    q->name = mock_strdup(name);
+    q->type = type;
+    q->ctx = ctx;
+    q->cb = cb;
+    q->arg = arg;
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    *tail = q;
+    mock_dns_started++;
+    return q;
+}
+
+void
+postern_dns_cancel(postern_dns_query *query)
+{
+    for (struct postern_dns_query **pp = &mock_queries; *pp != NULL;
+         pp = &(*pp)->next)
+        if (*pp == query) {
+            *pp = query->next;
+            free(query->name);
+            free(query);
+            mock_dns_cancels++;
+            return;
+        }
+    fail_msg("postern_dns_cancel() of a lookup that is not in flight");
+}
+
+/* Pop the oldest query and answer it with status (or from the zone). */
+static void
+mock_dns_answer(int cancelled)
+{
+    struct postern_dns_query *q = mock_queries;
+    struct postern_dns_result res = {.type = q->type};
+    postern_dns_status status = POSTERN_DNS_NXDOMAIN;
+
+    mock_queries = q->next;
+    size_t n = strlen(q->name);
+    if (n > 0 && q->name[n - 1] == '.')
+        n--;
+    for (const struct mock_rr *rr = mock_zone; rr != NULL; rr = rr->next) {
+        if (strlen(rr->name) != n || strncasecmp(rr->name, q->name, n) != 0)
+            continue;
+        if (rr->type == 0) {
+            status = rr->status;
+            break;
+        }
+        if (status == POSTERN_DNS_NXDOMAIN)
+            status = POSTERN_DNS_NODATA;
+        if (rr->type == q->type && res.count < MOCK_MAX_ITEMS) {
+            res.rrs[res.count++] = rr;
+            status = POSTERN_DNS_OK;
+        }
+    }
+    if (status != POSTERN_DNS_OK)
+        res.count = 0;
+    if (cancelled)
+        status = POSTERN_DNS_CANCELLED;
+    postern_dns_cb cb = q->cb;
+    void *arg = q->arg;
+    free(q->name);
+    free(q);
+    cb(arg, status, status == POSTERN_DNS_OK ? &res : NULL);
+}
+
+int
+mock_dns_step(void)
+{
+    if (mock_queries == NULL)
+        return 0;
+    mock_dns_answer(0);
+    return 1;
+}
+
+size_t
+mock_dns_run(void)
+{
+    size_t n = 0;
+
+    while (mock_queries != NULL && n < 10000) {
+        mock_dns_answer(0);
+        n++;
+    }
+    return n;
+}
+
+size_t
+mock_dns_cancel_all(void)
+{
+    size_t n = 0;
+
+    while (mock_queries != NULL && n < 10000) {
+        mock_dns_answer(mock_queries->ctx != NULL);
+        n++;
+    }
+    return n;
+}
+
+size_t
+postern_dns_count(const postern_dns_result *r)
+{
+    return r ? r->count : 0;
+}
+
+uint32_t
+postern_dns_ttl(const postern_dns_result *r)
+{
+    (void)r;
+    return 300;
+}
+
+int
+postern_dns_addr(const postern_dns_result *r, size_t i,
+                 struct sockaddr_storage *out, socklen_t *len)
+{
+    if (r == NULL || i >= r->count)
+        return -1;
+    memset(out, 0, sizeof *out);
+    if (r->type == POSTERN_DNS_A) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)out;
+        sin->sin_family = AF_INET;
+        if (inet_pton(AF_INET, r->rrs[i]->value, &sin->sin_addr) != 1)
+            return -1;
+        *len = sizeof *sin;
+        return 0;
+    }
+    if (r->type == POSTERN_DNS_AAAA) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
+        sin6->sin6_family = AF_INET6;
+        if (inet_pton(AF_INET6, r->rrs[i]->value, &sin6->sin6_addr) != 1)
+            return -1;
+        *len = sizeof *sin6;
+        return 0;
+    }
+    return -1;
+}
+
+const char *
+postern_dns_name(const postern_dns_result *r, size_t i)
+{
+    if (r == NULL || i >= r->count)
+        return NULL;
+    const char *v = r->rrs[i]->value;
+    if (r->type == POSTERN_DNS_MX) {
+        const char *sp = strchr(v, ' ');
+        return sp ? sp + 1 : v;
+    }
+    return r->type == POSTERN_DNS_PTR ? v : NULL;
+}
+
+unsigned
+postern_dns_mx_preference(const postern_dns_result *r, size_t i)
+{
+    if (r == NULL || i >= r->count || r->type != POSTERN_DNS_MX)
+        return 0;
+    return (unsigned)strtoul(r->rrs[i]->value, NULL, 10);
+}
+
+const char *
+postern_dns_txt(const postern_dns_result *r, size_t i, size_t *len)
+{
+    if (r == NULL || i >= r->count || r->type != POSTERN_DNS_TXT)
+        return NULL;
+    *len = strlen(r->rrs[i]->value);
+    return r->rrs[i]->value;
+}
+
+int
+postern_dns_reverse_name(const struct sockaddr *addr, char *out, size_t size)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    if (addr->sa_family == AF_INET) {
+        const uint8_t *b =
+            (const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr;
+        int n = snprintf(out, size, "%u.%u.%u.%u.in-addr.arpa", b[3], b[2],
+                         b[1], b[0]);
+        return n < 0 || (size_t)n >= size ? -1 : 0;
+    }
+    if (addr->sa_family != AF_INET6 || size < 73)
+        return -1;
+    const uint8_t *b =
+        (const uint8_t *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
+    size_t n = 0;
+    for (int i = 15; i >= 0; i--) {
+        out[n++] = hex[b[i] & 15];
+        out[n++] = '.';
+        out[n++] = hex[b[i] >> 4];
+        out[n++] = '.';
+    }
+    memcpy(out + n, "ip6.arpa", 9);
+    return 0;
 }

@@ -7,6 +7,8 @@
  * The thread pool runs work() then done() synchronously inside
  * postern_pool_submit() (or refuses, or queues jobs until mock_pool_run()).
  * Timers never fire by themselves: mock_timer_fire() fires them.
+ * DNS lookups are answered from an in-memory zone, later: they wait in a
+ * queue until mock_dns_run(), never inside postern_dns_lookup().
  */
 #ifndef POSTERN_MOCK_CORE_H
 #define POSTERN_MOCK_CORE_H
@@ -106,5 +108,37 @@ const char *mock_init_error_text(void);
 
 size_t mock_readers_open(void);   /* opened and not closed yet */
 int mock_pool_submit_count(void); /* accepted submissions */
+
+/* --- notes and headers ------------------------------------------------------
+ * postern_note_set/get keep notes per scope (freed, with their free_fn,
+ * by mock_reset/mock_cleanup or mock_end_transaction); postern_header_add
+ * records headers in order. */
+void mock_end_transaction(void); /* free the transaction's notes */
+size_t mock_header_count(void);
+const char *mock_header_name(size_t i);
+const char *mock_header_value(size_t i);
+
+/* --- DNS ------------------------------------------------------------------
+ */
+
+/* Add a record to the zone: TXT text, MX "pref name", PTR name, or an
+ * A/AAAA address. */
+void mock_dns_add(const char *name, postern_dns_type type, const char *value);
+/* Every lookup of name answers status (TEMPFAIL, ERROR...). */
+void mock_dns_fail(const char *name, postern_dns_status status);
+/* postern_dns_lookup() returns NULL while refuse is set (and, as the
+ * core, for a name with a space, a backslash or a control byte). */
+void mock_dns_refuse(int refuse);
+/* Answer queued lookups, oldest first, including those started by the
+ * callbacks, until none is left: the number answered. */
+size_t mock_dns_run(void);
+/* Answer only the oldest queued lookup: 1, or 0 if none. */
+int mock_dns_step(void);
+/* What the core does when the context is orphaned: every queued lookup
+ * that carries a context is answered POSTERN_DNS_CANCELLED. */
+size_t mock_dns_cancel_all(void);
+size_t mock_dns_pending(void);
+size_t mock_dns_lookup_count(void); /* started since reset */
+size_t mock_dns_cancel_count(void); /* postern_dns_cancel() calls */
 
 #endif
