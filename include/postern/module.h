@@ -29,7 +29,8 @@ extern "C" {
 #endif
 
 #define POSTERN_ABI_MAJOR 1
-#define POSTERN_ABI_MINOR 0
+/* 1.1 added postern_log_value(), postern/dns.h and postern_client_rdns(). */
+#define POSTERN_ABI_MINOR 1
 #define POSTERN_ABI_VERSION ((POSTERN_ABI_MAJOR << 16) | POSTERN_ABI_MINOR)
 
 /* Room for hooks added by later minor versions; unused slots are NULL. */

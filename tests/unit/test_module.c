@@ -285,6 +285,20 @@ test_load_defaults(void **state)
     assert_string_equal(ctx.text, "rejected by 50-all");
 }
 
+/* Within a major, older modules keep loading: one built for 1.0 loads in
+ * a 1.1 core. */
+static void
+test_older_minor_loads(void **state)
+{
+    struct fixture *fx = *state;
+
+    assert_true(POSTERN_ABI_MINOR >= 1);
+    plugin_file(fx, "10-old", "{\"module\": \"test_abi10\"}");
+    load_ok(fx);
+    assert_int_equal(fx->set->n, 1);
+    assert_int_equal(fx->set->items[0].desc->abi_version, 1u << 16);
+}
+
 static void
 test_hooks_subset(void **state)
 {
@@ -320,9 +334,9 @@ test_bad_abi(void **state)
 
     snprintf(want, sizeof want,
              "%s: module test_bad_abi (%s/test_bad_abi.so) was built for ABI "
-             "2.0, this postern has ABI 1.0",
+             "2.0, this postern has ABI %d.%d",
              plugin_file(fx, "10-x", "{\"module\": \"test_bad_abi\"}"),
-             plugin_dir);
+             plugin_dir, POSTERN_ABI_MAJOR, POSTERN_ABI_MINOR);
     load_fails(fx, want);
     assert_string_equal(err, want);
 }
@@ -550,14 +564,23 @@ main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_load_good),         T(test_load_defaults),
-        T(test_hooks_subset),      T(test_hook_not_offered),
-        T(test_bad_abi),           T(test_no_symbol),
-        T(test_not_found),         T(test_broken_so),
-        T(test_name_mismatch),     T(test_create_error),
-        T(test_two_instances),     T(test_error_after_good),
-        T(test_two_sets),          T(test_plugin_file_errors),
-        T(test_empty_plugins_dir), cmocka_unit_test(test_abi_compatible),
+        T(test_load_good),
+        T(test_load_defaults),
+        T(test_hooks_subset),
+        T(test_hook_not_offered),
+        T(test_bad_abi),
+        T(test_older_minor_loads),
+        T(test_no_symbol),
+        T(test_not_found),
+        T(test_broken_so),
+        T(test_name_mismatch),
+        T(test_create_error),
+        T(test_two_instances),
+        T(test_error_after_good),
+        T(test_two_sets),
+        T(test_plugin_file_errors),
+        T(test_empty_plugins_dir),
+        cmocka_unit_test(test_abi_compatible),
     };
 #undef T
 
