@@ -26,6 +26,7 @@ struct postern_module_init {
     const json_t *config;
     const char *instance;
     const char *file;
+    const char *hostname; /* the main config's */
     bool check_only;
     bool failed; /* postern_init_error() was called */
     char *err;
@@ -50,6 +51,12 @@ int
 postern_init_check_only(const postern_module_init *init)
 {
     return init->check_only;
+}
+
+const char *
+postern_init_hostname(const postern_module_init *init)
+{
+    return init->hostname;
 }
 
 /* Control characters would split the one-line message. */
@@ -246,8 +253,9 @@ instance_load(const struct config *cfg, const struct plugin_config *pc,
               bool check_only, struct module_instance *mi, char *err,
               size_t errlen)
 {
-    struct postern_module_init init = {
-        pc->config, pc->instance, pc->file, check_only, false, err, errlen};
+    struct postern_module_init init = {pc->config,    pc->instance, pc->file,
+                                       cfg->hostname, check_only,   false,
+                                       err,           errlen};
     const postern_module *desc;
     char *path = NULL;
     void *state = NULL;

@@ -29,7 +29,8 @@ extern "C" {
 #endif
 
 #define POSTERN_ABI_MAJOR 1
-/* 1.1 added postern_log_value(), postern/dns.h and postern_client_rdns(). */
+/* 1.1 added postern_log_value(), postern/dns.h, postern_client_rdns() and
+ * postern_init_hostname(). */
 #define POSTERN_ABI_MINOR 1
 #define POSTERN_ABI_VERSION ((POSTERN_ABI_MAJOR << 16) | POSTERN_ABI_MINOR)
 
@@ -66,6 +67,10 @@ const char *postern_init_instance(const postern_module_init *init);
 
 /* True under --check-config: validate, but start nothing. */
 int postern_init_check_only(const postern_module_init *init);
+
+/* The gateway's name ("hostname" of the main config): what it calls
+ * itself in its greeting and Received headers. Since ABI 1.1. */
+const char *postern_init_hostname(const postern_module_init *init);
 
 /*
  * Report a config error. json_path is relative to "config" ("root",

@@ -968,12 +968,10 @@ spf_create(postern_module_init *init, void **instance)
         return -1;
     }
     if (mod->authserv_id == NULL) {
-        /* No API gives the configured hostname; the system's is the
-         * default of both. */
-        char host[256] = "";
-        if (gethostname(host, sizeof host - 1) != 0 ||
-            !spf_authserv_valid(host))
-            snprintf(host, sizeof host, "localhost");
+        /* The gateway's configured name, as in its Received headers. */
+        const char *host = postern_init_hostname(init);
+        if (!host || !spf_authserv_valid(host))
+            host = "localhost";
         if ((mod->authserv_id = strdup(host)) == NULL) {
             postern_init_error(init, "", "out of memory");
             spf_destroy(mod);

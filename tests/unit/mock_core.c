@@ -512,6 +512,13 @@ postern_init_check_only(const postern_module_init *init)
     return init->check_only;
 }
 
+const char *
+postern_init_hostname(const postern_module_init *init)
+{
+    (void)init;
+    return "mx.mock.test";
+}
+
 void
 postern_init_error(postern_module_init *init, const char *json_path,
                    const char *fmt, ...)

@@ -126,6 +126,22 @@ test_pass_and_headers(void **state)
     postern_module_descriptor.destroy(inst);
 }
 
+/* Without authserv_id the headers carry the gateway's configured name. */
+static void
+test_authserv_id_defaults_to_hostname(void **state)
+{
+    (void)state;
+    zone_example_org();
+    void *inst = mock_create("{}", 0);
+    assert_int_equal(run_mail(inst), POSTERN_CONTINUE);
+    assert_int_equal(call(POSTERN_HOOK_MESSAGE, inst), POSTERN_CONTINUE);
+    const char *ar = header("Authentication-Results");
+    assert_non_null(ar);
+    assert_true(strncmp(ar, "mx.mock.test;", 13) == 0);
+    assert_non_null(strstr(header("Received-SPF"), "receiver=mx.mock.test;"));
+    postern_module_descriptor.destroy(inst);
+}
+
 static void
 test_fail_rejects_at_mail(void **state)
 {
@@ -475,6 +491,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_descriptor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pass_and_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_authserv_id_defaults_to_hostname,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_fail_rejects_at_mail, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fail_explanation, setup, teardown),
