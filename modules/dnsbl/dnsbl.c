@@ -603,8 +603,11 @@ dnsbl_handle(postern_ctx *ctx, struct dnsbl_module *mod, postern_hook hook)
         return POSTERN_CONTINUE; /* the relay policy still decides */
     if (!c->done) {
         dnsbl_check_wait(ctx, c, hook, started_here);
-        if (!c->done)
+        if (!c->done) {
+            postern_log(ctx, POSTERN_LOG_DEBUG, "waiting hook=%s lookups=%zu",
+                        postern_hook_name(hook), c->pending);
             return POSTERN_PENDING;
+        }
         dnsbl_publish(ctx, c);
     }
     return dnsbl_decide(ctx, c, hook);

@@ -480,6 +480,16 @@ postern_ctx_hook(const postern_ctx *ctx)
     return POSTERN_HOOK_STORE;
 }
 
+const char *
+postern_hook_name(postern_hook hook)
+{
+    static const char *const names[] = {
+        "connect", "helo",    "auth",  "mail",  "rcpt",
+        "data",    "message", "store", "reset", "disconnect"};
+
+    return (unsigned)hook < sizeof names / sizeof names[0] ? names[hook] : NULL;
+}
+
 void
 postern_log(const postern_ctx *ctx, postern_log_level level, const char *fmt,
             ...)
