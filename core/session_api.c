@@ -56,6 +56,14 @@ postern_client_rdns(const postern_ctx *ctx)
     return s->rdns;
 }
 
+int
+postern_client_relay(const postern_ctx *ctx)
+{
+    SESSION_OR(ctx, 0);
+    return cidr_match(s->cfg->relay_networks, s->cfg->n_relay_networks,
+                      (const struct sockaddr *)&s->conn.peer);
+}
+
 const char *
 postern_local_ip(const postern_ctx *ctx)
 {

@@ -29,8 +29,8 @@ extern "C" {
 #endif
 
 #define POSTERN_ABI_MAJOR 1
-/* 1.1 added postern_log_value(), postern/dns.h, postern_client_rdns() and
- * postern_init_hostname(). */
+/* 1.1 added postern_log_value(), postern/dns.h, postern_client_rdns(),
+ * postern_client_relay() and postern_init_hostname(). */
 #define POSTERN_ABI_MINOR 1
 #define POSTERN_ABI_VERSION ((POSTERN_ABI_MAJOR << 16) | POSTERN_ABI_MINOR)
 

@@ -32,6 +32,10 @@ const struct sockaddr *postern_client_addr(const postern_ctx *ctx,
  * A/AAAA records hold that address (dns.reverse, looked up before the
  * connect hook). NULL when unknown, unconfirmed, or the lookup is off. */
 const char *postern_client_rdns(const postern_ctx *ctx);
+/* 1 when the client address is in the main config's relay_networks (the
+ * networks the relay policy lets relay; an IPv4-mapped IPv6 address
+ * counts as its IPv4 address), else 0. */
+int postern_client_relay(const postern_ctx *ctx);
 const char *postern_local_ip(const postern_ctx *ctx);
 int postern_local_port(const postern_ctx *ctx);
 const char *postern_helo_name(const postern_ctx *ctx); /* NULL before HELO */

@@ -61,7 +61,8 @@ static struct {
     char *session_id, *client_ip, *helo, *auth_user, *transaction_id;
     char *mail_from, *rcpt_current;
     char *auth_mechanism, *auth_login, *auth_password, *auth_authzid;
-    int client_port, esmtp, tls, orphaned;
+    int client_port, esmtp, tls, orphaned, relay;
+    struct sockaddr_storage client_addr;
     char *param_keys[MOCK_MAX_ITEMS], *param_values[MOCK_MAX_ITEMS];
     size_t n_params;
     char *rcpts[MOCK_MAX_ITEMS];
@@ -186,6 +187,12 @@ mock_set_client(const char *ip, int port)
 {
     mock_replace(&mock.client_ip, ip);
     mock.client_port = port;
+}
+
+void
+mock_set_relay(int relay)
+{
+    mock.relay = relay;
 }
 
 void
@@ -473,6 +480,16 @@ postern_ctx_hook(const postern_ctx *ctx)
     return POSTERN_HOOK_STORE;
 }
 
+const char *
+postern_hook_name(postern_hook hook)
+{
+    static const char *const names[] = {
+        "connect", "helo",    "auth",  "mail",  "rcpt",
+        "data",    "message", "store", "reset", "disconnect"};
+
+    return (unsigned)hook < sizeof names / sizeof names[0] ? names[hook] : NULL;
+}
+
 void
 postern_log(const postern_ctx *ctx, postern_log_level level, const char *fmt,
             ...)
@@ -605,6 +622,39 @@ postern_client_port(const postern_ctx *ctx)
 {
     (void)ctx;
     return mock.client_port;
+}
+
+const struct sockaddr *
+postern_client_addr(const postern_ctx *ctx, socklen_t *len)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)&mock.client_addr;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&mock.client_addr;
+
+    (void)ctx;
+    memset(&mock.client_addr, 0, sizeof mock.client_addr);
+    if (mock.client_ip == NULL)
+        return NULL;
+    if (inet_pton(AF_INET, mock.client_ip, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)mock.client_port);
+        if (len)
+            *len = sizeof *sin;
+    } else if (inet_pton(AF_INET6, mock.client_ip, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)mock.client_port);
+        if (len)
+            *len = sizeof *sin6;
+    } else {
+        return NULL;
+    }
+    return (const struct sockaddr *)&mock.client_addr;
+}
+
+int
+postern_client_relay(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.relay;
 }
 
 const char *
@@ -828,6 +878,12 @@ mock_end_transaction(void)
     mock_notes_free(POSTERN_NOTE_TRANSACTION);
 }
 
+void
+mock_end_session(void)
+{
+    mock_notes_free(-1);
+}
+
 int
 postern_note_set(postern_ctx *ctx, postern_note_scope scope, const char *key,
                  void *value, void (*free_fn)(void *))
@@ -950,6 +1006,7 @@ struct postern_dns_result {
 static struct mock_rr *mock_zone;
 static struct postern_dns_query *mock_queries;
 static size_t mock_dns_started, mock_dns_cancels;
+static double mock_dns_timeout;
 static int mock_dns_refusing;
 
 static void
@@ -969,6 +1026,7 @@ mock_dns_clear(void)
         free(q);
     }
     mock_dns_started = mock_dns_cancels = 0;
+    mock_dns_timeout = 0;
     mock_dns_refusing = 0;
 }
 
@@ -1029,11 +1087,25 @@ mock_dns_cancel_count(void)
     return mock_dns_cancels;
 }
 
+const char *
+mock_dns_pending_name(size_t i)
+{
+    for (struct postern_dns_query *q = mock_queries; q != NULL; q = q->next)
+        if (i-- == 0)
+            return q->name;
+    return NULL;
+}
+
+double
+mock_dns_last_timeout(void)
+{
+    return mock_dns_timeout;
+}
+
 postern_dns_query *
 postern_dns_lookup(postern_ctx *ctx, const char *name, postern_dns_type type,
                    double timeout, postern_dns_cb cb, void *arg)
 {
-    (void)timeout;
     if (mock_dns_refusing || name == NULL || name[0] == '\0')
         return NULL;
     /* As the core, no name with a space, a backslash or a control byte. */
@@ -1052,6 +1124,7 @@ postern_dns_lookup(postern_ctx *ctx, const char *name, postern_dns_type type,
         tail = &(*tail)->next;
     *tail = q;
     mock_dns_started++;
+    mock_dns_timeout = timeout;
     return q;
 }
 

@@ -38,7 +38,12 @@ void *mock_create(const char *config_text, int check_only);
 /* --- fake state ---------------------------------------------------------- */
 
 void mock_set_session_id(const char *id);
+/* The client address: postern_client_ip() returns ip as given;
+ * postern_client_addr() parses it ("::ffff:192.0.2.1" stays IPv6; an
+ * unparsable ip gives NULL). */
 void mock_set_client(const char *ip, int port);
+/* What postern_client_relay() answers (default 0). */
+void mock_set_relay(int relay);
 void mock_set_helo(const char *name, int esmtp);
 void mock_set_tls(int active);
 void mock_set_auth_user(const char *user); /* NULL: not authenticated */
@@ -114,6 +119,7 @@ int mock_pool_submit_count(void); /* accepted submissions */
  * by mock_reset/mock_cleanup or mock_end_transaction); postern_header_add
  * records headers in order. */
 void mock_end_transaction(void); /* free the transaction's notes */
+void mock_end_session(void);     /* free every note, as a closed session */
 size_t mock_header_count(void);
 const char *mock_header_name(size_t i);
 const char *mock_header_value(size_t i);
@@ -140,5 +146,9 @@ size_t mock_dns_cancel_all(void);
 size_t mock_dns_pending(void);
 size_t mock_dns_lookup_count(void); /* started since reset */
 size_t mock_dns_cancel_count(void); /* postern_dns_cancel() calls */
+/* The name of the i-th queued lookup (oldest first), or NULL. */
+const char *mock_dns_pending_name(size_t i);
+/* The timeout the last lookup started with (0: the core's default). */
+double mock_dns_last_timeout(void);
 
 #endif

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -644,6 +645,7 @@ test_orphaned_context(void **state)
     assert_null(postern_client_ip(pending_ctx));
     assert_int_equal(postern_client_port(pending_ctx), 0);
     assert_null(postern_client_addr(pending_ctx, NULL));
+    assert_int_equal(postern_client_relay(pending_ctx), 0);
     assert_null(postern_helo_name(pending_ctx));
     assert_int_equal(postern_is_esmtp(pending_ctx), 0);
     assert_int_equal(postern_tls_active(pending_ctx), 0);
@@ -680,6 +682,60 @@ test_release_idle_context(void **state)
     assert_false(postern_ctx_orphaned(hook_ctx_handle(ctx)));
     hook_ctx_release(ctx);
     postern_resume(NULL, POSTERN_ACCEPT); /* tolerated */
+}
+
+/* The client as the session saw it: peer is an address literal. */
+static int
+relay_of(struct config *cfg, const char *peer)
+{
+    struct session s;
+    memset(&s, 0, sizeof(s));
+    snprintf(s.id, sizeof(s.id), "00000000cafef00d");
+    s.cfg = cfg;
+    if (strchr(peer, ':')) {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&s.conn.peer;
+        a6->sin6_family = AF_INET6;
+        assert_int_equal(inet_pton(AF_INET6, peer, &a6->sin6_addr), 1);
+        s.conn.peer_len = sizeof(*a6);
+    } else {
+        struct sockaddr_in *a4 = (struct sockaddr_in *)&s.conn.peer;
+        a4->sin_family = AF_INET;
+        assert_int_equal(inet_pton(AF_INET, peer, &a4->sin_addr), 1);
+        s.conn.peer_len = sizeof(*a4);
+    }
+    struct hook_ctx *ctx = hook_ctx_new(&s, s.id, NULL);
+    assert_non_null(ctx);
+    int relay = postern_client_relay(hook_ctx_handle(ctx));
+    hook_ctx_release(ctx);
+    return relay;
+}
+
+/* postern_client_relay(): the client against relay_networks. */
+static void
+test_client_relay(void **state)
+{
+    (void)state;
+    struct config *cfg = config_defaults();
+    assert_non_null(cfg);
+    assert_int_equal(relay_of(cfg, "127.0.0.1"), 0); /* none configured */
+
+    struct cidr nets[2];
+    assert_int_equal(cidr_parse("192.0.2.0/24", &nets[0]), 0);
+    assert_int_equal(cidr_parse("2001:db8::/32", &nets[1]), 0);
+    struct cidr *saved = cfg->relay_networks;
+    size_t n_saved = cfg->n_relay_networks;
+    cfg->relay_networks = nets;
+    cfg->n_relay_networks = 2;
+    assert_int_equal(relay_of(cfg, "192.0.2.77"), 1);
+    assert_int_equal(relay_of(cfg, "192.0.3.1"), 0);
+    assert_int_equal(relay_of(cfg, "2001:db8:1::5"), 1);
+    assert_int_equal(relay_of(cfg, "2001:db9::5"), 0);
+    /* a dual-stack listener sees an IPv4 client as ::ffff:a.b.c.d */
+    assert_int_equal(relay_of(cfg, "::ffff:192.0.2.9"), 1);
+    assert_int_equal(relay_of(cfg, "::ffff:198.51.100.9"), 0);
+    cfg->relay_networks = saved;
+    cfg->n_relay_networks = n_saved;
+    config_free(cfg);
 }
 
 /* Notification hooks run every handler whatever it answers. */
@@ -1164,6 +1220,7 @@ main(void)
         ENGINE_TEST(test_early_resume),
         ENGINE_TEST(test_orphaned_context),
         ENGINE_TEST(test_release_idle_context),
+        ENGINE_TEST(test_client_relay),
         ENGINE_TEST(test_notify_runs_all),
         ENGINE_TEST(test_notify_pending_detaches),
         ENGINE_TEST(test_hook_names),
