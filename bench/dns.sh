@@ -18,8 +18,12 @@
 #   BENCH_CONNECTIONS [50]    concurrent connections
 #   BENCH_SIZE        [10240] payload bytes per message
 #   BENCH_ROUNDS      [3]     off/on pairs
+#   BENCH_PROCS       [2]     load generator processes
 #   BENCH_BUILD_DIR   [<repo>/build-bench]
 #   BENCH_TIMEOUT     [300]   seconds before a single run is abandoned
+#   BENCH_WRAPPER     []      command put before postern, %m replaced by
+#                             off/on, e.g. for a noise-free instruction count
+#                             "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%m"
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,6 +32,7 @@ messages=${BENCH_MESSAGES:-10000}
 connections=${BENCH_CONNECTIONS:-50}
 size=${BENCH_SIZE:-10240}
 rounds=${BENCH_ROUNDS:-3}
+procs=${BENCH_PROCS:-2}
 build=${BENCH_BUILD_DIR:-$repo/build-bench}
 run_timeout=${BENCH_TIMEOUT:-300}
 domains=50
@@ -59,8 +64,14 @@ ninja -C "$build" >/dev/null
 postern_bin=$build/postern
 [ -x "$postern_bin" ] || die "no postern binary in $build"
 [ -f "$build/modules/spf.so" ] || die "no spf module in $build/modules"
-dnsbl=off
-[ -f "$build/modules/dnsbl.so" ] && dnsbl=on
+# dnsbl is on when its module is built: in the bench build, or else in the
+# repo's ordinary build/ (then that directory comes second in module_path).
+dnsbl=off module_path="\"$build/modules\""
+if [ -f "$build/modules/dnsbl.so" ]; then
+    dnsbl=on
+elif [ -f "$repo/build/modules/dnsbl.so" ]; then
+    dnsbl=on module_path="$module_path, \"$repo/build/modules\""
+fi
 log "dnsbl module: $dnsbl"
 
 # --- helpers ----------------------------------------------------------------
@@ -86,7 +97,7 @@ for _ in range(50):
 
 wait_tcp() {    # wait_tcp PORT PID
     local i
-    for i in $(seq 1 100); do
+    for i in $(seq 1 300); do
         kill -0 "$2" 2>/dev/null || return 1
         python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null && return 0
         sleep 0.1
@@ -165,7 +176,7 @@ run() {
   "local_domains": ["example.com"],
   "spool_dir": "$dir/spool",
   "plugins_dir": "$dir/plugins.d",
-  "module_path": ["$build/modules"],
+  "module_path": [$module_path],
   "dns": {"servers": ["127.0.0.1:$dns_port"], "reverse": false}
 }
 JSON
@@ -179,14 +190,16 @@ JSON
     fi
     "$postern_bin" --check-config -c "$dir/postern.json" >"$dir/check.log" 2>&1 ||
         die "config refused: $(cat "$dir/check.log")"
-    "$postern_bin" -c "$dir/postern.json" 2>"$dir/postern.log" &
+    local wrapper=()
+    [ -n "${BENCH_WRAPPER:-}" ] && read -r -a wrapper <<<"${BENCH_WRAPPER//%m/$mode}"
+    "${wrapper[@]}" "$postern_bin" -c "$dir/postern.json" 2>"$dir/postern.log" &
     pg_pid=$!
     pids+=("$pg_pid")
     wait_tcp "$port" "$pg_pid" || die "postern did not start: $(tail -5 "$dir/postern.log")"
     local c0; c0=$(cpu_ticks "$pg_pid")
     out=$(timeout "$run_timeout" python3 "$here/smtp_load.py" 127.0.0.1 "$port" \
         --connections "$connections" --messages "$messages" --size "$size" \
-        --domains "$domains" 2>"$dir/load.err") ||
+        --domains "$domains" --procs "$procs" 2>"$dir/load.err") ||
         die "load generator failed ($mode): $(tail -5 "$dir/load.err")"
     local c1; c1=$(cpu_ticks "$pg_pid")
     # Sanity: with spf on, a sender whose domain says "-all" is refused at
@@ -211,8 +224,7 @@ PY
     [ "$failed" -eq 0 ] || die "$failed of $messages messages refused ($mode): $(cat "$dir/load.err")"
 }
 
-declare -a rows
-sum_ratio=0
+declare -a rows ratios cratios
 for r in $(seq 1 "$rounds"); do
     declare -A rate=() us=()
     for mode in off on; do
@@ -223,6 +235,7 @@ for r in $(seq 1 "$rounds"); do
     done
     ratio=$(awk -v a="${rate[on]}" -v b="${rate[off]}" 'BEGIN { printf "%.2f", a / b }')
     cratio=$(awk -v a="${us[on]}" -v b="${us[off]}" 'BEGIN { printf "%.2f", a / b }')
+    ratios+=("$ratio"); cratios+=("$cratio")
     rows+=("$(printf '%-6s %12s %12s %8s %16s %16s %10s' "$r" "${rate[off]}" "${rate[on]}" "$ratio" "${us[off]}" "${us[on]}" "$cratio")")
 done
 
@@ -232,3 +245,6 @@ printf '\n%s, spf on, dnsbl %s; %d messages of %d bytes over %d connections, %d 
 printf '%-6s %12s %12s %8s %16s %16s %10s\n' round "off msg/s" "on msg/s" ratio \
     "off CPU us/msg" "on CPU us/msg" "CPU ratio"
 printf '%s\n' "${rows[@]}"
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+printf '\nmedian msg/s ratio on/off: %s (target >= 0.8); median postern CPU per message on/off: %s\n' \
+    "$(median "${ratios[@]}")" "$(median "${cratios[@]}")"
