@@ -577,37 +577,52 @@ spf_text_add(struct spf_text *t, const char *fmt, ...)
     t->len += (size_t)n;
 }
 
+/* Append one byte (the hot path of the header builders below). */
+static void
+spf_text_byte(struct spf_text *t, char c)
+{
+    if (t->overflow)
+        return;
+    if (t->len + 1 >= sizeof t->buf) {
+        t->overflow = true;
+        return;
+    }
+    t->buf[t->len++] = c;
+    t->buf[t->len] = '\0';
+}
+
+/* s with the bytes in special escaped by a backslash and bytes outside
+ * printable ASCII written as '?', at most max bytes of s. */
+static void
+spf_text_escaped(struct spf_text *t, const char *s, size_t max,
+                 const char *special)
+{
+    for (size_t i = 0; s[i] != '\0' && i < max; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (strchr(special, c)) {
+            spf_text_byte(t, '\\');
+            spf_text_byte(t, (char)c);
+        } else {
+            spf_text_byte(t, c < 0x20 || c > 0x7e ? '?' : (char)c);
+        }
+    }
+}
+
 /* s as an RFC 5322 quoted-string (printable ASCII kept, at most max
  * bytes of it; others become '?'). */
 static void
 spf_text_quoted(struct spf_text *t, const char *s, size_t max)
 {
-    spf_text_add(t, "\"");
-    for (size_t i = 0; s[i] != '\0' && i < max; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\')
-            spf_text_add(t, "\\%c", c);
-        else if (c < 0x20 || c > 0x7e)
-            spf_text_add(t, "?");
-        else
-            spf_text_add(t, "%c", c);
-    }
-    spf_text_add(t, "\"");
+    spf_text_byte(t, '"');
+    spf_text_escaped(t, s, max, "\"\\");
+    spf_text_byte(t, '"');
 }
 
 /* s inside a comment: parentheses and backslashes escaped. */
 static void
 spf_text_comment(struct spf_text *t, const char *s, size_t max)
 {
-    for (size_t i = 0; s[i] != '\0' && i < max; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '(' || c == ')' || c == '\\')
-            spf_text_add(t, "\\%c", c);
-        else if (c < 0x20 || c > 0x7e)
-            spf_text_add(t, "?");
-        else
-            spf_text_add(t, "%c", c);
-    }
+    spf_text_escaped(t, s, max, "()\\");
 }
 
 /* An RFC 8601 pvalue: a domain or addr-spec as is when it is made of
