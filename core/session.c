@@ -18,6 +18,7 @@
 #include "client_limit.h"
 #include "client_rdns.h"
 #include "hook.h"
+#include "id.h"
 #include "log.h"
 #include "message_receipt.h"
 #include "notes.h"
@@ -650,7 +651,7 @@ session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
     s->listener = listener;
     s->counted_ip = counted_ip;
     s->state = SESSION_GREETING;
-    transaction_make_id(s->id);
+    id_generate(s->id);
     sockaddr_to_text(&s->conn.peer, s->client_ip, sizeof(s->client_ip),
                      &s->client_port);
     sockaddr_to_text(&s->conn.local, s->local_ip, sizeof(s->local_ip),

@@ -26,18 +26,12 @@ struct rcpt_set {
     size_t cap;      /* a power of two */
 };
 
-void
-transaction_make_id(char out[17])
-{
-    id_generate(out);
-}
-
 struct transaction *
 transaction_new(void)
 {
     struct transaction *tx = calloc(1, sizeof(*tx));
     if (tx)
-        transaction_make_id(tx->id);
+        id_generate(tx->id);
     return tx;
 }
 

@@ -11,9 +11,6 @@
 struct session;
 struct transaction;
 
-/* A 16-hex-digit identifier for a session or a transaction. */
-void transaction_make_id(char out[17]);
-
 /* A new transaction with its id, or NULL when out of memory. */
 struct transaction *transaction_new(void);
 void transaction_free(struct transaction *tx);

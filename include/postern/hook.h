@@ -17,8 +17,8 @@
  * A context is a handle to one handler call, not to the session: it dies
  * when the call is over (a decision returned, or its resume). Using a dead
  * handle (a second resume, a resume after the session closed, a resume
- * with the context of an earlier hook) is logged with the module instance
- * and ignored.
+ * with the context of an earlier hook) is logged (with the module instance
+ * when the handle is recent enough to tell) and ignored.
  */
 #ifndef POSTERN_HOOK_H
 #define POSTERN_HOOK_H
