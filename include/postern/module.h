@@ -30,8 +30,9 @@ extern "C" {
 
 #define POSTERN_ABI_MAJOR 1
 /* 1.1 added postern_log_value(), postern/dns.h, postern_client_rdns(),
- * postern_client_relay() and postern_init_hostname(). */
-#define POSTERN_ABI_MINOR 1
+ * postern_client_relay() and postern_init_hostname().
+ * 1.2 added postern/http.h and postern/curl.h. */
+#define POSTERN_ABI_MINOR 2
 #define POSTERN_ABI_VERSION ((POSTERN_ABI_MAJOR << 16) | POSTERN_ABI_MINOR)
 
 /* Room for hooks added by later minor versions; unused slots are NULL. */

@@ -12,6 +12,7 @@
 #include "module.h"
 #include "services.h"
 #include "dns.h"
+#include "http.h"
 #include "session.h"
 
 #endif
