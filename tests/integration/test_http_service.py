@@ -356,6 +356,43 @@ class CancelTest(HttpTestCase):
                 c2.cmd("QUIT")
 
 
+class CurlTest(HttpTestCase):
+    """postern/curl.h: a module's own easy handle on the same multi."""
+
+    def test_own_handle_shares_the_connections(self):
+        with HttpServer() as web, Server(
+                plugins={"10-http": http_plugin(web.url())}) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                r = self.rcpt(srv, "get=first", client=c)
+                self.assertIn("status=ok code=200", r.text)
+                r = self.rcpt(srv, "curl=second", client=c)
+                self.assertEqual(r.text,
+                                 "2.0.0 curl result=0 code=200 body=got 0 bytes")
+                c.cmd("QUIT")
+            self.assertEqual([p for _, p, _, _ in web.rec.requests],
+                             ["/first", "/second"])
+            # one connection cache: the module's handle reused the
+            # connection of the core's request
+            self.assertEqual(len(web.rec.connections), 1)
+            self.assertEqual(srv.count_log("accepted twice"), 0)
+
+    def test_own_handle_aborted_when_the_client_goes(self):
+        with HttpServer() as web, Server(
+                plugins={"10-http": http_plugin(web.url())}) as srv:
+            c = srv.client()
+            c.ehlo()
+            c.cmd_expect("MAIL FROM:<a@example.org>", 250)
+            c.send(b"RCPT TO:<curl=hold@example.com>\r\n")
+            self.assertTrue(wait_until(lambda: len(web.rec.requests) == 1,
+                                       TIMER_GUARD))
+            c.abort()
+            # CURLE_ABORTED_BY_CALLBACK is 42
+            self.assertTrue(srv.wait_log(
+                r"test_http curl result=42 code=0 orphaned=1",
+                timeout=TIMER_GUARD))
+
+
 class TlsTest(HttpTestCase):
     def make_certs(self, tmp):
         def tool(*args):
