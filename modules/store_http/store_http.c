@@ -440,6 +440,7 @@ sh_destroy(void *instance)
     /* Requests in flight were cancelled and pool jobs done before this;
      * what can be left is a job waiting for its retry timer. Its context
      * is an orphan the core frees. */
+    size_t dropped = 0;
     while (mod->jobs != NULL) {
         struct sh_job *job = mod->jobs;
         if (job->timer != NULL)
@@ -447,7 +448,13 @@ sh_destroy(void *instance)
         if (job->call != NULL)
             postern_http_cancel(job->call);
         sh_job_free(job);
+        dropped++;
     }
+    if (dropped > 0)
+        postern_log(NULL, POSTERN_LOG_INFO,
+                    "stopping with messages waiting for a retry dropped=%zu "
+                    "(their clients were told nothing yet and will retry)",
+                    dropped);
     sh_config_free(mod);
     free(mod);
 }

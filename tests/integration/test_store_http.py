@@ -666,24 +666,25 @@ class StoreHttpTest(PosternTestCase):
             self.assertEqual(rec.count(), 2)
 
     def test_client_leaves_while_retry_waits(self):
-        with Receiver() as rec:
-            srv = Server(plugins={"50-http": http_plugin(
-                rec.url, retry_delay=30, deadline=120)})
-            with srv:
-                rec.status = 503
-                c = srv.client()
-                c.ehlo()
-                c.cmd_expect("MAIL FROM:<alice@example.org>", 250)
-                c.cmd_expect("RCPT TO:<bob@example.com>", 250)
-                c.cmd_expect("DATA", 354)
-                c.send(dot_stuff(BODY) + b".\r\n")
-                self.assertTrue(wait_until(lambda: srv.count_log(
-                    r"attempt failed ") == 1, 10))
-                c.abort()
-                # the server stops (leaving block) with the retry timer
-                # pending: destroy frees the job, sanitizers stay quiet
-            self.assertEqual(rec.count(), 1)
+        with Receiver() as rec, Server(plugins={"50-http": http_plugin(
+                rec.url, retry_delay=30, deadline=120)}) as srv:
+            rec.status = 503
+            c = srv.client()
+            c.ehlo()
+            c.cmd_expect("MAIL FROM:<alice@example.org>", 250)
+            c.cmd_expect("RCPT TO:<bob@example.com>", 250)
+            c.cmd_expect("DATA", 354)
+            c.send(dot_stuff(BODY) + b".\r\n")
+            self.assertTrue(wait_until(lambda: srv.count_log(
+                r"attempt failed ") == 1, 10))
+            c.abort()
+            # stop with the retry timer pending: destroy frees the job,
+            # the sanitizers stay quiet
+            self.assertEqual(srv.stop(), [])
             self.assertEqual(srv.proc.returncode, 0)
+            self.assertEqual(rec.count(), 1)
+            self.assertEqual(srv.count_log(
+                r"stopping with messages waiting for a retry dropped=1 "), 1)
 
 
 if __name__ == "__main__":
