@@ -1,6 +1,6 @@
 /*
- * test_store_http.c - the store_http module over the fake core and a fake
- * HTTP service (defined here): the document streamed through the body
+ * test_store_http.c - the store_http module over the fake core and its
+ * fake HTTP service (mock_http.c): the document streamed through the body
  * source decodes to the exact message, chunk boundaries and rewinds
  * included; the answers (id, reject, defer, failure statuses); failover
  * and retry rounds on timers inside the deadline; the HMAC signature;
@@ -19,215 +19,36 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
+#include "../../modules/store_http/store_http.h"
 #include "mock_core.h"
+#include "mock_http.h"
 
 #define ID "a1b2c3d4e5f60718"
 
-/* --- the fake HTTP service ------------------------------------------------ */
-
-struct postern_http_request {
-    char url[256];
-    char headers[16][512];
-    size_t n_headers;
-    postern_http_body_source src;
-    int has_src;
-    double timeout;
-    int has_tls;
-    char ca_file[256];
-};
-
-struct postern_http_response {
-    int code;
-    const char *body;
-    size_t len;
-};
-
-static struct {
-    struct postern_http_request *req; /* the call in flight, or NULL */
-    postern_http_cb cb;
-    void *arg;
-    int sent, cancelled;
-    char urls[16][256]; /* of every call, in order */
-} fh;
-
-postern_http_request *
-postern_http_request_new(const char *method, const char *url)
-{
-    if (strcmp(method, "POST") != 0 || strncmp(url, "http", 4) != 0)
-        return NULL;
-    struct postern_http_request *req = calloc(1, sizeof *req);
-    assert_non_null(req);
-    snprintf(req->url, sizeof req->url, "%s", url);
-    return req;
-}
-
-int
-postern_http_request_header(postern_http_request *req, const char *name,
-                            const char *value)
-{
-    assert_true(req->n_headers < 16);
-    snprintf(req->headers[req->n_headers++], 512, "%s: %s", name, value);
-    return 0;
-}
-
-int
-postern_http_request_body(postern_http_request *req, const void *data,
-                          size_t len)
-{
-    (void)req;
-    (void)data;
-    (void)len;
-    fail_msg("store_http must stream its body");
-    return -1;
-}
-
-int
-postern_http_request_body_source(postern_http_request *req,
-                                 const postern_http_body_source *src)
-{
-    req->src = *src;
-    req->has_src = 1;
-    return 0;
-}
-
-void
-postern_http_request_timeout(postern_http_request *req, double seconds)
-{
-    req->timeout = seconds;
-}
-
-void
-postern_http_request_max_response(postern_http_request *req, size_t bytes)
-{
-    (void)req;
-    (void)bytes;
-}
-
-int
-postern_http_request_tls(postern_http_request *req, const postern_http_tls *tls)
-{
-    req->has_tls = 1;
-    snprintf(req->ca_file, sizeof req->ca_file, "%s",
-             tls->ca_file ? tls->ca_file : "");
-    return 0;
-}
-
-void
-postern_http_request_free(postern_http_request *req)
-{
-    free(req);
-}
-
-int
-postern_http_response_code(const postern_http_response *resp)
-{
-    return resp ? resp->code : 0;
-}
-
-int
-postern_http_response_version(const postern_http_response *resp)
-{
-    return resp ? 11 : 0;
-}
-
-const char *
-postern_http_response_header(const postern_http_response *resp,
-                             const char *name)
-{
-    (void)resp;
-    (void)name;
-    return NULL;
-}
-
-const char *
-postern_http_response_body(const postern_http_response *resp, size_t *len)
-{
-    *len = resp ? resp->len : 0;
-    return resp ? resp->body : "";
-}
-
-const char *
-postern_http_response_error(const postern_http_response *resp)
-{
-    return resp && resp->code ? "" : "fake failure";
-}
-
-postern_http_call *
-postern_http_send(postern_ctx *ctx, postern_http_request *req,
-                  postern_http_cb cb, void *arg)
-{
-    (void)ctx;
-    assert_null(fh.req); /* one call at a time per message */
-    assert_true(req->has_src);
-    fh.req = req;
-    fh.cb = cb;
-    fh.arg = arg;
-    snprintf(fh.urls[fh.sent++ % 16], 256, "%s", req->url);
-    return (postern_http_call *)&fh;
-}
-
-void
-postern_http_cancel(postern_http_call *call)
-{
-    assert_ptr_equal(call, &fh);
-    fh.cancelled++;
-    free(fh.req);
-    fh.req = NULL;
-}
-
-/* The header named name of the call in flight, or NULL. */
+/* The body of the oldest waiting request; it must be there, whole. */
 static const char *
-fh_header(const char *name)
+sent_body(size_t *len)
 {
-    size_t len = strlen(name);
+    int failed = 1;
+    const char *body = mock_http_body(0, len, &failed);
 
-    for (size_t i = 0; fh.req && i < fh.req->n_headers; i++)
-        if (strncmp(fh.req->headers[i], name, len) == 0 &&
-            fh.req->headers[i][len] == ':')
-            return fh.req->headers[i] + len + 2;
-    return NULL;
+    assert_non_null(body);
+    assert_int_equal(failed, 0);
+    return body;
 }
 
-/* The whole body of the call in flight, read in odd-sized pieces; its
- * length must be the announced size. */
-static char *
-fh_body(size_t *out_len)
-{
-    const postern_http_body_source *src = &fh.req->src;
-    char *buf = malloc((size_t)src->size + 1);
-    size_t n = 0;
-
-    assert_non_null(buf);
-    for (;;) {
-        size_t want = 1 + (n * 7919) % 70001; /* odd sizes */
-        if (want > (size_t)src->size + 1 - n)
-            want = (size_t)src->size + 1 - n;
-        ssize_t got = src->read(src->arg, buf + n, want);
-        assert_true(got >= 0);
-        if (got == 0)
-            break;
-        n += (size_t)got;
-        assert_true(n <= (size_t)src->size);
-    }
-    assert_int_equal(n, (size_t)src->size);
-    buf[n] = '\0';
-    *out_len = n;
-    return buf;
-}
-
-/* End the call in flight: status, and for OK a code and body. */
 static void
-fh_answer(postern_http_status status, int code, const char *body)
+respond(int code, const char *body)
 {
-    struct postern_http_response resp = {code, body ? body : "",
-                                         body ? strlen(body) : 0};
-    postern_http_cb cb = fh.cb;
-    void *arg = fh.arg;
+    assert_int_equal(mock_http_respond(code, NULL, body ? body : "",
+                                       body ? strlen(body) : 0),
+                     1);
+}
 
-    assert_non_null(fh.req);
-    free(fh.req);
-    fh.req = NULL;
-    cb(arg, status, status == POSTERN_HTTP_OK ? &resp : NULL);
+static void
+fail_with(postern_http_status status)
+{
+    assert_int_equal(mock_http_fail(status, "fake failure"), 1);
 }
 
 /* --- helpers ---------------------------------------------------------------
@@ -253,7 +74,6 @@ setup(void **state)
 {
     (void)state;
     mock_reset();
-    memset(&fh, 0, sizeof fh);
     mock_set_session_id("0011223344556677");
     mock_set_client("192.0.2.7", 40123);
     mock_set_helo("client.example", 1);
@@ -272,8 +92,6 @@ static int
 teardown(void **state)
 {
     (void)state;
-    free(fh.req);
-    fh.req = NULL;
     mock_cleanup();
     free(message);
     message = NULL;
@@ -328,14 +146,15 @@ test_document_and_id(void **state)
     mock_set_read_chunk(777);
 
     assert_int_equal(store(mod), POSTERN_PENDING);
-    assert_int_equal(fh.sent, 1);
-    assert_string_equal(fh_header("Content-Type"), "application/json");
-    assert_string_equal(fh_header("X-Postern-Id"), ID);
-    assert_null(fh_header("Authorization"));
-    assert_null(fh_header("X-Postern-Signature"));
-    assert_false(fh.req->has_tls);
+    assert_int_equal(mock_http_sent_count(), 1);
+    assert_string_equal(mock_http_header(0, "Content-Type"),
+                        "application/json");
+    assert_string_equal(mock_http_header(0, "X-Postern-Id"), ID);
+    assert_null(mock_http_header(0, "Authorization"));
+    assert_null(mock_http_header(0, "X-Postern-Signature"));
+    assert_null(mock_http_ca_file(0));
     size_t len;
-    char *body = fh_body(&len);
+    const char *body = sent_body(&len);
     json_t *doc = check_document(body, len);
     assert_int_equal(json_integer_value(json_object_get(doc, "version")), 1);
     assert_string_equal(json_string_value(json_object_get(doc, "id")), ID);
@@ -363,16 +182,7 @@ test_document_and_id(void **state)
                         "pass");
     json_decref(doc);
 
-    /* rewind: the same bytes again */
-    assert_int_equal(fh.req->src.rewind(fh.req->src.arg), 0);
-    size_t len2;
-    char *again = fh_body(&len2);
-    assert_int_equal(len2, len);
-    assert_memory_equal(again, body, len);
-    free(again);
-    free(body);
-
-    fh_answer(POSTERN_HTTP_OK, 201, "{\"id\": \"Q-42\\r\\nX\"}");
+    respond(201, "{\"id\": \"Q-42\\r\\nX\"}");
     assert_int_equal(mock_resume_count(), 1);
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
     assert_int_equal(mock_last_reply()->code, 250);
@@ -388,7 +198,7 @@ test_no_id_uses_transaction_id(void **state)
     void *mod = mock_create("{\"url\": \"http://127.0.0.1:9/\"}", 0);
 
     assert_int_equal(store(mod), POSTERN_PENDING);
-    fh_answer(POSTERN_HTTP_OK, 200, "not json");
+    respond(200, "not json");
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
     assert_string_equal(mock_last_reply()->text, "Ok: queued as " ID);
     postern_module_descriptor.destroy(mod);
@@ -401,23 +211,21 @@ test_reject_and_defer(void **state)
     void *mod = mock_create("{\"url\": \"http://127.0.0.1:9/\"}", 0);
 
     assert_int_equal(store(mod), POSTERN_PENDING);
-    fh_answer(POSTERN_HTTP_OK, 200,
-              "{\"action\":\"reject\",\"code\":554,\"enhanced\":\"5.7.0\","
-              "\"text\":\"Spam\\u00e9 here\"}");
+    respond(200, "{\"action\":\"reject\",\"code\":554,\"enhanced\":\"5.7.0\","
+                 "\"text\":\"Spam\\u00e9 here\"}");
     assert_int_equal(mock_last_resume(), POSTERN_REJECT);
     assert_int_equal(mock_last_reply()->code, 554);
     assert_string_equal(mock_last_reply()->enhanced, "5.7.0");
     assert_string_equal(mock_last_reply()->text, "Spam?? here");
-    assert_int_equal(fh.sent, 1); /* never retried */
+    assert_int_equal(mock_http_sent_count(), 1); /* never retried */
 
     /* a bad code and enhanced code give the defaults */
     assert_int_equal(store(mod), POSTERN_PENDING);
-    fh_answer(POSTERN_HTTP_OK, 403,
-              "{\"action\":\"defer\",\"code\":550,\"enhanced\":\"5.1.1\"}");
+    respond(403, "{\"action\":\"defer\",\"code\":550,\"enhanced\":\"5.1.1\"}");
     assert_int_equal(mock_last_resume(), POSTERN_TEMPFAIL);
     assert_int_equal(mock_last_reply()->code, 451);
     assert_string_equal(mock_last_reply()->enhanced, "4.7.1");
-    assert_int_equal(fh.sent, 2);
+    assert_int_equal(mock_http_sent_count(), 2);
     assert_int_equal(mock_resume_count(), 2);
     assert_int_equal(mock_readers_open(), 0);
     postern_module_descriptor.destroy(mod);
@@ -433,25 +241,25 @@ test_failover_and_retries(void **state)
                             0);
 
     assert_int_equal(store(mod), POSTERN_PENDING);
-    assert_true(fh.req->timeout == 5.0);
-    fh_answer(POSTERN_HTTP_OK, 500, "{\"id\":\"no\"}");
+    assert_true(mock_http_timeout(0) == 5.0);
+    respond(500, "{\"id\":\"no\"}");
     /* failover at once to b */
-    assert_int_equal(fh.sent, 2);
-    assert_string_equal(fh.urls[1], "http://127.0.0.1:9/b");
-    fh_answer(POSTERN_HTTP_CONNECT, 0, NULL);
+    assert_int_equal(mock_http_sent_count(), 2);
+    assert_string_equal(mock_http_url(0), "http://127.0.0.1:9/b");
+    fail_with(POSTERN_HTTP_CONNECT);
     /* a round failed: the retry waits */
-    assert_null(fh.req);
+    assert_int_equal(mock_http_pending(), 0);
     assert_int_equal(mock_timers_active(), 1);
     assert_true(mock_timer_seconds() == 2.0);
     assert_int_equal(mock_readers_open(), 0);
     assert_int_equal(mock_resume_count(), 0);
     mock_set_now(1700000003.0);
     assert_int_equal(mock_timer_fire(), 1);
-    assert_int_equal(fh.sent, 3);
-    assert_string_equal(fh.urls[2], "http://127.0.0.1:9/a");
-    fh_answer(POSTERN_HTTP_TIMEOUT, 0, NULL);
-    assert_int_equal(fh.sent, 4);
-    fh_answer(POSTERN_HTTP_CONNECT, 0, NULL);
+    assert_int_equal(mock_http_sent_count(), 3);
+    assert_string_equal(mock_http_url(0), "http://127.0.0.1:9/a");
+    fail_with(POSTERN_HTTP_TIMEOUT);
+    assert_int_equal(mock_http_sent_count(), 4);
+    fail_with(POSTERN_HTTP_CONNECT);
     /* retries used up: 451 with the last failure's code */
     assert_int_equal(mock_timers_active(), 0);
     assert_int_equal(mock_resume_count(), 1);
@@ -472,17 +280,17 @@ test_deadline_bounds_retries(void **state)
                             0);
 
     assert_int_equal(store(mod), POSTERN_PENDING);
-    assert_true(fh.req->timeout == 4.0); /* capped by the deadline */
-    fh_answer(POSTERN_HTTP_TIMEOUT, 0, NULL);
+    assert_true(mock_http_timeout(0) == 4.0); /* capped by the deadline */
+    fail_with(POSTERN_HTTP_TIMEOUT);
     mock_set_now(1700000002.5); /* the timer fired late */
     assert_int_equal(mock_timer_fire(), 1);
-    assert_true(fh.req->timeout > 1.7 && fh.req->timeout < 1.8);
-    fh_answer(POSTERN_HTTP_TIMEOUT, 0, NULL);
+    assert_true(mock_http_timeout(0) > 1.7 && mock_http_timeout(0) < 1.8);
+    fail_with(POSTERN_HTTP_TIMEOUT);
     /* the next delay (2 s) would end past the deadline */
     assert_int_equal(mock_timers_active(), 0);
     assert_int_equal(mock_last_resume(), POSTERN_TEMPFAIL);
     assert_string_equal(mock_last_reply()->enhanced, "4.4.2");
-    assert_int_equal(fh.sent, 2);
+    assert_int_equal(mock_http_sent_count(), 2);
     postern_module_descriptor.destroy(mod);
 }
 
@@ -497,15 +305,15 @@ test_signature(void **state)
     set_message(70001);
     assert_int_equal(store(mod), POSTERN_PENDING);
     assert_int_equal(mock_pool_submit_count(), 1);
-    assert_int_equal(fh.sent, 1);
-    assert_true(fh.req->has_tls);
-    assert_string_equal(fh_header("Authorization"), "Bearer tok");
-    const char *ts = fh_header("X-Postern-Timestamp");
+    assert_int_equal(mock_http_sent_count(), 1);
+    assert_int_equal(mock_http_insecure(0), 0);
+    assert_string_equal(mock_http_header(0, "Authorization"), "Bearer tok");
+    const char *ts = mock_http_header(0, "X-Postern-Timestamp");
     assert_string_equal(ts, "1700000000");
-    const char *sig = fh_header("X-Postern-Signature");
+    const char *sig = mock_http_header(0, "X-Postern-Signature");
     assert_non_null(sig);
     size_t len;
-    char *body = fh_body(&len);
+    const char *body = sent_body(&len);
     gnutls_hmac_hd_t h;
     unsigned char digest[32];
     char hex[80] = "sha256=";
@@ -517,8 +325,7 @@ test_signature(void **state)
     for (size_t i = 0; i < 32; i++)
         snprintf(hex + 7 + 2 * i, 3, "%02x", digest[i]);
     assert_string_equal(sig, hex);
-    free(body);
-    fh_answer(POSTERN_HTTP_OK, 204, NULL);
+    respond(204, NULL);
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
     assert_int_equal(mock_readers_open(), 0);
     postern_module_descriptor.destroy(mod);
@@ -533,7 +340,7 @@ test_cancelled_and_orphaned(void **state)
                             0);
 
     assert_int_equal(store(mod), POSTERN_PENDING);
-    fh_answer(POSTERN_HTTP_CANCELLED, 0, NULL);
+    fail_with(POSTERN_HTTP_CANCELLED);
     assert_int_equal(mock_resume_count(), 1);
     assert_int_equal(mock_last_resume(), POSTERN_TEMPFAIL);
     assert_int_equal(mock_readers_open(), 0);
@@ -543,7 +350,7 @@ test_cancelled_and_orphaned(void **state)
     assert_int_equal(store(mod), POSTERN_PENDING);
     mock_set_orphaned(1);
     assert_int_equal(mock_pool_run(), 1);
-    assert_int_equal(fh.sent, 1);
+    assert_int_equal(mock_http_sent_count(), 1);
     assert_int_equal(mock_resume_count(), 2);
     assert_int_equal(mock_readers_open(), 0);
 
@@ -551,7 +358,7 @@ test_cancelled_and_orphaned(void **state)
     mock_set_orphaned(0);
     mock_set_pool_mode(MOCK_POOL_RUN);
     assert_int_equal(store(mod), POSTERN_PENDING);
-    fh_answer(POSTERN_HTTP_OK, 503, NULL);
+    respond(503, NULL);
     assert_int_equal(mock_timers_active(), 1);
     postern_module_descriptor.destroy(mod);
     assert_int_equal(mock_timers_active(), 0);
@@ -567,17 +374,16 @@ test_message_unreadable(void **state)
     mock_set_reader(MOCK_READER_OPEN_FAILS, 0);
     assert_int_equal(store(mod), POSTERN_TEMPFAIL);
     assert_int_equal(mock_last_reply()->code, 451);
-    assert_int_equal(fh.sent, 0);
+    assert_int_equal(mock_http_sent_count(), 0);
 
     mock_set_reader(MOCK_READER_READ_FAILS, 500);
     assert_int_equal(store(mod), POSTERN_PENDING);
-    char buf[4096];
-    ssize_t n;
-    while ((n = fh.req->src.read(fh.req->src.arg, buf, sizeof buf)) > 0)
-        ;
-    assert_int_equal(n, -1);
-    fh_answer(POSTERN_HTTP_BODY, 0, NULL);
-    assert_int_equal(fh.sent, 1); /* not retried */
+    size_t len;
+    int failed = 0;
+    mock_http_body(0, &len, &failed);
+    assert_int_equal(failed, 1);
+    fail_with(POSTERN_HTTP_BODY);
+    assert_int_equal(mock_http_sent_count(), 1); /* not retried */
     assert_int_equal(mock_last_resume(), POSTERN_TEMPFAIL);
     assert_string_equal(mock_last_reply()->enhanced, "4.3.0");
     assert_int_equal(mock_readers_open(), 0);
@@ -587,12 +393,85 @@ test_message_unreadable(void **state)
                                 "\"hmac_key\": \"k\"}",
                                 0);
     assert_int_equal(store(signing), POSTERN_PENDING);
-    assert_int_equal(fh.sent, 1);
+    assert_int_equal(mock_http_sent_count(), 1);
     assert_int_equal(mock_resume_count(), 2);
     assert_int_equal(mock_last_resume(), POSTERN_TEMPFAIL);
     assert_int_equal(mock_readers_open(), 0);
     postern_module_descriptor.destroy(signing);
     postern_module_descriptor.destroy(mod);
+}
+
+/* The stream itself: odd read sizes, a restart half way, a message
+ * shorter or longer than announced. */
+static void
+test_body_stream(void **state)
+{
+    (void)state;
+    struct sh_document doc = {.head = strdup("{\"a\":\""),
+                              .head_len = 6,
+                              .tail = "\"}",
+                              .tail_len = 2,
+                              .message_size = 100003};
+
+    set_message(100003);
+    mock_set_read_chunk(4093);
+    struct sh_body *body = sh_body_new(&doc, postern_message_open(mock_ctx()));
+    int64_t size = sh_body_size(&doc);
+    assert_int_equal(size, 6 + (100003 + 2) / 3 * 4 + 2);
+    char *first = malloc((size_t)size + 1), *second = malloc((size_t)size);
+    assert_non_null(first);
+    assert_non_null(second);
+    size_t n = 0;
+    ssize_t got;
+    while ((got = sh_body_read(body, first + n, 1 + n % 9973)) > 0)
+        n += (size_t)got;
+    assert_int_equal(got, 0);
+    assert_int_equal(n, (size_t)size);
+    /* half way, then again from the start with a new reader */
+    sh_body_restart(body, postern_message_open(mock_ctx()));
+    n = 0;
+    while (n < (size_t)size / 2 &&
+           (got = sh_body_read(body, second + n, 7)) > 0)
+        n += (size_t)got;
+    sh_body_restart(body, postern_message_open(mock_ctx()));
+    assert_int_equal(mock_readers_open(), 1);
+    n = 0;
+    while ((got = sh_body_read(body, second + n, 65536)) > 0)
+        n += (size_t)got;
+    assert_int_equal(n, (size_t)size);
+    assert_memory_equal(first, second, (size_t)size);
+    first[size] = '\0';
+    assert_memory_equal(first, "{\"a\":\"", 6);
+    assert_memory_equal(first + size - 2, "\"}", 2);
+    gnutls_datum_t in = {(unsigned char *)first + 6, (unsigned)(size - 8)}, out;
+    assert_int_equal(gnutls_base64_decode2(&in, &out), 0);
+    assert_int_equal(out.size, message_len);
+    assert_memory_equal(out.data, message, message_len);
+    gnutls_free(out.data);
+
+    /* the message longer, then shorter than announced: an error, never
+     * a body of another length than Content-Length said */
+    char buf[65536];
+    doc.message_size = 100002;
+    sh_body_restart(body, postern_message_open(mock_ctx()));
+    while ((got = sh_body_read(body, buf, sizeof buf)) > 0)
+        ;
+    assert_int_equal(got, -1);
+    doc.message_size = 100004;
+    sh_body_restart(body, postern_message_open(mock_ctx()));
+    while ((got = sh_body_read(body, buf, sizeof buf)) > 0)
+        ;
+    assert_int_equal(got, -1);
+    /* without a reader */
+    sh_body_restart(body, NULL);
+    while ((got = sh_body_read(body, buf, sizeof buf)) > 0)
+        ;
+    assert_int_equal(got, -1);
+    sh_body_free(body);
+    assert_int_equal(mock_readers_open(), 0);
+    free(first);
+    free(second);
+    free(doc.head);
 }
 
 static void
@@ -649,6 +528,7 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_message_unreadable, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_body_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
