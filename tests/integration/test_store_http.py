@@ -12,7 +12,7 @@ made by certtool):
   document each time), a reject answer 550 with its text, once;
 - failover to a second URL when the first refuses connections;
 - https with a CA file and a client certificate, and a failure without
-  the CA;
+  the CA; the TLS of the SMTP session (STARTTLS) in the document;
 - the spf module's result in "results";
 - a client that leaves while the request is in flight, or while a retry
   waits: no crash, nothing leaks (the harness fails on sanitizer
@@ -341,7 +341,21 @@ class StoreHttpTest(PosternTestCase):
             c.cmd("QUIT")
             return reply
 
-    def check_document(self, rec, i, body=BODY):
+    def send_starttls(self, srv, pki):
+        """One message over STARTTLS with smtplib; (code, text) of DATA."""
+        import smtplib
+
+        ctx = ssl.create_default_context(cafile=pki.ca)
+        with smtplib.SMTP("127.0.0.1", srv.port, local_hostname="client.test",
+                          timeout=30) as s:
+            s.starttls(context=ctx)
+            s.ehlo("client.test")
+            s.mail("alice@example.org")
+            s.rcpt("bob@example.com")
+            code, text = s.data(BODY)
+            return code, text.decode("utf-8", "replace")
+
+    def check_document(self, rec, i, body=BODY, smtp_tls=False):
         """The i-th document: valid, and its message is what a message
         file would hold. Returns (document, Received match)."""
         raw = rec.body(i)
@@ -354,8 +368,16 @@ class StoreHttpTest(PosternTestCase):
                          "document does not match the schema")
         message = base64.b64decode(doc["message"]["data"], validate=True)
         self.assertEqual(doc["message"]["size"], len(message))
-        headers = self.assertStoredBody(message, body)
-        m = RECEIVED_RX.match(headers[0])
+        if smtp_tls:
+            # Received names the TLS version and cipher, and ESMTPS
+            headers = split_added_headers(message, body)
+            m = re.match(r"^Received: from client\.test \(.*\) by %s "
+                         r"\(postern\) with ESMTPS id (?P<id>\w+) "
+                         % re.escape(HOSTNAME), headers[0])
+            self.assertIsNotNone(m, headers[0])
+        else:
+            headers = self.assertStoredBody(message, body)
+            m = RECEIVED_RX.match(headers[0])
         self.assertEqual(doc["id"], m.group("id"))
         self.assertEqual(r["headers"].get("X-Postern-Id"), doc["id"])
         return doc, m
@@ -622,12 +644,25 @@ class StoreHttpTest(PosternTestCase):
                 plugin = http_plugin(rec.url, ca_file=pki.ca,
                                      cert_file=pki.client[0],
                                      key_file=pki.client[1], retries=0)
-                with Server(plugins={"50-http": plugin}) as srv:
-                    r = self.send(srv)
-                    self.assertEqual(r.code, 250, r)
+                srv = Server(plugins={"50-http": plugin}, start=False)
+                # the SMTP client comes over STARTTLS too (same test CA)
+                srv.config["listen"][0]["tls"] = "starttls"
+                srv.config["tls"] = {"certificates": [
+                    {"cert": pki.server[0], "key": pki.server[1]}]}
+                with open(srv.config_path, "w") as f:
+                    json.dump(srv.config, f)
+                srv.start()
+                with srv:
+                    code, text = self.send_starttls(srv, pki)
+                    self.assertEqual(code, 250, text)
                     self.assertEqual(rec.requests[0]["peer"],
                                      {"commonName": "gateway.postern.test"})
-                    self.check_document(rec, 0)
+                    doc, _ = self.check_document(rec, 0, smtp_tls=True)
+                    tls = doc["tls"]
+                    self.assertTrue(tls["active"])
+                    self.assertRegex(tls["version"], r"^TLS1\.[23]$")
+                    self.assertTrue(tls["cipher"])
+                    self.assertIsNone(tls["peer_dn"])
                 # without the test CA the server is not trusted
                 plugin = http_plugin(rec.url, cert_file=pki.client[0],
                                      key_file=pki.client[1], retries=0)
