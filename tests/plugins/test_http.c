@@ -24,7 +24,9 @@
  *
  * Config: {"url": "http://127.0.0.1:8080/" (required), "timeout": seconds
  * (0: the core's), "max_response": bytes (0: the default), "ca_file",
- * "insecure": bool, "chunked": bool (message body of unknown size)}.
+ * "insecure": bool, "chunked": bool (message body of unknown size),
+ * "fail_body": bool (the message body source fails after its first
+ * read)}.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,12 +42,15 @@ struct test_http {
     char *ca_file;
     int insecure;
     int chunked;
+    int fail_body;
 };
 
 struct call {
     postern_ctx *ctx;
     postern_message_reader *reader; /* message hook */
     int message;
+    int fail_body;
+    size_t reads;
 };
 
 static const char *const status_names[] = {"ok",    "timeout",   "connect",
@@ -89,6 +94,7 @@ http_create(postern_module_init *init, void **instance)
     t->max_response = max ? (size_t)json_integer_value(max) : 0;
     t->insecure = json_is_true(json_object_get(cfg, "insecure"));
     t->chunked = json_is_true(json_object_get(cfg, "chunked"));
+    t->fail_body = json_is_true(json_object_get(cfg, "fail_body"));
     *instance = t;
     return 0;
 }
@@ -297,6 +303,8 @@ static ssize_t
 message_read(void *arg, char *buf, size_t len)
 {
     struct call *c = arg;
+    if (c->fail_body && c->reads++ > 0)
+        return -1;
     return postern_message_read(c->reader, buf, len);
 }
 
@@ -325,6 +333,7 @@ http_message(postern_ctx *ctx, void *instance)
     }
     c->ctx = ctx;
     c->message = 1;
+    c->fail_body = t->fail_body;
     const char *tx = postern_transaction_id(ctx);
     postern_http_request_header(req, "X-Tx", tx ? tx : "-");
     postern_http_request_header(req, "Content-Type", "message/rfc822");
