@@ -174,7 +174,9 @@ sh_stored(struct sh_job *job, const struct sh_answer *a, int code)
                 "attempts=%u",
                 job->id, job->url + 1, code,
                 postern_log_value(a->id[0] ? a->id : NULL), job->tries);
-    postern_reply(job->ctx, 250, "2.0.0", "Ok: queued as %s", id);
+    /* A client gone meanwhile never hears it, and sends again. */
+    if (!postern_ctx_orphaned(job->ctx))
+        postern_reply(job->ctx, 250, "2.0.0", "Ok: queued as %s", id);
     sh_finish(job, POSTERN_ACCEPT);
 }
 
@@ -188,7 +190,8 @@ sh_decided(struct sh_job *job, const struct sh_answer *a, int code)
                 "text=%s",
                 reject ? "rejected" : "deferred", job->id, job->url + 1, code,
                 a->code, a->enhanced, postern_log_value(a->text));
-    postern_reply(job->ctx, a->code, a->enhanced, "%s", a->text);
+    if (!postern_ctx_orphaned(job->ctx))
+        postern_reply(job->ctx, a->code, a->enhanced, "%s", a->text);
     sh_finish(job, reject ? POSTERN_REJECT : POSTERN_TEMPFAIL);
 }
 
@@ -202,7 +205,7 @@ sh_answered(void *arg, postern_http_status status,
     job->call = NULL;
     /* The attempt is over: no descriptor kept while waiting. */
     sh_body_restart(job->body, NULL);
-    if (status == POSTERN_HTTP_CANCELLED || postern_ctx_orphaned(job->ctx)) {
+    if (status == POSTERN_HTTP_CANCELLED) {
         postern_log(job->ctx, POSTERN_LOG_INFO, "cancelled id=%s", job->id);
         snprintf(job->enhanced, sizeof job->enhanced, "4.3.0");
         snprintf(job->why, sizeof job->why, "shutting down");

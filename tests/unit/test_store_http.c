@@ -354,6 +354,19 @@ test_cancelled_and_orphaned(void **state)
     assert_int_equal(mock_resume_count(), 2);
     assert_int_equal(mock_readers_open(), 0);
 
+    /* the endpoint stored it, but the client left meanwhile: resumed,
+     * no reply written */
+    mock_set_orphaned(0);
+    mock_set_pool_mode(MOCK_POOL_RUN);
+    int replies = mock_last_reply()->count;
+    assert_int_equal(store(mod), POSTERN_PENDING);
+    mock_set_orphaned(1);
+    respond(200, "{\"id\": \"late\"}");
+    assert_int_equal(mock_resume_count(), 3);
+    assert_int_equal(mock_last_reply()->count, replies);
+    assert_int_equal(mock_log_find(POSTERN_LOG_INFO, "remote_id=\"late\"") >= 0,
+                     1);
+
     /* a retry timer pending at shutdown: destroy frees the job */
     mock_set_orphaned(0);
     mock_set_pool_mode(MOCK_POOL_RUN);
