@@ -6,8 +6,9 @@ made by certtool):
   data after postern's Received header); envelope, client and ids match;
 - the endpoint's id goes into the 250 text;
 - the HMAC signature verifies with the Python check of docs/modules.md;
-- a 50 MB message passes with the gateway's resident memory growing by
-  less than 5 MB (the receiver streams it to disk, hashing as it reads);
+- a 50 MB message, signed, passes with the gateway's resident memory
+  growing by less than 5 MB (the receiver streams it to disk, hashing as
+  it reads);
 - 500 and a timeout give 451 (after the configured retries, same
   document each time), a reject answer 550 with its text, once;
 - failover to a second URL when the first refuses connections;
@@ -437,11 +438,17 @@ class StoreHttpTest(PosternTestCase):
             key_file = os.path.join(rec.dir, "hmac.key")
             with open(key_file, "wb") as f:
                 f.write(key + b"\n")
+            token_file = os.path.join(rec.dir, "token")
+            with open(token_file, "w") as f:
+                f.write("file-token.1\r\n")
             with Server(plugins={"50-http": http_plugin(
-                    rec.url, hmac_key_file=key_file)}) as srv:
+                    rec.url, hmac_key_file=key_file,
+                    token_file=token_file)}) as srv:
                 r = self.send(srv)
                 self.assertEqual(r.code, 250, r)
                 req = rec.requests[0]
+                self.assertEqual(req["headers"].get("Authorization"),
+                                 "Bearer file-token.1")
                 self.check_document(rec, 0)
                 body = rec.body(0)
                 self.assertRegex(req["headers"]["X-Postern-Signature"],
@@ -458,8 +465,10 @@ class StoreHttpTest(PosternTestCase):
 
     def test_50mb_message_streams(self):
         size_target = 50 << 20
-        with Receiver() as rec, Server(
-                plugins={"50-http": http_plugin(rec.url, timeout=120)},
+        key = b"big-message-key"
+        with Receiver(hmac_key=key) as rec, Server(
+                plugins={"50-http": http_plugin(rec.url, timeout=120,
+                                                hmac_key=key.decode())},
                 config={"limits": {"message_size": 64 << 20}}) as srv:
             # warm up: the HTTP service, TLS libraries, pool threads
             self.assertEqual(self.send(srv).code, 250)
@@ -499,6 +508,8 @@ class StoreHttpTest(PosternTestCase):
             self.assertEqual(rec.count(), 2)
             req = rec.requests[1]
             self.assertEqual(req["received"], req["length"])
+            # signed in a first pass over the message, then streamed
+            self.assertEqual(req["mac"], req["headers"]["X-Postern-Signature"])
             with open(req["path"], "rb") as f:
                 start = f.read(1 << 16)
                 at = start.index(DATA_MARK) + len(DATA_MARK)
