@@ -680,6 +680,35 @@ postern_tls_active(const postern_ctx *ctx)
     return mock.tls;
 }
 
+/* With TLS on, fixed values a TLS 1.3 session would give. */
+const char *
+postern_tls_version(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.tls ? "TLS1.3" : NULL;
+}
+
+const char *
+postern_tls_cipher(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.tls ? "TLS_AES_256_GCM_SHA384" : NULL;
+}
+
+const char *
+postern_tls_peer_dn(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return NULL;
+}
+
+const char *
+postern_client_rdns(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return NULL;
+}
+
 const char *
 postern_auth_user(const postern_ctx *ctx)
 {
