@@ -142,6 +142,8 @@ mock_cleanup(void)
         free(mock.logs[i]);
     for (size_t i = 0; i < mock.n_timers; i++)
         free(mock.timers[i]);
+    mock_set_rdns(NULL);
+    mock_set_tls_info(NULL, NULL);
     /* Queued jobs belong to the module: a test that leaves one behind
      * leaks it, and valgrind says so. */
     memset(&mock, 0, sizeof mock);
@@ -676,6 +678,43 @@ postern_tls_active(const postern_ctx *ctx)
 {
     (void)ctx;
     return mock.tls;
+}
+
+/* Set by mock_set_rdns() and mock_set_tls_info(); freed by mock_cleanup(). */
+static char *mock_rdns, *mock_tls_version, *mock_tls_cipher;
+
+void
+mock_set_rdns(const char *name)
+{
+    mock_replace(&mock_rdns, name);
+}
+
+void
+mock_set_tls_info(const char *version, const char *cipher)
+{
+    mock_replace(&mock_tls_version, version);
+    mock_replace(&mock_tls_cipher, cipher);
+}
+
+const char *
+postern_client_rdns(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock_rdns;
+}
+
+const char *
+postern_tls_version(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.tls ? mock_tls_version : NULL;
+}
+
+const char *
+postern_tls_cipher(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock.tls ? mock_tls_cipher : NULL;
 }
 
 const char *

@@ -1,0 +1,386 @@
+/*
+ * http_check_request.c - what http_check tells the policy service: the
+ * stage it is called at, as one JSON object built from the hook context.
+ *
+ * Every string comes from the client or the session, so each goes through
+ * http_check_text(): JSON carries only UTF-8, and an SMTP client may send
+ * any byte in a header. At the message stage the header section is read
+ * from the spooled message (postern_message_read(), on the loop thread: a
+ * bounded read of a file just written, in the page cache) and sent
+ * unfolded, one {"name", "value"} per field.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http_check.h"
+
+/* --- UTF-8 ---------------------------------------------------------------- */
+
+/* Length of the well-formed UTF-8 sequence at p (at most n bytes), or 0
+ * (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). */
+static size_t
+http_check_utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned char lo = 0x80, hi = 0xbf;
+    size_t len;
+
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        len = 2;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        len = 3;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        len = 4;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    if (p[0] == 0xe0)
+        lo = 0xa0;
+    else if (p[0] == 0xed)
+        hi = 0x9f;
+    else if (p[0] == 0xf0)
+        lo = 0x90;
+    else if (p[0] == 0xf4)
+        hi = 0x8f;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+json_t *
+http_check_text(const char *s, size_t len)
+{
+    static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+
+    if (s == NULL)
+        return json_null();
+    while (i < len && http_check_utf8_len(p + i, len - i) > 0)
+        i += http_check_utf8_len(p + i, len - i);
+    if (i == len)
+        return json_stringn(s, len);
+
+    /* Each bad byte becomes 3 bytes at most. */
+    char *fixed = malloc(len * 3 + 1);
+    if (fixed == NULL)
+        return NULL;
+    memcpy(fixed, s, i);
+    size_t k = i;
+    while (i < len) {
+        size_t n = http_check_utf8_len(p + i, len - i);
+        if (n == 0) {
+            memcpy(fixed + k, replacement, 3);
+            k += 3;
+            i++;
+        } else {
+            memcpy(fixed + k, s + i, n);
+            k += n;
+            i += n;
+        }
+    }
+    json_t *out = json_stringn(fixed, k);
+    free(fixed);
+    return out;
+}
+
+static json_t *
+http_check_str(const char *s)
+{
+    return http_check_text(s, s ? strlen(s) : 0);
+}
+
+/* Set key to value in obj, taking the reference; -1 when value is NULL
+ * (out of memory) or the set failed. */
+static int
+http_check_set(json_t *obj, const char *key, json_t *value)
+{
+    return value == NULL ? -1 : json_object_set_new(obj, key, value);
+}
+
+/* --- the header section --------------------------------------------------- */
+
+static bool
+http_check_wsp(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* A field name (RFC 5322 3.6.8): printable ASCII except ':'. */
+static bool
+http_check_name_valid(const char *s, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 33 || (unsigned char)s[i] > 126 ||
+            s[i] == ':')
+            return false;
+    return true;
+}
+
+/* Append {"name", "value"} to fields; value without its surrounding
+ * blanks. 0 or -1. */
+static int
+http_check_field_add(json_t *fields, const char *name, size_t name_len,
+                     const char *value, size_t value_len)
+{
+    while (value_len > 0 && http_check_wsp(value[0])) {
+        value++;
+        value_len--;
+    }
+    while (value_len > 0 && http_check_wsp(value[value_len - 1]))
+        value_len--;
+    json_t *field = json_object();
+    if (field == NULL ||
+        http_check_set(field, "name", http_check_text(name, name_len)) != 0 ||
+        http_check_set(field, "value", http_check_text(value, value_len)) !=
+            0 ||
+        json_array_append_new(fields, field) != 0) {
+        json_decref(field);
+        return -1;
+    }
+    return 0;
+}
+
+json_t *
+http_check_parse_headers(const char *data, size_t len, bool eof, bool *complete)
+{
+    json_t *fields = json_array();
+    /* The field being built: its name, and its value unfolded (the line
+     * breaks before continuation lines taken out). */
+    const char *name = NULL;
+    size_t name_len = 0;
+    char *value = malloc(len + 1);
+    size_t value_len = 0;
+    size_t pos = 0;
+
+    *complete = false;
+    if (fields == NULL || value == NULL)
+        goto fail;
+    while (pos < len) {
+        const char *line = data + pos;
+        const char *lf = memchr(line, '\n', len - pos);
+        if (lf == NULL && !eof)
+            break; /* cut: the field may go on beyond what was read */
+        size_t line_len = lf ? (size_t)(lf - line) : len - pos;
+        pos += line_len + (lf != NULL);
+        if (line_len > 0 && line[line_len - 1] == '\r')
+            line_len--;
+        if (line_len > 0 && http_check_wsp(line[0]) && name != NULL) {
+            memcpy(value + value_len, line, line_len);
+            value_len += line_len;
+            continue;
+        }
+        if (name != NULL &&
+            http_check_field_add(fields, name, name_len, value, value_len) != 0)
+            goto fail;
+        name = NULL;
+        const char *colon = memchr(line, ':', line_len);
+        size_t n = colon ? (size_t)(colon - line) : 0;
+        while (n > 0 && http_check_wsp(line[n - 1]))
+            n--; /* "Subject :" (RFC 5322 4.5.3, obsolete but seen) */
+        if (colon == NULL || !http_check_name_valid(line, n)) {
+            /* The empty line, or a line that is no field: the body. */
+            *complete = true;
+            break;
+        }
+        name = line;
+        name_len = n;
+        value_len = line_len - (size_t)(colon + 1 - line);
+        memcpy(value, colon + 1, value_len);
+    }
+    /* A field still open when the data ran out may lack continuation
+     * lines: it is left out rather than sent cut, unless the message
+     * ended there. */
+    if (!*complete && eof) {
+        *complete = true;
+        if (name != NULL &&
+            http_check_field_add(fields, name, name_len, value, value_len) != 0)
+            goto fail;
+    }
+    free(value);
+    return fields;
+fail:
+    free(value);
+    json_decref(fields);
+    return NULL;
+}
+
+/* Read the message up to the end of its header section, at most max
+ * bytes, and parse it. NULL on failure (reading, memory). */
+static json_t *
+http_check_read_headers(postern_ctx *ctx, size_t max, bool *complete)
+{
+    postern_message_reader *reader = postern_message_open(ctx);
+    char *buf = malloc(max + 1);
+    size_t n = 0;
+    bool eof = false, fail = reader == NULL || buf == NULL;
+
+    while (!fail && n < max) {
+        ssize_t got = postern_message_read(reader, buf + n, max - n);
+        if (got < 0) {
+            fail = true;
+            break;
+        }
+        if (got == 0) {
+            eof = true;
+            break;
+        }
+        /* Look for the empty line from just before the new bytes. */
+        size_t from = n >= 3 ? n - 3 : 0;
+        n += (size_t)got;
+        buf[n] = '\0';
+        if (memmem(buf + from, n - from, "\n\r\n", 3) != NULL ||
+            memmem(buf + from, n - from, "\n\n", 2) != NULL)
+            break;
+    }
+    if (reader != NULL)
+        postern_message_close(reader);
+    json_t *fields = NULL;
+    if (!fail) {
+        fields = http_check_parse_headers(buf, n, eof, complete);
+    }
+    free(buf);
+    return fields;
+}
+
+/* --- the stage ------------------------------------------------------------ */
+
+static json_t *
+http_check_session(postern_ctx *ctx)
+{
+    json_t *session = json_object();
+    json_t *client = json_object();
+    json_t *tls = postern_tls_active(ctx) ? json_object() : json_null();
+
+    if (session == NULL || client == NULL || tls == NULL ||
+        http_check_set(client, "address",
+                       http_check_str(postern_client_ip(ctx))) != 0 ||
+        http_check_set(client, "port",
+                       json_integer(postern_client_port(ctx))) != 0 ||
+        http_check_set(client, "rdns",
+                       http_check_str(postern_client_rdns(ctx))) != 0 ||
+        (json_is_object(tls) &&
+         (http_check_set(tls, "version",
+                         http_check_str(postern_tls_version(ctx))) != 0 ||
+          http_check_set(tls, "cipher",
+                         http_check_str(postern_tls_cipher(ctx))) != 0)) ||
+        http_check_set(session, "id",
+                       http_check_str(postern_session_id(ctx))) != 0) {
+        json_decref(client);
+        json_decref(tls);
+        json_decref(session);
+        return NULL;
+    }
+    if (http_check_set(session, "client", client) != 0) {
+        json_decref(tls);
+        json_decref(session);
+        return NULL;
+    }
+    if (http_check_set(session, "helo",
+                       http_check_str(postern_helo_name(ctx))) != 0 ||
+        http_check_set(session, "esmtp", json_boolean(postern_is_esmtp(ctx))) !=
+            0 ||
+        http_check_set(session, "tls", tls) != 0 ||
+        http_check_set(session, "auth",
+                       http_check_str(postern_auth_user(ctx))) != 0) {
+        json_decref(session);
+        return NULL;
+    }
+    return session;
+}
+
+/* The MAIL parameters the core accepts, as given by the client. */
+static json_t *
+http_check_params(postern_ctx *ctx)
+{
+    static const char *const keys[] = {"SIZE", "BODY", "SMTPUTF8", "AUTH"};
+    json_t *params = json_object();
+
+    if (params == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *v = postern_mail_param(ctx, keys[i]);
+        if (v != NULL && http_check_set(params, keys[i], http_check_str(v)))
+            goto fail;
+    }
+    return params;
+fail:
+    json_decref(params);
+    return NULL;
+}
+
+static json_t *
+http_check_transaction(postern_ctx *ctx)
+{
+    const char *id = postern_transaction_id(ctx);
+    const char *sender = postern_mail_from(ctx);
+
+    if (id == NULL || sender == NULL)
+        return json_null();
+    json_t *tx = json_object();
+    json_t *rcpts = json_array();
+    if (tx == NULL || rcpts == NULL)
+        goto fail;
+    size_t n = postern_rcpt_count(ctx);
+    for (size_t i = 0; i < n; i++) {
+        const char *addr = postern_rcpt_address(ctx, i);
+        json_t *item = http_check_str(addr);
+        if (item == NULL || json_array_append_new(rcpts, item) != 0)
+            goto fail;
+    }
+    if (http_check_set(tx, "id", http_check_str(id)) != 0 ||
+        http_check_set(tx, "sender", http_check_str(sender)) != 0 ||
+        http_check_set(tx, "params", http_check_params(ctx)) != 0)
+        goto fail;
+    if (json_object_set_new(tx, "recipients", rcpts) != 0) {
+        json_decref(tx);
+        return NULL;
+    }
+    return tx;
+fail:
+    json_decref(rcpts);
+    json_decref(tx);
+    return NULL;
+}
+
+json_t *
+http_check_describe(postern_ctx *ctx, postern_hook hook,
+                    size_t max_header_bytes)
+{
+    json_t *req = json_object();
+
+    if (req == NULL ||
+        http_check_set(req, "stage", http_check_str(postern_hook_name(hook))) !=
+            0 ||
+        http_check_set(req, "session", http_check_session(ctx)) != 0 ||
+        http_check_set(req, "transaction", http_check_transaction(ctx)) != 0)
+        goto fail;
+    if (hook == POSTERN_HOOK_RCPT &&
+        http_check_set(req, "recipient",
+                       http_check_str(postern_rcpt_current(ctx))) != 0)
+        goto fail;
+    if (hook == POSTERN_HOOK_MESSAGE) {
+        bool complete = false;
+        json_t *headers =
+            http_check_read_headers(ctx, max_header_bytes, &complete);
+        if (http_check_set(
+                req, "size",
+                json_integer((json_int_t)postern_message_size(ctx))) != 0 ||
+            http_check_set(req, "headers", headers) != 0 ||
+            http_check_set(req, "headers_complete", json_boolean(complete)) !=
+                0)
+            goto fail;
+    }
+    return req;
+fail:
+    json_decref(req);
+    return NULL;
+}
