@@ -297,11 +297,12 @@ http_check_session(postern_ctx *ctx)
     return session;
 }
 
-/* The MAIL parameters the core accepts, as given by the client. */
+/* The MAIL parameters given by the client, of those postern knows. */
 static json_t *
 http_check_params(postern_ctx *ctx)
 {
-    static const char *const keys[] = {"SIZE", "BODY", "SMTPUTF8", "AUTH"};
+    static const char *const keys[] = {"SIZE", "BODY", "SMTPUTF8",
+                                       "AUTH", "RET",  "ENVID"};
     json_t *params = json_object();
 
     if (params == NULL)
