@@ -27,12 +27,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (  # noqa: E402
     IO_TIMEOUT,
+    TIMER_GUARD,
     PosternTestCase,
     Server,
     free_port,
     main,
     read_bytes,
     read_envelope,
+    split_added_headers,
     store_plugin,
     wait_until,
 )
@@ -43,12 +45,13 @@ BODY = b"Subject: hello\r\nX-Note: first\r\n  folded\r\n\r\nhi\r\n"
 class PolicyService:
     """A policy service in a thread: records every request's headers and
     JSON, answers with answer(request) -> (status, body) where body is a
-    dict (sent as JSON) or bytes. A handler may wait on `hold` (an Event)
-    before answering, at most IO_TIMEOUT seconds."""
+    dict (sent as JSON) or bytes. While `hold` (an Event) is clear, the
+    answers wait for it (at most TIMER_GUARD seconds)."""
 
     def __init__(self, answer):
         self.answer = answer
         self.requests = []
+        self.answered = 0
         self.lock = threading.Lock()
         self.hold = threading.Event()
         self.hold.set()
@@ -73,8 +76,10 @@ class PolicyService:
                         {"path": self.path, "headers": dict(self.headers),
                          "json": request})
                 service.arrived.set()
-                service.hold.wait(IO_TIMEOUT)
+                service.hold.wait(TIMER_GUARD)
                 status, body = service.answer(request)
+                with service.lock:
+                    service.answered += 1
                 if not isinstance(body, bytes):
                     body = json.dumps(body).encode("utf-8")
                 try:
@@ -175,8 +180,10 @@ class HttpCheckTest(PosternTestCase):
             self.assertEqual(len(msgs), 1)
             env = read_envelope(srv.maildir, msgs[0])
             self.assertEqual(env["rcpt_to"], ["good@example.com"])
-            added = self.assertStoredBody(read_bytes(msgs[0]), BODY)
-            self.assertIn("X-Policy: accepted good@example.com", added)
+            added = split_added_headers(read_bytes(msgs[0]), BODY)
+            # above postern's Received, as every added header
+            self.assertEqual(added[0], "X-Policy: accepted good@example.com")
+            self.assertTrue(added[1].startswith("Received: "), added)
 
             reqs = svc.seen()
             self.assertEqual([r["recipient"] for r in reqs],
@@ -240,8 +247,9 @@ class HttpCheckTest(PosternTestCase):
             self.assertEqual(r.code, 250, r)
             msgs = srv.wait_messages(1)
             self.assertEqual(len(msgs), 1)
-            added = self.assertStoredBody(read_bytes(msgs[0]), BODY)
-            self.assertIn("X-Policy-Checked: yes", added)
+            added = split_added_headers(read_bytes(msgs[0]), BODY)
+            self.assertEqual(added[0], "X-Policy-Checked: yes")
+            self.assertTrue(added[1].startswith("Received: "), added)
 
             reqs = svc.seen()
             self.assertEqual([r["stage"] for r in reqs],
@@ -339,6 +347,11 @@ class HttpCheckTest(PosternTestCase):
                 self.assertTrue(wait_until(
                     lambda: srv.count_log(r"stage=rcpt cancelled") > i, 10),
                     srv.log_tail())
+            # cancelled when the client left, not when an answer came
+            self.assertEqual(svc.answered, 0)
+            self.assertTrue(wait_until(
+                lambda: srv.count_log(r"disconnect reason=") >= 3, 10),
+                srv.log_tail())
             svc.hold.set()
             # still serving, and deciding
             r = self.send_one(srv, rcpt="bad@example.com")
