@@ -14,12 +14,15 @@ that records each request and answers from a table:
 - a service that is down (connection refused), answers garbage or a 503,
   or is too slow: 451 by default, as on_error says otherwise;
 - a client that leaves while its request is pending: the request is
-  cancelled, the server goes on (under ASan: nothing leaks).
+  cancelled, the server goes on (under ASan: nothing leaks);
+- the Python service printed in docs/modules.md works as documented.
 """
 
 import http.server
 import json
 import os
+import re
+import subprocess
 import sys
 import threading
 
@@ -27,10 +30,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (  # noqa: E402
     IO_TIMEOUT,
+    POSTERN_BIN,
+    SOURCE_DIR,
     TIMER_GUARD,
     PosternTestCase,
     Server,
     free_port,
+    is_listening,
     main,
     read_bytes,
     read_envelope,
@@ -358,6 +364,54 @@ class HttpCheckTest(PosternTestCase):
             self.assertEqual(r.code, 550, r)
             self.assertTrue(srv.alive)
             self.assertEqual(srv.messages(), [])
+
+    def test_config_errors_name_the_path(self):
+        cases = [
+            ({"timeout": 0}, "$.config.timeout: expected a number of seconds"),
+            ({"on_error": "ignore"}, "$.config.on_error: expected"),
+            ({"url": "ftp://127.0.0.1/"}, "$.config.url: expected an http://"),
+        ]
+        for extra, message in cases:
+            config = {"url": "http://127.0.0.1:9/policy"}
+            config.update(extra)
+            srv = Server(plugins={"10-policy": {"module": "http_check",
+                                                "config": config}},
+                         start=False)
+            try:
+                p = subprocess.run([POSTERN_BIN, "--check-config", "-c",
+                                    srv.config_path],
+                                   stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, timeout=30)
+            finally:
+                srv.cleanup()
+            out = p.stdout.decode("utf-8", "replace")
+            self.assertNotEqual(p.returncode, 0, out)
+            self.assertIn("10-policy.json: " + message, out)
+
+    def test_documented_service(self):
+        """The Python service of docs/modules.md, as printed there."""
+        with open(os.path.join(SOURCE_DIR, "docs", "modules.md")) as f:
+            doc = f.read()
+        m = re.search(r"### A service in ten lines of Python\n\n```python\n"
+                      r"(.*?)```", doc, re.S)
+        self.assertIsNotNone(m, "no Python service in docs/modules.md")
+        port = free_port()
+        code = m.group(1).replace("8080", str(port))
+        proc = subprocess.Popen([sys.executable, "-c", code],
+                                stdin=subprocess.DEVNULL)
+        try:
+            self.assertTrue(wait_until(lambda: is_listening(port), IO_TIMEOUT))
+            url = "http://127.0.0.1:%d/policy" % port
+            with self.serve(url, ["rcpt"]) as srv:
+                r = self.send_one(srv, rcpt="spam@example.com")
+                self.assertEqual(r.code, 550, r)
+                self.assertIn("Not here", r.text)
+                self.assertEqual(self.send_one(srv).code, 250)
+                self.assertEqual(len(srv.wait_messages(1)), 1)
+        finally:
+            proc.kill()
+            proc.wait(IO_TIMEOUT)
 
 
 if __name__ == "__main__":
