@@ -13,6 +13,8 @@ that records each request and answers from a table:
   and the size, and refuses on a header value;
 - a service that is down (connection refused), answers garbage or a 503,
   or is too slow: 451 by default, as on_error says otherwise;
+- an https:// service verified with ca_file, shown the client
+  certificate of cert_file/key_file; refused (451) without the CA;
 - a client that leaves while its request is pending: the request is
   cancelled, the server goes on (under ASan: nothing leaks);
 - the Python service printed in docs/modules.md works as documented.
@@ -22,8 +24,10 @@ import http.server
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -40,6 +44,7 @@ from harness import (  # noqa: E402
     main,
     read_bytes,
     read_envelope,
+    require_programs,
     split_added_headers,
     store_plugin,
     wait_until,
@@ -54,7 +59,7 @@ class PolicyService:
     dict (sent as JSON) or bytes. While `hold` (an Event) is clear, the
     answers wait for it (at most TIMER_GUARD seconds)."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, tls_context=None):
         self.answer = answer
         self.requests = []
         self.answered = 0
@@ -77,10 +82,13 @@ class PolicyService:
                     request = json.loads(raw)
                 except ValueError:
                     request = {"unparsable": raw.decode("utf-8", "replace")}
+                peer = None
+                if hasattr(self.connection, "getpeercert"):
+                    peer = self.connection.getpeercert()
                 with service.lock:
                     service.requests.append(
                         {"path": self.path, "headers": dict(self.headers),
-                         "json": request})
+                         "json": request, "peer": peer})
                 service.arrived.set()
                 service.hold.wait(TIMER_GUARD)
                 status, body = service.answer(request)
@@ -100,7 +108,11 @@ class PolicyService:
         # a thread per connection, as daemons: a held answer never stops
         # the test from ending
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d/policy" % self.httpd.server_port
+        if tls_context:
+            self.httpd.socket = tls_context.wrap_socket(self.httpd.socket,
+                                                        server_side=True)
+        self.url = "%s://127.0.0.1:%d/policy" % (
+            "https" if tls_context else "http", self.httpd.server_port)
         self.thread = threading.Thread(target=self.httpd.serve_forever,
                                        kwargs={"poll_interval": 0.05},
                                        daemon=True)
@@ -119,6 +131,43 @@ class PolicyService:
     def seen(self):
         with self.lock:
             return [r["json"] for r in self.requests]
+
+
+def setUpModule():
+    require_programs("certtool")
+
+
+def make_certs(tmp):
+    """A CA, a server certificate for 127.0.0.1 and a client
+    certificate, made by certtool: (ca, server cert, server key, client
+    cert, client key)."""
+    def tool(*args):
+        subprocess.run(["certtool"] + list(args), check=True,
+                       capture_output=True, timeout=60)
+
+    def path(name):
+        return os.path.join(tmp, name)
+
+    templates = {
+        "ca": "cn = http_check test CA\nca\ncert_signing_key\n",
+        "srv": "cn = 127.0.0.1\nip_address = 127.0.0.1\ntls_www_server\n"
+               "encryption_key\nsigning_key\n",
+        "cli": "cn = postern policy client\ntls_www_client\n"
+               "signing_key\n",
+    }
+    for name, text in templates.items():
+        with open(path(name + ".tmpl"), "w") as f:
+            f.write(text + "expiration_days = 2\n")
+        tool("--generate-privkey", "--outfile", path(name + ".key"))
+    tool("--generate-self-signed", "--load-privkey", path("ca.key"),
+         "--template", path("ca.tmpl"), "--outfile", path("ca.pem"))
+    for name in ("srv", "cli"):
+        tool("--generate-certificate", "--load-privkey", path(name + ".key"),
+             "--load-ca-certificate", path("ca.pem"), "--load-ca-privkey",
+             path("ca.key"), "--template", path(name + ".tmpl"),
+             "--outfile", path(name + ".pem"))
+    return (path("ca.pem"), path("srv.pem"), path("srv.key"),
+            path("cli.pem"), path("cli.key"))
 
 
 def check_plugin(url, hooks, **config):
@@ -364,6 +413,33 @@ class HttpCheckTest(PosternTestCase):
             self.assertEqual(r.code, 550, r)
             self.assertTrue(srv.alive)
             self.assertEqual(srv.messages(), [])
+
+    def test_https_with_ca_and_client_certificate(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            ca, cert, key, client_cert, client_key = make_certs(tmp)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert, key)
+            ctx.load_verify_locations(ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED  # the client must show one
+            with PolicyService(by_recipient, tls_context=ctx) as svc:
+                with self.serve(svc.url, ["rcpt"], ca_file=ca,
+                                cert_file=client_cert,
+                                key_file=client_key) as srv:
+                    r = self.send_one(srv, rcpt="bad@example.com")
+                    self.assertEqual(r.code, 550, r)
+                    self.assertIn("Not for you, says policy", r.text)
+                self.assertEqual(len(svc.requests), 1)
+                subject = dict(x[0] for x in svc.requests[0]["peer"]["subject"])
+                self.assertEqual(subject["commonName"],
+                                 "postern policy client")
+                # without the CA the service is not trusted: nothing is sent
+                with self.serve(svc.url, ["rcpt"]) as srv:
+                    r = self.send_one(srv, rcpt="bad@example.com")
+                    self.assertEqual(r.code, 451, r)
+                    self.assertTrue(srv.wait_log(
+                        r"stage=rcpt error=tls .*on_error=tempfail"),
+                        srv.log_tail())
+                self.assertEqual(len(svc.requests), 1)
 
     def test_config_errors_name_the_path(self):
         cases = [
