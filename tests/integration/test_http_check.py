@@ -6,6 +6,8 @@ that records each request and answers from a table:
   text, another accepted, the message stored for the accepted one only;
   the request carries stage, sender, recipient, client address, HELO,
   the recipients so far and the bearer token;
+- accept at RCPT overrides the relay policy; the instance asks only at
+  the hooks its plugins.d file attaches (connect, mail, data);
 - tempfail gives the service's 4xx and text; disconnect gives 421 and
   closes the connection;
 - headers the service asks for appear in the stored message;
@@ -218,7 +220,9 @@ class HttpCheckTest(PosternTestCase):
             with srv.client() as c:
                 c.ehlo("client.test")
                 c.cmd_expect("MAIL FROM:<alice@example.org> SIZE=100", 250)
-                c.cmd_expect("RCPT TO:<good@example.com>", 250)
+                # accept overrides the relay policy: remote.test is not
+                # a local domain
+                c.cmd_expect("RCPT TO:<good@remote.test>", 250)
                 r = c.cmd("RCPT TO:<bad@example.com>")
                 self.assertEqual(r.code, 550, r)
                 self.assertEqual(r.enhanced, "5.7.1", r)
@@ -234,15 +238,15 @@ class HttpCheckTest(PosternTestCase):
             msgs = srv.wait_messages(1)
             self.assertEqual(len(msgs), 1)
             env = read_envelope(srv.maildir, msgs[0])
-            self.assertEqual(env["rcpt_to"], ["good@example.com"])
+            self.assertEqual(env["rcpt_to"], ["good@remote.test"])
             added = split_added_headers(read_bytes(msgs[0]), BODY)
             # above postern's Received, as every added header
-            self.assertEqual(added[0], "X-Policy: accepted good@example.com")
+            self.assertEqual(added[0], "X-Policy: accepted good@remote.test")
             self.assertTrue(added[1].startswith("Received: "), added)
 
             reqs = svc.seen()
             self.assertEqual([r["recipient"] for r in reqs],
-                             ["good@example.com", "bad@example.com",
+                             ["good@remote.test", "bad@example.com",
                               "later@example.com"])
             first = reqs[0]
             self.assertEqual(first["stage"], "rcpt")
@@ -259,13 +263,43 @@ class HttpCheckTest(PosternTestCase):
             self.assertIsNone(first["session"]["auth"])
             # the recipients accepted so far
             self.assertEqual(reqs[1]["transaction"]["recipients"],
-                             ["good@example.com"])
+                             ["good@remote.test"])
             headers = svc.requests[0]["headers"]
             self.assertEqual(headers.get("Authorization"), "Bearer t0ken")
             self.assertEqual(headers.get("Content-Type"), "application/json")
             self.assertEqual(svc.requests[0]["path"], "/policy")
             self.assertTrue(srv.wait_log(
                 r'stage=rcpt action=reject code=550'), srv.log_tail())
+
+    def test_connect_mail_and_data_stages(self):
+        def answer(request):
+            if request["stage"] == "data":
+                return 200, {"action": "reject", "code": 554,
+                             "enhanced": "5.7.1", "text": "No data today"}
+            return 200, {"action": "continue"}
+
+        with PolicyService(answer) as svc, \
+                self.serve(svc.url, ["connect", "mail", "data"]) as srv:
+            with srv.client() as c:
+                c.ehlo("client.test")
+                c.cmd_expect("MAIL FROM:<>", 250)
+                c.cmd_expect("RCPT TO:<bob@example.com>", 250)
+                r = c.cmd("DATA")
+                self.assertEqual(r.code, 554, r)
+                self.assertIn("No data today", r.text)
+                c.cmd("QUIT")
+            reqs = svc.seen()
+            # only the hooks the plugins.d file attached
+            self.assertEqual([r["stage"] for r in reqs],
+                             ["connect", "mail", "data"])
+            self.assertIsNone(reqs[0]["transaction"])
+            self.assertIsNone(reqs[0]["session"]["helo"])
+            self.assertEqual(reqs[1]["session"]["helo"], "client.test")
+            self.assertTrue(reqs[1]["session"]["esmtp"])
+            self.assertEqual(reqs[1]["transaction"]["sender"], "")
+            self.assertEqual(reqs[2]["transaction"]["recipients"],
+                             ["bob@example.com"])
+            self.assertEqual(srv.messages(), [])
 
     def test_disconnect_at_helo(self):
         def answer(request):
