@@ -466,6 +466,11 @@ easy_setup(struct postern_http_call *call)
     SET(CURLOPT_FOLLOWLOCATION, 0L);
     SET(CURLOPT_USERAGENT, user_agent());
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    /* https: wait for a connection being set up to learn whether it can
+     * carry this request as another HTTP/2 stream, rather than open one
+     * more. (http:// is HTTP/1.1, one request per connection at a time.) */
+    if (strncasecmp(req->url, "https://", 8) == 0)
+        SET(CURLOPT_PIPEWAIT, 1L);
     SET(CURLOPT_ERRORBUFFER, call->resp.errbuf);
     SET(CURLOPT_WRITEFUNCTION, on_write);
     SET(CURLOPT_WRITEDATA, call);

@@ -1,9 +1,9 @@
 /*
  * test_http_check.c - the http_check module over the mock core and its
- * fake HTTP service: the request (URL, headers, the JSON description of
- * each stage, the header section of the message), the answer mapped to a
- * result, reply and headers, every kind of bad answer and service failure
- * with each on_error, a cancelled call, and config errors.
+ * fake HTTP service (mock_http.h): the request (URL, headers, the JSON
+ * description of each stage, the header section of the message), the answer
+ * mapped to a result, reply and headers, every kind of bad answer and service
+ * failure with each on_error, a cancelled call, and config errors.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,7 +26,6 @@ setup(void **state)
 {
     (void)state;
     mock_reset();
-    mock_http_clear();
     mock_set_client("192.0.2.1", 40000);
     mock_set_helo("client.example.org", 1);
     mock_set_mail_from("alice@example.org");
@@ -41,7 +40,6 @@ static int
 teardown(void **state)
 {
     (void)state;
-    mock_http_clear();
     mock_cleanup();
     return 0;
 }
@@ -57,7 +55,7 @@ static json_t *
 request_json(void)
 {
     json_error_t jerr;
-    const char *body = mock_http_body(0);
+    const char *body = mock_http_body(0, NULL, NULL);
 
     assert_non_null(body);
     json_t *root = json_loads(body, JSON_REJECT_DUPLICATES, &jerr);
@@ -80,6 +78,14 @@ str_at(json_t *root, const char *path)
     return json_string_value(v);
 }
 
+/* Answer the oldest request with code and a JSON body. */
+static int
+answer(int code, const char *body)
+{
+    return mock_http_respond(code, "Content-Type: application/json", body,
+                             strlen(body));
+}
+
 /* Call hook, answer it with code and body, return the resumed result. */
 static postern_result
 decide(void *inst, postern_hook hook, int code, const char *body)
@@ -89,7 +95,7 @@ decide(void *inst, postern_hook hook, int code, const char *body)
     assert_int_equal(call(hook, inst), POSTERN_PENDING);
     assert_int_equal(mock_http_pending(), 1);
     assert_int_equal(mock_resume_count(), resumes);
-    assert_int_equal(mock_http_answer(POSTERN_HTTP_OK, code, body), 1);
+    assert_int_equal(answer(code, body), 1);
     assert_int_equal(mock_resume_count(), resumes + 1);
     return mock_last_resume();
 }
@@ -142,7 +148,7 @@ test_rcpt_request(void **state)
     assert_null(json_object_get(req, "headers"));
     json_decref(req);
 
-    mock_http_answer(POSTERN_HTTP_OK, 200, "{\"action\": \"continue\"}");
+    answer(200, "{\"action\": \"continue\"}");
     assert_int_equal(mock_last_resume(), POSTERN_CONTINUE);
     assert_int_equal(mock_last_reply()->count, 0);
     postern_module_descriptor.destroy(inst);
@@ -166,7 +172,7 @@ test_connect_request_has_no_transaction(void **state)
         json_is_null(json_object_get(json_object_get(req, "session"), "tls")));
     assert_null(json_object_get(req, "recipient"));
     json_decref(req);
-    mock_http_answer(POSTERN_HTTP_OK, 200, "{\"action\": \"accept\"}");
+    answer(200, "{\"action\": \"accept\"}");
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
     postern_module_descriptor.destroy(inst);
 }
@@ -220,7 +226,7 @@ test_message_headers(void **state)
                             expect[i][1]);
     }
     json_decref(req);
-    mock_http_answer(POSTERN_HTTP_OK, 200, "{\"action\": \"continue\"}");
+    answer(200, "{\"action\": \"continue\"}");
     assert_int_equal(mock_readers_open(), 0);
     postern_module_descriptor.destroy(inst);
 }
@@ -246,7 +252,7 @@ test_message_header_limit(void **state)
     /* 1024 / 30: 34 whole lines; the last of them might go on. */
     assert_int_equal(json_array_size(headers), 33);
     json_decref(req);
-    mock_http_answer(POSTERN_HTTP_OK, 200, "{\"action\": \"continue\"}");
+    answer(200, "{\"action\": \"continue\"}");
 
     /* A message that is all header section, without a line end. */
     mock_set_message("Subject: only", 13);
@@ -254,7 +260,7 @@ test_message_header_limit(void **state)
     assert_true(json_is_true(json_object_get(req, "headers_complete")));
     assert_int_equal(json_array_size(headers), 1);
     json_decref(req);
-    mock_http_answer(POSTERN_HTTP_OK, 200, "{\"action\": \"continue\"}");
+    answer(200, "{\"action\": \"continue\"}");
 
     /* The message cannot be read: on_error, no call. */
     mock_set_reader(MOCK_READER_OPEN_FAILS, 0);
@@ -422,7 +428,7 @@ test_service_failures_and_on_error(void **state)
             setup(NULL);
             void *inst = mock_create(modes[m].config, 0);
             assert_int_equal(call(POSTERN_HOOK_RCPT, inst), POSTERN_PENDING);
-            mock_http_answer(failures[f].status, 0, NULL);
+            mock_http_fail(failures[f].status, "mock failure");
             assert_int_equal(mock_resume_count(), 1);
             assert_int_equal(mock_last_resume(), modes[m].result);
             if (modes[m].code)
@@ -440,7 +446,7 @@ test_service_failures_and_on_error(void **state)
     setup(NULL);
     void *inst = mock_create(CONFIG, 0);
     assert_int_equal(call(POSTERN_HOOK_CONNECT, inst), POSTERN_PENDING);
-    mock_http_answer(POSTERN_HTTP_CONNECT, 0, NULL);
+    mock_http_fail(POSTERN_HTTP_CONNECT, "mock failure");
     assert_int_equal(mock_last_resume(), POSTERN_TEMPFAIL);
     assert_int_equal(mock_last_reply()->code, 421);
 
@@ -461,8 +467,9 @@ test_cancelled(void **state)
     /* The client left: the core cancels the call; the module resumes once
      * and replies nothing. */
     assert_int_equal(call(POSTERN_HOOK_RCPT, inst), POSTERN_PENDING);
+    assert_int_equal(mock_http_tied(0), 1);
     mock_set_orphaned(1);
-    mock_http_answer(POSTERN_HTTP_CANCELLED, 0, NULL);
+    assert_int_equal(mock_http_cancel_all(), 1);
     assert_int_equal(mock_resume_count(), 1);
     assert_int_equal(mock_last_reply()->count, 0);
 
@@ -470,9 +477,8 @@ test_cancelled(void **state)
     mock_set_orphaned(0);
     assert_int_equal(call(POSTERN_HOOK_RCPT, inst), POSTERN_PENDING);
     mock_set_orphaned(1);
-    mock_http_answer(POSTERN_HTTP_OK, 200,
-                     "{\"action\": \"accept\", \"headers\": [{\"name\": "
-                     "\"X-A\", \"value\": \"v\"}]}");
+    answer(200, "{\"action\": \"accept\", \"headers\": [{\"name\": "
+                "\"X-A\", \"value\": \"v\"}]}");
     assert_int_equal(mock_resume_count(), 2);
     assert_int_equal(mock_header_count(), 0);
     postern_module_descriptor.destroy(inst);
@@ -506,7 +512,7 @@ test_config(void **state)
     assert_non_null(inst);
     assert_int_equal(call(POSTERN_HOOK_RCPT, inst), POSTERN_PENDING);
     assert_string_equal(mock_http_ca_file(0), pem);
-    mock_http_answer(POSTERN_HTTP_OK, 200, "{\"action\": \"continue\"}");
+    answer(200, "{\"action\": \"continue\"}");
     postern_module_descriptor.destroy(inst);
 
     expect_error("{}", "url", "expected the policy service's URL");
