@@ -22,7 +22,7 @@
 #define HTTP_CHECK_MAX_HEADER_NAME 76
 #define HTTP_CHECK_MAX_HEADER_VALUE 900
 
-/* --- the request (http_check_request.c) ----------------------------------- */
+/* --- the request (http_check_request.c) --------------------------------- */
 
 /*
  * The JSON description of the stage the handler is called at: stage,
@@ -32,6 +32,8 @@
  */
 json_t *http_check_describe(postern_ctx *ctx, postern_hook hook,
                             size_t max_header_bytes);
+
+/* --- text and the header section (http_check_headers.c) ------------------ */
 
 /* A JSON string of s with every byte sequence that is not UTF-8 replaced
  * by U+FFFD (jansson takes only UTF-8); json null for NULL. */
