@@ -288,6 +288,11 @@ class FailureTest(HttpTestCase):
             self.assertIn("status=connect code=0", r.text)
             self.assertTrue(srv.wait_log(
                 r"test_http result status=connect code=0 error=\"[^\"]+\""))
+            # the core's own line, with the session that sent the call
+            self.assertTrue(srv.wait_log(
+                r"debug [0-9a-f]{16} http method=\"?GET\"? "
+                r"url=\"http://127\.0\.0\.1:%d/x\" status=connect error="
+                % port))
 
     def test_response_over_the_limit(self):
         with HttpServer() as web, Server(plugins={"10-http": http_plugin(
