@@ -144,6 +144,8 @@ mock_cleanup(void)
         free(mock.logs[i]);
     for (size_t i = 0; i < mock.n_timers; i++)
         free(mock.timers[i]);
+    mock_set_rdns(NULL);
+    mock_set_tls_info(NULL, NULL);
     /* Queued jobs belong to the module: a test that leaves one behind
      * leaks it, and valgrind says so. */
     memset(&mock, 0, sizeof mock);
@@ -680,19 +682,21 @@ postern_tls_active(const postern_ctx *ctx)
     return mock.tls;
 }
 
-/* With TLS on, fixed values a TLS 1.3 session would give. */
-const char *
-postern_tls_version(const postern_ctx *ctx)
+/* Set by mock_set_rdns() and mock_set_tls_info(); freed by mock_cleanup().
+ * With TLS on and nothing set, what a TLS 1.3 session would give. */
+static char *mock_rdns, *mock_tls_version, *mock_tls_cipher;
+
+void
+mock_set_rdns(const char *name)
 {
-    (void)ctx;
-    return mock.tls ? "TLS1.3" : NULL;
+    mock_replace(&mock_rdns, name);
 }
 
-const char *
-postern_tls_cipher(const postern_ctx *ctx)
+void
+mock_set_tls_info(const char *version, const char *cipher)
 {
-    (void)ctx;
-    return mock.tls ? "TLS_AES_256_GCM_SHA384" : NULL;
+    mock_replace(&mock_tls_version, version);
+    mock_replace(&mock_tls_cipher, cipher);
 }
 
 const char *
@@ -706,7 +710,25 @@ const char *
 postern_client_rdns(const postern_ctx *ctx)
 {
     (void)ctx;
-    return NULL;
+    return mock_rdns;
+}
+
+const char *
+postern_tls_version(const postern_ctx *ctx)
+{
+    (void)ctx;
+    if (!mock.tls)
+        return NULL;
+    return mock_tls_version ? mock_tls_version : "TLS1.3";
+}
+
+const char *
+postern_tls_cipher(const postern_ctx *ctx)
+{
+    (void)ctx;
+    if (!mock.tls)
+        return NULL;
+    return mock_tls_cipher ? mock_tls_cipher : "TLS_AES_256_GCM_SHA384";
 }
 
 const char *

@@ -46,6 +46,10 @@ void mock_set_client(const char *ip, int port);
 void mock_set_relay(int relay);
 void mock_set_helo(const char *name, int esmtp);
 void mock_set_tls(int active);
+/* What postern_tls_version/cipher() answer while TLS is active. */
+void mock_set_tls_info(const char *version, const char *cipher);
+/* What postern_client_rdns() answers (NULL: unknown, the default). */
+void mock_set_rdns(const char *name);
 void mock_set_auth_user(const char *user); /* NULL: not authenticated */
 /* Credentials under decision in the auth hook (NULL: none). */
 void mock_set_auth(const char *mechanism, const char *login,
