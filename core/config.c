@@ -301,6 +301,15 @@ static const struct field dns_fields[] = {
     {.key = NULL},
 };
 
+static const struct field http_fields[] = {
+    {"max_in_flight", F_UNSIGNED, AT(http_config, max_in_flight),
+     RANGE(1, 10000)},
+    {"timeout", F_SECONDS, AT(http_config, timeout), RANGE(0, 3600),
+     .flags = F_EXCL_MIN},
+    {"ca_file", F_STRING_NULL, AT(http_config, ca_file)},
+    {.key = NULL},
+};
+
 static const struct field main_fields[] = {
     {"hostname", F_DOMAIN, AT(config, hostname)},
     {"listen", ARRAY_OF(config, listeners, n_listeners, F_OBJECT),
@@ -322,6 +331,7 @@ static const struct field main_fields[] = {
     {"workers", F_UNSIGNED, AT(config, workers), RANGE(1, 64)},
     {"pool_threads", F_UNSIGNED, AT(config, pool_threads), RANGE(1, 64)},
     {"dns", F_OBJECT, AT(config, dns), .sub = dns_fields},
+    {"http", F_OBJECT, AT(config, http), .sub = http_fields},
     {.key = NULL},
 };
 
@@ -714,6 +724,7 @@ config_defaults(void)
         .reverse = true,
         .reverse_timeout = 2,
     };
+    cfg->http = (struct http_config){.max_in_flight = 64, .timeout = 30};
     cfg->n_listeners = 1;
     cfg->listeners = calloc(1, sizeof *cfg->listeners);
     if (!cfg->listeners || !(cfg->listeners[0].address = strdup("127.0.0.1")) ||
@@ -793,6 +804,14 @@ config_check(struct vctx *c, const struct config *cfg, const json_t *root)
         return fail_expected(
             c, "$.dns.reverse_timeout", what,
             json_object_get(json_object_get(root, "dns"), "reverse_timeout"));
+    }
+    if (cfg->http.ca_file && access(cfg->http.ca_file, R_OK) != 0) {
+        char what[PATH_LEN + 120];
+        snprintf(what, sizeof what, "a readable PEM CA file (%s: %s)",
+                 cfg->http.ca_file, strerror(errno));
+        return fail_expected(
+            c, "$.http.ca_file", what,
+            json_object_get(json_object_get(root, "http"), "ca_file"));
     }
     return 0;
 }

@@ -87,6 +87,13 @@ struct dns_config {
     double reverse_timeout; /* bound on that, before the greeting */
 };
 
+/* The HTTP service for modules (core/http.c on core/curl_loop.c). */
+struct http_config {
+    unsigned max_in_flight; /* transfers running at once; more wait */
+    double timeout;         /* default whole-call limit, seconds */
+    char *ca_file;          /* PEM CA bundle; NULL: the system store */
+};
+
 struct config {
     char *source; /* file name, or "(built-in defaults)" */
     char *hostname;
@@ -108,6 +115,7 @@ struct config {
     unsigned workers; /* reserved for the supervisor; 1 today */
     unsigned pool_threads;
     struct dns_config dns;
+    struct http_config http;
 };
 
 /*

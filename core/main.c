@@ -12,6 +12,7 @@
 #include "postern/module.h"
 
 #include "config.h"
+#include "curl_loop.h"
 #include "hook.h"
 #include "log.h"
 #include "module.h"
@@ -168,6 +169,12 @@ main(int argc, char **argv)
         return 1;
     }
     services_init(loop);
+    /* Before modules: their create() may make libcurl easy handles. */
+    if (curl_loop_global_init(err, sizeof(err)) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
+        config_free(cfg);
+        return 1;
+    }
 
     if (check_only) {
         int rc = check_config(cfg);

@@ -17,6 +17,7 @@
 
 #include <ev.h>
 
+#include "curl_loop.h"
 #include "dns.h"
 #include "hook.h"
 #include "postern_build.h"
@@ -177,7 +178,8 @@ server_run(const struct config *cfg, struct module_set *modules)
         fprintf(stderr, "postern: out of memory at start-up\n");
         goto out;
     }
-    if (dns_init(loop, &cfg->dns, err, sizeof(err)) < 0) {
+    if (dns_init(loop, &cfg->dns, err, sizeof(err)) < 0 ||
+        curl_loop_init(loop, &cfg->http, err, sizeof(err)) < 0) {
         fprintf(stderr, "postern: %s\n", err);
         goto out;
     }
@@ -206,8 +208,9 @@ server_run(const struct config *cfg, struct module_set *modules)
     ev_signal_stop(loop, &srv.sigint);
     ev_signal_stop(loop, &srv.sighup);
 out:
-    /* Lookups still running are told (modules still exist), and the
-     * sessions orphaned meanwhile are freed. */
+    /* Lookups and HTTP calls still running are told (modules still
+     * exist), and the sessions orphaned meanwhile are freed. */
+    curl_loop_shutdown();
     dns_shutdown();
     session_reap();
     pool_stop();
