@@ -137,8 +137,7 @@ static void
 multi_abort(struct curl_job *j)
 {
     if (j->in_multi)
-        curl_easy_setopt(j->easy, CURLOPT_MAIL_RCPT,
-                         (struct curl_slist *)NULL);
+        curl_easy_setopt(j->easy, CURLOPT_MAIL_RCPT, (struct curl_slist *)NULL);
     multi_remove(j);
 }
 
