@@ -119,6 +119,9 @@ fw_transcript_reply_line(struct fw_transcript *t, const char *line, size_t len)
     if (!last)
         return;
     t->in_reply = false;
+    /* libcurl says QUIT after a refusal: its 221 is not the answer. */
+    if (t->stage == FW_STAGE_QUIT)
+        return;
     t->code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
     t->code_stage = t->stage;
     memcpy(t->code_command, t->command, sizeof t->command);

@@ -82,6 +82,7 @@ DEBIAN_PACKAGES = {
     "valgrind": "valgrind",
     "strace": "strace",
     "dnsmasq": "dnsmasq-base",  # /usr/sbin; see dns_server.py
+    "smtp-sink": "postfix",  # /usr/sbin; test_forward.py
 }
 
 # swaks looks up its own host name (gethostbyname(hostname())) when it

@@ -558,6 +558,12 @@ test_outcome_rcpt_refused(void **state)
                                   "User unknown (in reply to RCPT "
                                   "TO:<b@y.test>)");
 
+    /* libcurl's QUIT after the refusal changes nothing. */
+    say(&t, "QUIT\r\n");
+    hear(&t, "221 2.0.0 Bye\r\n");
+    fw_outcome_of(CURLE_SEND_ERROR, &t, "h:25", ID, false, &out);
+    assert_int_equal(out.code, 550);
+
     envelope(&t);
     hear(&t, "450 4.2.0 <b@y.test>: try later\r\n");
     fw_outcome_of(CURLE_SEND_ERROR, &t, "h:25", ID, false, &out);
