@@ -18,7 +18,7 @@
 
 #include "forward.h"
 
-#define FW_DEFAULT_TIMEOUT 120.0
+#define FW_DEFAULT_TIMEOUT 60.0
 /* Below the 10 minutes a session waits for a pending hook (and a client
  * for the reply to its data), so the client hears our answer. */
 #define FW_MAX_TIMEOUT 540.0
