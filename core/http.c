@@ -69,6 +69,7 @@ struct postern_http_call {
     bool too_large;
     bool body_failed;
     bool finished; /* the body source must not be read any more */
+    char sid[17];  /* the session that sent it, for the log ("" none) */
 };
 
 /* --- the request --- */
@@ -419,7 +420,7 @@ on_job_done(struct curl_job *job, CURLcode result, bool cancelled)
         else
             resp->error =
                 resp->errbuf[0] ? resp->errbuf : curl_easy_strerror(result);
-        log_event(LOG_LEVEL_DEBUG, NULL, "http",
+        log_event(LOG_LEVEL_DEBUG, call->sid[0] ? call->sid : NULL, "http",
                   "method=%s url=%s status=%s error=%s",
                   postern_log_value(call->req->method),
                   postern_log_value(call->req->url), http_status_name(st),
@@ -466,6 +467,11 @@ easy_setup(struct postern_http_call *call)
     SET(CURLOPT_FOLLOWLOCATION, 0L);
     SET(CURLOPT_USERAGENT, user_agent());
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    /* https: wait for a connection being set up to learn whether it can
+     * carry this request as another HTTP/2 stream, rather than open one
+     * more. (http:// is HTTP/1.1, one request per connection at a time.) */
+    if (strncasecmp(req->url, "https://", 8) == 0)
+        SET(CURLOPT_PIPEWAIT, 1L);
     SET(CURLOPT_ERRORBUFFER, call->resp.errbuf);
     SET(CURLOPT_WRITEFUNCTION, on_write);
     SET(CURLOPT_WRITEDATA, call);
@@ -538,6 +544,9 @@ postern_http_send(postern_ctx *ctx, postern_http_request *req,
     call->req = req;
     call->cb = cb;
     call->arg = arg;
+    const char *sid = ctx ? hook_ctx_log_sid(ctx) : NULL;
+    if (sid)
+        snprintf(call->sid, sizeof(call->sid), "%s", sid);
     if (!(call->job.easy = curl_easy_init()) || easy_setup(call) < 0) {
         call_free(call);
         return NULL;

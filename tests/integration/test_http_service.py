@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (  # noqa: E402
+    POSTERN_BIN,
     TIMER_GUARD,
     PosternTestCase,
     Server,
@@ -117,6 +118,12 @@ def default_behaviour(handler, rec, body):
         answer(handler, 200, b"held", {"X-Reply": "held"})
     elif path.startswith("/silent"):
         rec.release.wait(TIMER_GUARD)
+    elif path.startswith("/continue"):
+        # an interim response with a header of its own: not the answer's
+        handler.send_response_only(100)
+        handler.send_header("X-Reply", "interim")
+        handler.end_headers()
+        answer(handler, 201, b"final")
     elif path.startswith("/fail"):
         answer(handler, 503, b"try later", {"X-Reply": "busy"})
     else:
@@ -124,12 +131,18 @@ def default_behaviour(handler, rec, body):
                {"X-Reply": "seen " + handler.command})
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # a client postern aborted: expected in these tests
+
+
 class HttpServer:
     def __init__(self, behaviour=default_behaviour, tls_context=None):
         self.rec = Recorder()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0),
-                                         make_handler(self.rec, behaviour))
-        self.httpd.daemon_threads = True
+        self.httpd = QuietServer(("127.0.0.1", 0),
+                                 make_handler(self.rec, behaviour))
         if tls_context:
             self.httpd.socket = tls_context.wrap_socket(self.httpd.socket,
                                                         server_side=True)
@@ -206,6 +219,14 @@ class RequestResponseTest(HttpTestCase):
             self.assertNotIn("Expect", headers)
             self.assertRegex(headers["User-Agent"], r"^postern/\d")
 
+    def test_headers_of_the_last_response_only(self):
+        with HttpServer() as web, Server(
+                plugins={"10-http": http_plugin(web.url())}) as srv:
+            r = self.rcpt(srv, "post=continue")
+            self.assertEqual(
+                r.text, "2.0.0 http status=ok code=201 version=11 "
+                "reply=- body=final")
+
     def test_streamed_message_body(self):
         for chunked in (False, True):
             with HttpServer() as web, Server(plugins={
@@ -267,6 +288,11 @@ class FailureTest(HttpTestCase):
             self.assertIn("status=connect code=0", r.text)
             self.assertTrue(srv.wait_log(
                 r"test_http result status=connect code=0 error=\"[^\"]+\""))
+            # the core's own line, with the session that sent the call
+            self.assertTrue(srv.wait_log(
+                r"debug [0-9a-f]{16} http method=\"?GET\"? "
+                r"url=\"http://127\.0\.0\.1:%d/x\" status=connect error="
+                % port))
 
     def test_response_over_the_limit(self):
         with HttpServer() as web, Server(plugins={"10-http": http_plugin(
@@ -275,6 +301,19 @@ class FailureTest(HttpTestCase):
             self.assertIn("status=too_large code=0", r.text)
             r = self.rcpt(srv, "get=small")  # the next call is fine
             self.assertIn("status=ok code=200", r.text)
+
+    def test_failing_body_source(self):
+        with HttpServer() as web, Server(plugins={"10-http": http_plugin(
+                web.url(), fail_body=True, timeout=5)}) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                r = c.transaction("a@example.org", ["bob@example.com"],
+                                  MESSAGE)
+                self.assertEqual(r.code, 451, r)
+                self.assertIn("status=body code=0", r.text)
+            # the server never got the whole body it was promised
+            for _, _, headers, body in web.rec.requests:
+                self.assertLess(len(body), int(headers["Content-Length"]))
 
     def test_failed_message_post_is_a_tempfail(self):
         def refuse(handler, rec, body):
@@ -287,6 +326,21 @@ class FailureTest(HttpTestCase):
                                   MESSAGE)
                 self.assertEqual(r.code, 451, r)
                 self.assertIn("code=500", r.text)
+
+
+class ConfigTest(HttpTestCase):
+    def test_check_config_wants_a_readable_ca_file(self):
+        srv = Server(config={"http": {"ca_file": "/nonexistent/ca.pem"}},
+                     start=False)
+        try:
+            p = subprocess.run([POSTERN_BIN, "--check-config", "-c",
+                                srv.config_path], capture_output=True,
+                               text=True, timeout=TIMER_GUARD)
+        finally:
+            srv.cleanup()
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn("$.http.ca_file: expected a readable PEM CA file",
+                      p.stderr)
 
 
 class CapTest(HttpTestCase):
@@ -336,6 +390,36 @@ class CancelTest(HttpTestCase):
             self.assertEqual(srv.count_log("callback of a cancelled call"), 0)
             self.assertNotIn("/x", [p for _, p, _, _ in web.rec.requests])
 
+    def test_queued_call_of_a_gone_client_is_never_sent(self):
+        with HttpServer() as web, Server(
+                plugins={"10-http": http_plugin(web.url())},
+                config={"http": {"max_in_flight": 1}}) as srv:
+            first, second = srv.client(), srv.client()
+            try:
+                for c, path in ((first, "hold-first"), (second, "queued")):
+                    c.ehlo()
+                    c.cmd_expect("MAIL FROM:<a@example.org>", 250)
+                    c.send(b"RCPT TO:<get=%s@example.com>\r\n"
+                           % path.encode())
+                    if c is first:
+                        self.assertTrue(wait_until(
+                            lambda: len(web.rec.requests) == 1, TIMER_GUARD))
+                second.abort()  # its call waits in the queue
+                self.assertTrue(srv.wait_log(
+                    r"test_http result status=cancelled .*orphaned=1",
+                    timeout=TIMER_GUARD))
+                web.rec.release.set()
+                r = first.reply(timeout=TIMER_GUARD)
+                self.assertIn("status=ok code=200", r.text)
+                first.cmd_expect("RSET", 250)
+                r = self.rcpt(srv, "get=after", client=first)
+                self.assertIn("status=ok code=200", r.text)
+            finally:
+                first.close()
+                second.close()
+            self.assertEqual([p for _, p, _, _ in web.rec.requests],
+                             ["/hold-first", "/after"])
+
     def test_client_gone_while_waiting(self):
         with HttpServer() as web, Server(
                 plugins={"10-http": http_plugin(web.url())}) as srv:
@@ -354,6 +438,43 @@ class CancelTest(HttpTestCase):
             with srv.client() as c2:  # postern still serves
                 c2.ehlo()
                 c2.cmd("QUIT")
+
+
+class CurlTest(HttpTestCase):
+    """postern/curl.h: a module's own easy handle on the same multi."""
+
+    def test_own_handle_shares_the_connections(self):
+        with HttpServer() as web, Server(
+                plugins={"10-http": http_plugin(web.url())}) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                r = self.rcpt(srv, "get=first", client=c)
+                self.assertIn("status=ok code=200", r.text)
+                r = self.rcpt(srv, "curl=second", client=c)
+                self.assertEqual(r.text,
+                                 "2.0.0 curl result=0 code=200 body=got 0 bytes")
+                c.cmd("QUIT")
+            self.assertEqual([p for _, p, _, _ in web.rec.requests],
+                             ["/first", "/second"])
+            # one connection cache: the module's handle reused the
+            # connection of the core's request
+            self.assertEqual(len(web.rec.connections), 1)
+            self.assertEqual(srv.count_log("accepted twice"), 0)
+
+    def test_own_handle_aborted_when_the_client_goes(self):
+        with HttpServer() as web, Server(
+                plugins={"10-http": http_plugin(web.url())}) as srv:
+            c = srv.client()
+            c.ehlo()
+            c.cmd_expect("MAIL FROM:<a@example.org>", 250)
+            c.send(b"RCPT TO:<curl=hold@example.com>\r\n")
+            self.assertTrue(wait_until(lambda: len(web.rec.requests) == 1,
+                                       TIMER_GUARD))
+            c.abort()
+            # CURLE_ABORTED_BY_CALLBACK is 42
+            self.assertTrue(srv.wait_log(
+                r"test_http curl result=42 code=0 orphaned=1",
+                timeout=TIMER_GUARD))
 
 
 class TlsTest(HttpTestCase):

@@ -7,6 +7,9 @@
  *                            postern" and the header "X-Test: rcpt"
  *   RCPT TO:<cancel=PATH@x>  GET and cancel at once: 250 "cancelled"; its
  *                            callback must never run (logged as an error)
+ *   RCPT TO:<curl=PATH@x>    GET url+PATH with the module's own libcurl
+ *                            handle through postern/curl.h: 250 "curl
+ *                            result=<CURLcode> code=<status> body=<...>"
  *   anything else            CONTINUE
  *   message hook             POST url+"message" with the message as a
  *                            streamed body (postern_message_read), the
@@ -21,12 +24,15 @@
  *
  * Config: {"url": "http://127.0.0.1:8080/" (required), "timeout": seconds
  * (0: the core's), "max_response": bytes (0: the default), "ca_file",
- * "insecure": bool, "chunked": bool (message body of unknown size)}.
+ * "insecure": bool, "chunked": bool (message body of unknown size),
+ * "fail_body": bool (the message body source fails after its first
+ * read)}.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <postern/curl.h>
 #include <postern/postern.h>
 
 struct test_http {
@@ -36,12 +42,15 @@ struct test_http {
     char *ca_file;
     int insecure;
     int chunked;
+    int fail_body;
 };
 
 struct call {
     postern_ctx *ctx;
     postern_message_reader *reader; /* message hook */
     int message;
+    int fail_body;
+    size_t reads;
 };
 
 static const char *const status_names[] = {"ok",    "timeout",   "connect",
@@ -85,6 +94,7 @@ http_create(postern_module_init *init, void **instance)
     t->max_response = max ? (size_t)json_integer_value(max) : 0;
     t->insecure = json_is_true(json_object_get(cfg, "insecure"));
     t->chunked = json_is_true(json_object_get(cfg, "chunked"));
+    t->fail_body = json_is_true(json_object_get(cfg, "fail_body"));
     *instance = t;
     return 0;
 }
@@ -167,6 +177,9 @@ request_new(struct test_http *t, const char *method, const char *path)
     return req;
 }
 
+static postern_result transfer_start(struct test_http *t, postern_ctx *ctx,
+                                     const char *path);
+
 static postern_result
 http_rcpt(postern_ctx *ctx, void *instance)
 {
@@ -184,6 +197,8 @@ http_rcpt(postern_ctx *ctx, void *instance)
         return POSTERN_CONTINUE;
     *eq = '\0';
     const char *path = eq + 1;
+    if (strcmp(local, "curl") == 0)
+        return transfer_start(t, ctx, path);
     int post = strcmp(local, "post") == 0;
     if (!post && strcmp(local, "get") != 0 && strcmp(local, "cancel") != 0)
         return POSTERN_CONTINUE;
@@ -220,10 +235,76 @@ http_rcpt(postern_ctx *ctx, void *instance)
     return POSTERN_PENDING;
 }
 
+/* --- postern/curl.h: the module's own easy handle --- */
+
+struct transfer {
+    postern_ctx *ctx;
+    char body[61];
+    size_t len;
+};
+
+static size_t
+transfer_write(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct transfer *x = userp;
+    for (size_t i = 0; i < size * nmemb && x->len < sizeof(x->body) - 1; i++)
+        x->body[x->len++] = data[i] >= 0x20 && data[i] < 0x7f ? data[i] : '.';
+    x->body[x->len] = '\0';
+    return size * nmemb;
+}
+
+static void
+on_transfer(void *arg, CURLcode result, CURL *easy)
+{
+    struct transfer *x = arg;
+    long code = 0;
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
+    postern_log(NULL, POSTERN_LOG_INFO,
+                "test_http curl result=%d code=%ld orphaned=%d", (int)result,
+                code, postern_ctx_orphaned(x->ctx));
+    curl_easy_cleanup(easy);
+    postern_reply(x->ctx, 250, "2.0.0", "curl result=%d code=%ld body=%s",
+                  (int)result, code, x->body);
+    postern_resume(x->ctx, POSTERN_ACCEPT);
+    free(x);
+}
+
+static postern_result
+transfer_start(struct test_http *t, postern_ctx *ctx, const char *path)
+{
+    struct transfer *x = calloc(1, sizeof(*x));
+    CURL *easy = x ? curl_easy_init() : NULL;
+    char url[512];
+    if (!easy) {
+        free(x);
+        return POSTERN_TEMPFAIL;
+    }
+    x->ctx = ctx;
+    snprintf(url, sizeof(url), "%s%s", t->url, path);
+    curl_easy_setopt(easy, CURLOPT_URL, url);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, transfer_write);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    if (t->timeout > 0)
+        curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)(t->timeout * 1000));
+    if (!postern_curl_perform(ctx, easy, on_transfer, x)) {
+        curl_easy_cleanup(easy);
+        free(x);
+        return POSTERN_TEMPFAIL;
+    }
+    /* Running now: a second perform of the same handle is refused. */
+    if (postern_curl_perform(ctx, easy, on_transfer, x))
+        postern_log(NULL, POSTERN_LOG_ERROR,
+                    "test_http a running handle was accepted twice");
+    return POSTERN_PENDING;
+}
+
 static ssize_t
 message_read(void *arg, char *buf, size_t len)
 {
     struct call *c = arg;
+    if (c->fail_body && c->reads++ > 0)
+        return -1;
     return postern_message_read(c->reader, buf, len);
 }
 
@@ -252,6 +333,7 @@ http_message(postern_ctx *ctx, void *instance)
     }
     c->ctx = ctx;
     c->message = 1;
+    c->fail_body = t->fail_body;
     const char *tx = postern_transaction_id(ctx);
     postern_http_request_header(req, "X-Tx", tx ? tx : "-");
     postern_http_request_header(req, "Content-Type", "message/rfc822");

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "mock_core.h"
+#include "mock_http.h"
 
 #define MOCK_MAX_ITEMS 64
 #define MOCK_MAX_JOBS 16
@@ -119,6 +120,7 @@ mock_cleanup(void)
 {
     mock_notes_free(-1);
     mock_dns_clear();
+    mock_http_clear();
     mock_headers_clear();
     free(mock.session_id);
     free(mock.client_ip);

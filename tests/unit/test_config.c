@@ -384,6 +384,46 @@ test_dns_section(void **state)
                  "limits.command_timeout (10), got 10");
 }
 
+/* The http object: defaults, values, errors (ca_file must be readable). */
+static void
+test_http_section(void **state)
+{
+    struct config *cfg = config_defaults();
+    assert_non_null(cfg);
+    assert_int_equal(cfg->http.max_in_flight, 64);
+    assert_true(cfg->http.timeout == 30);
+    assert_null(cfg->http.ca_file);
+    config_free(cfg);
+
+    char ca[512];
+    snprintf(ca, sizeof ca, "%s", write_file("ca.pem", "not checked here\n"));
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"http\": {\"max_in_flight\": 3, \"timeout\": 2.5, "
+             "\"ca_file\": \"%s\"}}",
+             ca);
+    const char *path = write_file("http.json", json);
+    cfg = config_load(path, err, sizeof err);
+    if (!cfg)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->http.max_in_flight, 3);
+    assert_true(cfg->http.timeout == 2.5);
+    assert_string_equal(cfg->http.ca_file, ca);
+    config_free(cfg);
+
+    expect_error("{\"http\": {\"max_in_flight\": 0}}",
+                 "$.http.max_in_flight: expected an integer between 1 and "
+                 "10000, got 0");
+    expect_error("{\"http\": {\"timeout\": 0}}",
+                 "$.http.timeout: expected a number of seconds above 0, at "
+                 "most 3600, got 0");
+    expect_error("{\"http\": {\"ca_file\": \"/nonexistent/ca.pem\"}}",
+                 "$.http.ca_file: expected a readable PEM CA file "
+                 "(/nonexistent/ca.pem: No such file or directory), got "
+                 "\"/nonexistent/ca.pem\"");
+    expect_error("{\"http\": {\"proxy\": \"x\"}}", "$.http.proxy: unknown key");
+}
+
 /* --- errors ------------------------------------------------------------- */
 
 static void
@@ -835,6 +875,7 @@ main(void)
         cmocka_unit_test(test_full_file),
         cmocka_unit_test(test_partial_file),
         cmocka_unit_test(test_dns_section),
+        cmocka_unit_test(test_http_section),
         cmocka_unit_test(test_error_types),
         cmocka_unit_test(test_error_ranges),
         cmocka_unit_test(test_error_keys),
