@@ -1,9 +1,9 @@
 /*
  * test_forward.c - the forward module without a network: its config
  * (errors name their JSON path), route matching, the 452 4.5.3 split at
- * RCPT, the store handler's paths up to the transfer (a fake
- * postern_curl_perform() keeps the handle; the test ends the transfer
- * with a chosen CURLcode), the transcript of a conversation and the reply
+ * RCPT, the store handler's paths up to the transfer (the fake
+ * mock_http.c keeps the handle; the test ends the transfer with a
+ * chosen CURLcode), the transcript of a conversation and the reply
  * it becomes, and the count of dots libcurl adds.
  */
 #include <setjmp.h>
@@ -21,54 +21,15 @@
 
 #include "../../modules/forward/forward.h"
 #include "mock_core.h"
+#include "mock_http.h"
 
 #define ID "a1b2c3d4e5f60718"
 
-/* --- a fake postern_curl_perform() ----------------------------------------
- */
-
-static struct {
-    int calls, cancels;
-    int refuse;
-    CURL *easy;
-    postern_curl_cb cb;
-    void *arg;
-} perform;
-
-struct postern_curl_call {
-    int unused;
-};
-static struct postern_curl_call the_call;
-
-postern_curl_call *
-postern_curl_perform(postern_ctx *ctx, CURL *easy, postern_curl_cb cb,
-                     void *arg)
-{
-    (void)ctx;
-    if (perform.refuse)
-        return NULL;
-    perform.calls++;
-    perform.easy = easy;
-    perform.cb = cb;
-    perform.arg = arg;
-    return &the_call;
-}
-
-void
-postern_curl_cancel(postern_curl_call *call)
-{
-    (void)call;
-    perform.cancels++;
-}
-
-/* End the transfer in progress as libcurl would have, with rc. */
+/* End the oldest transfer as libcurl would have, with rc. */
 static void
 finish_transfer(CURLcode rc)
 {
-    assert_non_null(perform.cb);
-    postern_curl_cb cb = perform.cb;
-    perform.cb = NULL;
-    cb(perform.arg, rc, perform.easy);
+    assert_int_equal(mock_curl_complete(rc), 1);
 }
 
 static int
@@ -76,7 +37,6 @@ setup(void **state)
 {
     (void)state;
     mock_reset();
-    memset(&perform, 0, sizeof perform);
     mock_set_transaction_id(ID);
     mock_set_mail_from("alice@example.org");
     return 0;
@@ -372,7 +332,7 @@ test_store_not_ours(void **state)
     mock_add_rcpt("a@example.com");
     mock_set_message(MESSAGE, sizeof MESSAGE - 1);
     assert_int_equal(store(fw), POSTERN_CONTINUE);
-    assert_int_equal(perform.calls, 0);
+    assert_int_equal((int)mock_curl_pending(), 0);
     assert_int_equal(mock_readers_open(), 0);
     destroy(fw);
 }
@@ -403,7 +363,7 @@ start_store(void)
     mock_set_pool_mode(MOCK_POOL_DEFER);
     assert_int_equal(store(fw), POSTERN_PENDING);
     assert_int_equal(mock_pool_pending(), 1);
-    assert_int_equal(perform.calls, 0);
+    assert_int_equal((int)mock_curl_pending(), 0);
     assert_int_equal(mock_pool_run(), 1);
     return fw;
 }
@@ -413,7 +373,7 @@ test_store_connect_failure(void **state)
 {
     (void)state;
     void *fw = start_store();
-    assert_int_equal(perform.calls, 1);
+    assert_int_equal((int)mock_curl_pending(), 1);
     assert_int_equal(mock_resume_count(), 0);
     assert_int_equal(mock_readers_open(), 1);
     /* Two dots: ".one" and ".two" begin their lines. */
@@ -454,7 +414,7 @@ test_store_orphaned_during_scan(void **state)
     assert_int_equal(store(fw), POSTERN_PENDING);
     mock_set_orphaned(1);
     assert_int_equal(mock_pool_run(), 1);
-    assert_int_equal(perform.calls, 0);
+    assert_int_equal((int)mock_curl_pending(), 0);
     assert_int_equal(mock_resume_count(), 1);
     assert_int_equal(mock_readers_open(), 0);
     destroy(fw);
@@ -476,14 +436,14 @@ test_store_local_failures(void **state)
     assert_int_equal(store(fw), POSTERN_PENDING); /* the pool ran it */
     assert_int_equal(mock_last_resume(), POSTERN_TEMPFAIL);
     assert_string_equal(mock_last_reply()->enhanced, "4.3.0");
-    assert_int_equal(perform.calls, 0);
+    assert_int_equal((int)mock_curl_pending(), 0);
 
     mock_set_reader(MOCK_READER_OK, 0);
     mock_set_pool_mode(MOCK_POOL_REFUSE);
     assert_int_equal(store(fw), POSTERN_TEMPFAIL);
 
     mock_set_pool_mode(MOCK_POOL_RUN);
-    perform.refuse = 1;
+    mock_http_refuse(1);
     int resumes = mock_resume_count();
     assert_int_equal(store(fw), POSTERN_PENDING);
     assert_int_equal(mock_resume_count(), resumes + 1);
