@@ -21,8 +21,8 @@ SMTP (libcurl), into real next hops:
   452 4.5.3 and goes to its own next hop in the next transaction; a
   parent-domain route (".example.org") takes subdomains;
 - TLS: "required" with the next hop's CA delivers over STARTTLS (with
-  AUTH), "required" without it refuses (451 4.7.5), "opportunistic"
-  encrypts without verifying.
+  AUTH) and over smtps://, "required" without the CA refuses (451
+  4.7.5), "opportunistic" encrypts without verifying.
 """
 
 import json
@@ -32,7 +32,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -478,9 +477,9 @@ class TlsTest(PosternTestCase):
     def tearDownClass(cls):
         cls.pki.cleanup()
 
-    def next_hop(self, auth=False):
+    def next_hop(self, auth=False, tls="starttls"):
         plugins = {"90-store": store_plugin()}
-        listener = {"address": "127.0.0.1", "tls": "starttls"}
+        listener = {"address": "127.0.0.1", "tls": tls}
         if auth:
             path = os.path.join(self.pki.dir, "passwd")
             with open(path, "w") as f:
@@ -498,9 +497,9 @@ class TlsTest(PosternTestCase):
             json.dump(srv.config, f)
         return srv
 
-    def front(self, port, **config):
+    def front(self, port, scheme="smtp", **config):
         return Server(plugins={"10-forward": forward_plugin(
-            {"*": "smtp://127.0.0.1:%d" % port}, **config)},
+            {"*": "%s://127.0.0.1:%d" % (scheme, port)}, **config)},
             config=relay_config("a.postern.test"))
 
     def test_required_verified_with_auth(self):
@@ -521,6 +520,16 @@ class TlsTest(PosternTestCase):
             self.assertEqual(r.code, 451, r)
             self.assertEqual(r.enhanced, "4.7.5")
             self.assertEqual(b.messages(), [])
+
+    def test_smtps_route(self):
+        with self.next_hop(tls="implicit") as b, \
+                self.front(b.port, scheme="smtps", starttls="required",
+                           ca_file=self.pki.ca) as a:
+            r = send(a, "alice@example.org", ["bob@example.net"], BODY)
+            self.assertEqual(r.code, 250, r)
+            [(data, env)] = read_stored(b)
+        self.assertTrue(env["tls"])
+        self.assertTrue(data.endswith(BODY))
 
     def test_opportunistic_encrypts_without_verifying(self):
         with self.next_hop() as b, self.front(b.port) as a:
