@@ -283,6 +283,18 @@ test_route_matching(void **state)
                         "smtp://192.0.2.2/mx.mock.test");
     assert_string_equal(cfg.routes[0].peer, "192.0.2.2:25");
     fw_config_free(&cfg);
+
+    /* An address literal as the EHLO name. */
+    config = json_loads("{\"routes\": {\"*\": \"smtps://[::1]:4465\"}, "
+                        "\"helo\": \"[192.0.2.7]\"}",
+                        0, &jerr);
+    assert_int_equal(fw_config_parse(mock_init(config, 0), &cfg), 0);
+    json_decref(config);
+    assert_string_equal(cfg.routes[0].curl_url,
+                        "smtps://[::1]:4465/[192.0.2.7]");
+    assert_string_equal(cfg.routes[0].peer, "[::1]:4465");
+    assert_true(cfg.routes[0].implicit_tls);
+    fw_config_free(&cfg);
 }
 
 /* --- rcpt: one next hop per transaction ---------------------------------- */
