@@ -16,13 +16,16 @@ SMTP (libcurl), into real next hops:
   then the body: dot lines, 8-bit bytes, past 64 KiB), with the original
   sender (the null sender too) and every recipient in its envelope, and
   SIZE declared; a recipient the second refuses at RCPT refuses the
-  message (550, nothing stored); kept-alive connections are reused;
+  message (550, nothing stored); a message over the second's SIZE limit
+  is refused at MAIL (552), before any byte of it is sent; kept-alive
+  connections are reused;
 - routes: a recipient of another route than the transaction's first gets
   452 4.5.3 and goes to its own next hop in the next transaction; a
   parent-domain route (".example.org") takes subdomains;
 - TLS: "required" with the next hop's CA delivers over STARTTLS (with
   AUTH) and over smtps://, "required" without the CA refuses (451
-  4.7.5), "opportunistic" encrypts without verifying.
+  4.7.5), a refused login is 451 4.7.0, "opportunistic" encrypts
+  without verifying.
 """
 
 import json
@@ -381,6 +384,23 @@ class NextHopPosternTest(PosternTestCase):
             self.assertRegex(b.log_text(),
                              r'command line="RCPT TO:<bad@example.org>"')
 
+    def test_size_refused_before_the_body(self):
+        # B takes 2048 bytes at most and says so in EHLO: A declares SIZE,
+        # B refuses MAIL with 552, and no byte of the body is sent.
+        body = b"Subject: big\r\n\r\n" + b"0123456789abcdef\r\n" * 200
+        b = self.next_hop()
+        b.config["limits"] = {"message_size": 2048}
+        with open(b.config_path, "w") as f:
+            json.dump(b.config, f)
+        with b, self.front({"*": "smtp://127.0.0.1:%d" % b.port}) as a:
+            r = send(a, "alice@example.org", ["bob@example.net"], body)
+            self.assertEqual(r.code, 552, r)
+            self.assertEqual(r.enhanced, "5.3.4")
+            self.assertIn("in reply to MAIL FROM:<alice@example.org> SIZE=",
+                          r.text)
+            self.assertNotRegex(b.log_text(), r'(?i)command line="data"')
+            self.assertEqual(b.messages(), [])
+
     def test_connections_are_reused(self):
         with self.next_hop() as b, \
                 self.front({"*": "smtp://127.0.0.1:%d" % b.port}) as a:
@@ -515,6 +535,16 @@ class TlsTest(PosternTestCase):
             [(_, env)] = read_stored(b)
         self.assertTrue(env["tls"])
         self.assertEqual(env["auth_user"], "relay")
+
+    def test_login_refused(self):
+        with self.next_hop(auth=True) as b, \
+                self.front(b.port, starttls="required", ca_file=self.pki.ca,
+                           auth={"user": "relay",
+                                 "password": "wrong"}) as a:
+            r = send(a, "alice@example.org", ["bob@example.net"], BODY)
+            self.assertEqual(r.code, 451, r)
+            self.assertEqual(r.enhanced, "4.7.0")
+            self.assertEqual(b.messages(), [])
 
     def test_required_refuses_an_unverified_next_hop(self):
         with self.next_hop() as b, \
