@@ -4,7 +4,8 @@ SMTP (libcurl), into real next hops:
 - Postfix's smtp-sink, dumping each message to a file: the message arrives
   with its envelope; smtp-sink made to refuse RCPT with 550 or 451, or the
   end of data with 554, gives the client 550, 451 and 554 with the next
-  hop's words; no next hop listening gives 451 4.4.1; "starttls":
+  hop's words; no next hop listening, or one that never greets within
+  "timeout", gives 451 4.4.1; "starttls":
   "required" against a next hop without STARTTLS gives 451 4.7.5 and
   sends nothing;
 - a client that vanishes while its message is being uploaded: the
@@ -32,9 +33,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,6 +45,7 @@ from harness import (  # noqa: E402
     POSTERN_BIN,
     RECEIVED_RX,
     TIMER_GUARD,
+    TIMER_SLACK,
     PosternTestCase,
     Server,
     dot_stuff,
@@ -245,6 +249,23 @@ class SinkTest(PosternTestCase):
             self.assertIn("127.0.0.1:%d" % port, r.text)
             log = srv.log_text()
         self.assertIn("reason=unreachable", log)
+
+    def test_silent_next_hop_times_out(self):
+        # A next hop that accepts the connection and never greets.
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            url = "smtp://127.0.0.1:%d" % silent.getsockname()[1]
+            with self.front(url, timeout=1) as srv:
+                start = time.monotonic()
+                r = send(srv, "alice@example.org", ["bob@example.net"], BODY)
+                waited = time.monotonic() - start
+                self.assertEqual(r.code, 451, r)
+                self.assertEqual(r.enhanced, "4.4.1")
+                self.assertIn("did not answer in time", r.text)
+                log = srv.log_text()
+        self.assertGreaterEqual(waited, 1.0 - TIMER_SLACK)
+        self.assertIn("reason=timeout", log)
 
     def test_tls_required_but_not_offered(self):
         with Sink() as sink, self.front(sink, starttls="required") as srv:
