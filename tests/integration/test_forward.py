@@ -339,7 +339,8 @@ class NextHopPosternTest(PosternTestCase):
         head = (b"From: alice@example.org\r\nSubject: exact\r\n\r\n"
                 + b".dot\r\n" * 40 + b"bytes: \x00\x01\xff\xc3\xa9\r\n")
         fill = 65536 - len(head) - 2
-        body = head + b"x" * fill + b"\r\n" + b"the last forty bytes of the message!!!\r\n"
+        tail = b"the last forty bytes of the message!!!\r\n"
+        body = head + b"x" * fill + b"\r\n" + tail
         self.assertEqual(len(body), 65536 + 40)
         rcpts = ["bob@example.net", "carol@example.com", "dave@example.org"]
         with self.next_hop() as b, \
