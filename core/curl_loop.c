@@ -125,6 +125,22 @@ multi_remove(struct curl_job *j)
     cl.in_multi--;
 }
 
+/*
+ * Take out a transfer libcurl has not finished (cancelled, or postern
+ * stopping). libcurl then ends it as if it had gone well: for an SMTP
+ * upload its smtp_done() sends the final dot and waits for the reply, so
+ * the next hop would accept the part of the message it got. Without the
+ * recipient list libcurl skips that and closes the connection, and the
+ * next hop drops the half message (libcurl 7.88 lib/smtp.c).
+ */
+static void
+multi_abort(struct curl_job *j)
+{
+    if (j->in_multi)
+        curl_easy_setopt(j->easy, CURLOPT_MAIL_RCPT, (struct curl_slist *)NULL);
+    multi_remove(j);
+}
+
 /* The job has its outcome (from anywhere): queue its delivery. */
 static void
 job_ready(struct curl_job *j, CURLcode result, bool cancelled)
@@ -275,7 +291,7 @@ job_deliver(struct curl_job *j)
 {
     list_unlink(&cl.ready, j);
     j->state = CURL_JOB_IDLE;
-    multi_remove(j);
+    multi_abort(j);
     hook_work_detach(&j->work);
     curl_easy_setopt(j->easy, CURLOPT_PRIVATE, (void *)NULL);
     j->done(j, j->result, j->cancelled);
@@ -288,7 +304,7 @@ on_kick(struct ev_loop *loop, ev_timer *w, int revents)
         struct curl_job *j = cl.dropped.head;
         list_unlink(&cl.dropped, j);
         j->state = CURL_JOB_IDLE;
-        multi_remove(j);
+        multi_abort(j);
         if (j->release)
             j->release(j);
     }
@@ -362,7 +378,7 @@ curl_job_cancel(struct curl_job *j)
         return;
     }
     job_move(j, CURL_JOB_IDLE);
-    multi_remove(j);
+    multi_abort(j);
     curl_easy_setopt(j->easy, CURLOPT_PRIVATE, (void *)NULL);
     if (j->release)
         j->release(j);
@@ -454,7 +470,7 @@ curl_loop_shutdown(void)
         struct curl_job *j = cl.dropped.head;
         list_unlink(&cl.dropped, j);
         j->state = CURL_JOB_IDLE;
-        multi_remove(j);
+        multi_abort(j);
         if (j->release)
             j->release(j);
     }

@@ -19,6 +19,12 @@
  * once, later, unless cancelled; when the context is orphaned or postern
  * stops, the transfer is aborted and the callback runs with
  * CURLE_ABORTED_BY_CALLBACK.
+ *
+ * A transfer aborted while it runs (orphaned context, shutdown,
+ * postern_curl_cancel()) loses its CURLOPT_MAIL_RCPT before libcurl lets
+ * go of it: otherwise libcurl would end a half-sent SMTP message with the
+ * final dot, and the next hop would deliver it. Set it again to reuse the
+ * handle.
  */
 #ifndef POSTERN_CURL_H
 #define POSTERN_CURL_H

@@ -83,6 +83,7 @@ DEBIAN_PACKAGES = {
     "strace": "strace",
     "dnsmasq": "dnsmasq-base",  # /usr/sbin; see dns_server.py
     "nginx": "nginx",  # /usr/sbin; an HTTP/2 server for test_http2.py
+    "smtp-sink": "postfix",  # /usr/sbin; test_forward.py
 }
 
 # swaks looks up its own host name (gethostbyname(hostname())) when it
