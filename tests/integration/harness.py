@@ -82,7 +82,7 @@ DEBIAN_PACKAGES = {
     "valgrind": "valgrind",
     "strace": "strace",
     "dnsmasq": "dnsmasq-base",  # /usr/sbin; see dns_server.py
-    "nginx": "nginx",  # /usr/sbin; an HTTP/2 server for test_http2.py
+    "nginx": "nginx-light",  # /usr/sbin; an HTTP/2 server for test_http2.py
     "smtp-sink": "postfix",  # /usr/sbin; test_forward.py
 }
 
