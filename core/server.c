@@ -18,6 +18,7 @@
 #include <ev.h>
 
 #include "curl_loop.h"
+#include "http.h"
 #include "dns.h"
 #include "hook.h"
 #include "postern_build.h"
@@ -211,6 +212,7 @@ out:
     /* Lookups and HTTP calls still running are told (modules still
      * exist), and the sessions orphaned meanwhile are freed. */
     curl_loop_shutdown();
+    http_spares_free();
     dns_shutdown();
     session_reap();
     pool_stop();

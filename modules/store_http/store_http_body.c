@@ -68,10 +68,19 @@ sh_body_size(const struct sh_document *doc)
     return (int64_t)(doc->head_len + b64 + doc->tail_len);
 }
 
+static void
+sh_body_drop_chunk(struct sh_body *body)
+{
+    body->encoded_len = 0;
+    body->encoded_off = 0;
+}
+
 struct sh_body *
 sh_body_new(const struct sh_document *doc, postern_message_reader *reader)
 {
-    struct sh_body *body = calloc(1, sizeof *body);
+    /* malloc, not calloc: the two buffers (112 KiB) need no zeroing, and
+     * clearing them per message showed in the benchmark's profile. */
+    struct sh_body *body = malloc(sizeof *body);
 
     if (body == NULL) {
         postern_message_close(reader);
@@ -79,14 +88,11 @@ sh_body_new(const struct sh_document *doc, postern_message_reader *reader)
     }
     body->doc = doc;
     body->reader = reader;
+    body->consumed = 0;
+    body->head_off = 0;
+    body->tail_off = 0;
+    sh_body_drop_chunk(body);
     return body;
-}
-
-static void
-sh_body_drop_chunk(struct sh_body *body)
-{
-    body->encoded_len = 0;
-    body->encoded_off = 0;
 }
 
 void

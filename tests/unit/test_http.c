@@ -30,6 +30,7 @@
 
 #include "config.h"
 #include "curl_loop.h"
+#include "http.h"
 #include "http_status.h"
 #include "services.h"
 
@@ -248,6 +249,7 @@ static int
 teardown(void **state)
 {
     curl_loop_shutdown();
+    http_spares_free();
     close(listen_fd);
     return 0;
 }
@@ -273,6 +275,7 @@ test_queue_timeout_and_cap(void **state)
     assert_false(called_inside);
     /* Shutdown tells a. */
     curl_loop_shutdown();
+    http_spares_free();
     assert_true(a.done);
     assert_int_equal(a.status, POSTERN_HTTP_CANCELLED);
     assert_int_equal(a.calls, 1);
