@@ -3,7 +3,9 @@
  * under a mutex and a condition variable, each thread with one libcurl
  * easy handle kept between its jobs (so its connections to next hops are
  * kept alive and reused), and a pipe that brings finished jobs back to
- * the loop, watched with postern_io_start().
+ * the loop, watched with postern_io_start(). A job goes to the thread idle
+ * most recently (its connection to the next hop is the likeliest still
+ * open); when none is idle, jobs wait in order.
  *
  * The loop side also keeps every job it has not finished in a list, and
  * while there are some, a timer looks for contexts the client left
@@ -23,13 +25,25 @@
 #define FW_ORPHAN_CHECK 0.25 /* seconds */
 #define FW_QUIT_TIMEOUT_MS 2000
 
+/* One thread. An idle one waits on its own condition variable for a job
+ * handed to it directly. */
+struct fw_thread {
+    struct fw_workers *w;
+    pthread_t id;
+    pthread_cond_t wake;
+    struct fw_job *job;          /* under lock: handed over by submit */
+    struct fw_thread *next_idle; /* under lock */
+};
+
 struct fw_workers {
     pthread_mutex_t lock;
-    pthread_cond_t wake;
-    struct fw_job *queue, *queue_tail; /* under lock */
+    struct fw_job *queue, *queue_tail; /* under lock: no thread was idle */
     struct fw_job *done, *done_tail;   /* under lock */
+    /* Under lock: the idle threads, the last one idle first, so that jobs
+     * one after the other go to one thread and reuse its connection. */
+    struct fw_thread *idle;
     atomic_bool stop;
-    pthread_t *threads;
+    struct fw_thread *threads;
     size_t n_threads;
     int pipe[2]; /* workers write a byte after a job; the loop drains */
     /* The loop's. */
@@ -51,27 +65,49 @@ fw_append(struct fw_job **head, struct fw_job **tail, struct fw_job *job)
     *tail = job;
 }
 
-static void *
-fw_worker(void *arg)
+/* Lock held: the next job of thread t, or NULL when postern stops. */
+static struct fw_job *
+fw_next_job(struct fw_workers *w, struct fw_thread *t)
 {
-    struct fw_workers *w = arg;
-    CURL *easy = curl_easy_init(); /* NULL: each job fails, 451 */
+    struct fw_job *job = w->queue;
 
-    pthread_mutex_lock(&w->lock);
-    for (;;) {
-        while (!atomic_load(&w->stop) && w->queue == NULL)
-            pthread_cond_wait(&w->wake, &w->lock);
-        if (atomic_load(&w->stop))
-            break;
-        struct fw_job *job = w->queue;
+    if (atomic_load(&w->stop))
+        return NULL;
+    if (job != NULL) {
         w->queue = job->next;
         if (w->queue == NULL)
             w->queue_tail = NULL;
-        pthread_mutex_unlock(&w->lock);
+        return job;
+    }
+    t->next_idle = w->idle;
+    w->idle = t;
+    while (!atomic_load(&w->stop) && t->job == NULL)
+        pthread_cond_wait(&t->wake, &w->lock);
+    job = t->job; /* submit took t off the idle list */
+    t->job = NULL;
+    if (job == NULL) {
+        for (struct fw_thread **p = &w->idle; *p != NULL; p = &(*p)->next_idle)
+            if (*p == t) {
+                *p = t->next_idle;
+                break;
+            }
+    }
+    return job;
+}
 
+static void *
+fw_worker(void *arg)
+{
+    struct fw_thread *t = arg;
+    struct fw_workers *w = t->w;
+    CURL *easy = curl_easy_init(); /* NULL: each job fails, 451 */
+    struct fw_job *job;
+
+    pthread_mutex_lock(&w->lock);
+    while ((job = fw_next_job(w, t)) != NULL) {
+        pthread_mutex_unlock(&w->lock);
         if (!atomic_load(&job->abort))
             fw_transfer_run(job, easy, &w->stop);
-
         pthread_mutex_lock(&w->lock);
         fw_append(&w->done, &w->done_tail, job);
         char byte = 1;
@@ -187,10 +223,13 @@ fw_workers_start(size_t n, fw_done_fn done, void *arg)
         return NULL;
     }
     pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->wake, NULL);
     for (; w->n_threads < n; w->n_threads++) {
-        err = pthread_create(&w->threads[w->n_threads], NULL, fw_worker, w);
+        struct fw_thread *t = &w->threads[w->n_threads];
+        t->w = w;
+        pthread_cond_init(&t->wake, NULL);
+        err = pthread_create(&t->id, NULL, fw_worker, t);
         if (err != 0) {
+            pthread_cond_destroy(&t->wake);
             fw_workers_stop(w);
             errno = err;
             return NULL;
@@ -214,8 +253,14 @@ fw_workers_submit(struct fw_workers *w, struct fw_job *job)
     w->live = job;
     fw_arm_timer(w);
     pthread_mutex_lock(&w->lock);
-    fw_append(&w->queue, &w->queue_tail, job);
-    pthread_cond_signal(&w->wake);
+    struct fw_thread *t = w->idle;
+    if (t != NULL) {
+        w->idle = t->next_idle;
+        t->job = job;
+        pthread_cond_signal(&t->wake);
+    } else {
+        fw_append(&w->queue, &w->queue_tail, job);
+    }
     pthread_mutex_unlock(&w->lock);
     return 0;
 }
@@ -227,10 +272,13 @@ fw_workers_stop(struct fw_workers *w)
         return;
     pthread_mutex_lock(&w->lock);
     atomic_store(&w->stop, true); /* aborts the running transfers too */
-    pthread_cond_broadcast(&w->wake);
-    pthread_mutex_unlock(&w->lock);
     for (size_t i = 0; i < w->n_threads; i++)
-        pthread_join(w->threads[i], NULL);
+        pthread_cond_signal(&w->threads[i].wake);
+    pthread_mutex_unlock(&w->lock);
+    for (size_t i = 0; i < w->n_threads; i++) {
+        pthread_join(w->threads[i].id, NULL);
+        pthread_cond_destroy(&w->threads[i].wake);
+    }
     /* postern stops: the sessions are closed, their contexts orphaned, and
      * the core frees those after the modules. Nobody waits for a reply. */
     while (w->live != NULL) {
@@ -242,7 +290,6 @@ fw_workers_stop(struct fw_workers *w)
     postern_timer_cancel(w->timer);
     close(w->pipe[0]);
     close(w->pipe[1]);
-    pthread_cond_destroy(&w->wake);
     pthread_mutex_destroy(&w->lock);
     free(w->threads);
     free(w);
