@@ -21,10 +21,8 @@
  * says CONTINUE, and another store module may take them.
  */
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <postern/postern.h>
 
