@@ -145,11 +145,22 @@ void fw_job_free(struct fw_job *job);
 
 /* --- the transfer, on a worker thread (forward_transfer.c) --------------- */
 
-/* Count the dots, then send the message with easy (reset here, kept
- * between jobs for its connections). stop is the workers' stop flag. */
-void fw_transfer_run(struct fw_job *job, CURL *easy, const atomic_bool *stop);
-/* Leave the handle with no callback of a job, its QUIT bounded. */
-void fw_transfer_idle(CURL *easy, long timeout_ms);
+/* The sockets of one thread's easy handle, so they can be cut. */
+#define FW_MAX_SOCKETS 16
+struct fw_sockets {
+    int fd[FW_MAX_SOCKETS];
+    size_t n;
+};
+
+/* Count the dots, then send the message with *easy (kept between jobs for
+ * its connections; replaced after a failed transfer). stop is the
+ * workers' stop flag. */
+void fw_transfer_run(struct fw_job *job, CURL **easy, struct fw_sockets *socks,
+                     const atomic_bool *stop);
+/* Close the handle's connections at once, without libcurl's QUIT (which
+ * waits for a reply, up to 120 s when it closes a cached connection), and
+ * free the handle. */
+void fw_transfer_drop(CURL *easy, struct fw_sockets *socks);
 
 /* Counts the dots libcurl adds to lines that begin with one, across
  * buffers: state starts at FW_DOTS_START. */

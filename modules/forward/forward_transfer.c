@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "forward.h"
 
@@ -111,6 +113,46 @@ fw_discard(char *buf, size_t size, size_t nitems, void *arg)
     return size * nitems;
 }
 
+/* Every socket of the handle is known, to be cut by fw_transfer_drop().
+ * Both run on the thread that owns the handle (libcurl keeps them with
+ * each connection, also for closing it later). */
+static curl_socket_t
+fw_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    struct fw_sockets *socks = arg;
+    int fd;
+
+    (void)purpose;
+    if (socks->n == FW_MAX_SOCKETS)
+        return CURL_SOCKET_BAD; /* cannot happen: CURLOPT_MAXCONNECTS */
+    fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    if (fd >= 0)
+        socks->fd[socks->n++] = fd;
+    return fd >= 0 ? fd : CURL_SOCKET_BAD;
+}
+
+static int
+fw_close_socket(void *arg, curl_socket_t fd)
+{
+    struct fw_sockets *socks = arg;
+
+    for (size_t i = 0; i < socks->n; i++)
+        if (socks->fd[i] == fd) {
+            socks->fd[i] = socks->fd[--socks->n];
+            break;
+        }
+    return close(fd);
+}
+
+void
+fw_transfer_drop(CURL *easy, struct fw_sockets *socks)
+{
+    /* A cut socket makes libcurl's QUIT fail at once. */
+    for (size_t i = 0; i < socks->n; i++)
+        shutdown(socks->fd[i], SHUT_RDWR);
+    curl_easy_cleanup(easy);
+}
+
 #define FW_SET(easy, opt, value)                                               \
     do {                                                                       \
         if (curl_easy_setopt((easy), (opt), (value)) != CURLE_OK)              \
@@ -118,7 +160,7 @@ fw_discard(char *buf, size_t size, size_t nitems, void *arg)
     } while (0)
 
 static int
-fw_easy_setup(CURL *e, struct fw_run *run)
+fw_easy_setup(CURL *e, struct fw_run *run, struct fw_sockets *socks)
 {
     struct fw_job *job = run->job;
     const struct fw_config *cfg = job->cfg;
@@ -131,6 +173,12 @@ fw_easy_setup(CURL *e, struct fw_run *run)
     FW_SET(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_SMTP | CURLPROTO_SMTPS));
 #endif
     FW_SET(e, CURLOPT_NOSIGNAL, 1L);
+    FW_SET(e, CURLOPT_OPENSOCKETFUNCTION, fw_open_socket);
+    FW_SET(e, CURLOPT_OPENSOCKETDATA, socks);
+    FW_SET(e, CURLOPT_CLOSESOCKETFUNCTION, fw_close_socket);
+    FW_SET(e, CURLOPT_CLOSESOCKETDATA, socks);
+    /* Kept connections, and room in socks for those being opened. */
+    FW_SET(e, CURLOPT_MAXCONNECTS, (long)(FW_MAX_SOCKETS / 4));
     /* "" sends MAIL FROM:<>, the null sender. */
     FW_SET(e, CURLOPT_MAIL_FROM, job->mail_from);
     FW_SET(e, CURLOPT_MAIL_RCPT, job->rcpts);
@@ -197,7 +245,8 @@ fw_scan(struct fw_job *job)
 }
 
 void
-fw_transfer_run(struct fw_job *job, CURL *easy, const atomic_bool *stop)
+fw_transfer_run(struct fw_job *job, CURL **easy, struct fw_sockets *socks,
+                const atomic_bool *stop)
 {
     struct fw_run run = {.job = job, .stop = stop};
 
@@ -208,32 +257,37 @@ fw_transfer_run(struct fw_job *job, CURL *easy, const atomic_bool *stop)
     if (job->scan_errno != 0)
         return;
     fw_transcript_init(&job->transcript);
+    if (*easy == NULL)
+        *easy = curl_easy_init();
     /* A reset keeps the connection cache: a kept-alive connection to the
      * next hop serves the next job of this thread. */
-    if (easy != NULL)
-        curl_easy_reset(easy);
-    if (easy == NULL || fw_easy_setup(easy, &run) != 0) {
+    if (*easy != NULL)
+        curl_easy_reset(*easy);
+    if (*easy == NULL || fw_easy_setup(*easy, &run, socks) != 0) {
         job->setup_failed = true;
+    } else if (fw_progress(&run, 0, 0, 0, 0)) {
+        job->rc = CURLE_ABORTED_BY_CALLBACK; /* left while counting */
     } else {
-        job->rc = curl_easy_perform(easy);
+        job->rc = curl_easy_perform(*easy);
     }
     postern_message_close(job->reader);
     job->reader = NULL;
-    /* The handle and its connection outlive the job and run: libcurl may
-     * still read the next hop (the QUIT of a kept connection it closes). */
-    if (easy != NULL)
-        fw_transfer_idle(easy, job->cfg->timeout_ms);
-}
-
-void
-fw_transfer_idle(CURL *easy, long timeout_ms)
-{
-    curl_easy_reset(easy);
-    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, fw_discard);
-    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, fw_discard);
-    curl_easy_setopt(easy, CURLOPT_SERVER_RESPONSE_TIMEOUT,
-                     (timeout_ms + 999) / 1000);
+    if (*easy == NULL)
+        return;
+    /* After a failure (an abort, a timeout while waiting for the reply to
+     * the final dot), libcurl may keep a connection whose next reply is
+     * still due: never reuse it. */
+    if (job->setup_failed || job->rc != CURLE_OK) {
+        fw_transfer_drop(*easy, socks);
+        *easy = NULL;
+        return;
+    }
+    /* The handle and its connections outlive the job and run: no callback
+     * of theirs may stay. */
+    curl_easy_reset(*easy);
+    curl_easy_setopt(*easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(*easy, CURLOPT_WRITEFUNCTION, fw_discard);
+    curl_easy_setopt(*easy, CURLOPT_HEADERFUNCTION, fw_discard);
 }
 
 /*

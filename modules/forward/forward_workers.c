@@ -23,7 +23,6 @@
 #include "forward.h"
 
 #define FW_ORPHAN_CHECK 0.25 /* seconds */
-#define FW_QUIT_TIMEOUT_MS 2000
 
 /* One thread. An idle one waits on its own condition variable for a job
  * handed to it directly. */
@@ -33,6 +32,7 @@ struct fw_thread {
     pthread_cond_t wake;
     struct fw_job *job;          /* under lock: handed over by submit */
     struct fw_thread *next_idle; /* under lock */
+    struct fw_sockets sockets;   /* its handle's */
 };
 
 struct fw_workers {
@@ -100,14 +100,14 @@ fw_worker(void *arg)
 {
     struct fw_thread *t = arg;
     struct fw_workers *w = t->w;
-    CURL *easy = curl_easy_init(); /* NULL: each job fails, 451 */
+    CURL *easy = NULL; /* made by the first job */
     struct fw_job *job;
 
     pthread_mutex_lock(&w->lock);
     while ((job = fw_next_job(w, t)) != NULL) {
         pthread_mutex_unlock(&w->lock);
         if (!atomic_load(&job->abort))
-            fw_transfer_run(job, easy, &w->stop);
+            fw_transfer_run(job, &easy, &t->sockets, &w->stop);
         pthread_mutex_lock(&w->lock);
         fw_append(&w->done, &w->done_tail, job);
         char byte = 1;
@@ -117,11 +117,8 @@ fw_worker(void *arg)
             continue;
     }
     pthread_mutex_unlock(&w->lock);
-    if (easy != NULL) {
-        curl_easy_setopt(easy, CURLOPT_SERVER_RESPONSE_TIMEOUT,
-                         (long)(FW_QUIT_TIMEOUT_MS / 1000));
-        curl_easy_cleanup(easy);
-    }
+    if (easy != NULL)
+        fw_transfer_drop(easy, &t->sockets);
     return NULL;
 }
 

@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -441,6 +442,37 @@ class SlowNextHopTest(PosternTestCase):
             "other session: message accepted",
             "slow next hop: 250 sent",
         ])
+
+
+    def test_stop_while_a_transfer_waits_for_the_dot_reply(self):
+        # postern stops (SIGTERM, then SIGTERM again: now) while a worker
+        # thread waits for the next hop's reply to the final dot: the
+        # transfer is aborted, its connection cut, the threads joined,
+        # nothing leaks, and the stop waits neither for the next hop nor
+        # for "timeout".
+        events = []
+        with SlowDotServer(events, hold=TIMER_GUARD) as slow:
+            srv = Server(plugins={"10-forward": forward_plugin(
+                {"*": slow.url}, timeout=300)},
+                config=relay_config("a.postern.test"))
+            with srv:
+                def client():
+                    try:
+                        send(srv, "alice@example.org", ["bob@slow.test"],
+                             BODY)
+                    except Exception:  # the shutdown closes the session
+                        pass
+
+                t = threading.Thread(target=client, daemon=True)
+                t.start()
+                self.assertTrue(slow.dot_seen.wait(TIMER_GUARD))
+                srv.proc.send_signal(signal.SIGTERM)
+                self.assertTrue(wait_until(
+                    lambda: "draining" in srv.log_text(), TIMER_GUARD))
+                problems = srv.stop()
+                t.join(TIMER_GUARD)
+                self.assertEqual(problems, [])
+                self.assertEqual(events, ["slow next hop: final dot read"])
 
 
 class NextHopPosternTest(PosternTestCase):
