@@ -16,7 +16,8 @@ SMTP (libcurl), into real next hops:
   its reply): while one client waits for it, another session of the same
   postern gets its greeting, EHLO and NOOP answered and a message through
   another route accepted, all before the slow reply is sent (the
-  transfers run on the module's worker threads, not on the loop);
+  transfers run on the module's worker threads, not on the loop); postern
+  stopped while a worker waits for that reply exits at once, cleanly;
 - a second postern with store_file: what it stores is, after its own
   Received line, byte for byte what the first spooled (its Received line,
   then the body: dot lines, 8-bit bytes, past 64 KiB), with the original
