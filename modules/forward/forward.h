@@ -2,11 +2,13 @@
  * forward.h - what the files of the forward module share: the
  * configuration with its routes (forward_config.c) and the account of a
  * conversation with the next hop that becomes the client's reply
- * (forward_reply.c). forward.c has the hooks and runs the transfer.
+ * (forward_reply.c); the job a worker thread runs (forward_transfer.c) and
+ * the threads (forward_workers.c). forward.c has the hooks.
  */
 #ifndef POSTERN_FORWARD_H
 #define POSTERN_FORWARD_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -33,6 +35,7 @@ struct fw_config {
     char *user, *password; /* "auth", or NULL */
     long timeout_ms;
     char *helo;
+    long concurrency; /* worker threads */
 };
 
 /* Read the instance's config into cfg (zeroed by the caller). 0, or -1
@@ -105,12 +108,80 @@ struct fw_outcome {
 void fw_outcome_of(CURLcode rc, const struct fw_transcript *t, const char *peer,
                    const char *id, bool read_failed, struct fw_outcome *out);
 
-/* --- the body (forward.c) ------------------------------------------------ */
+/* --- a message to forward (forward.c builds it, a worker runs it) -------- */
+
+/* Everything a worker thread needs, copied on the loop: the worker calls
+ * no postern_ function but postern_message_read() and _close(). */
+struct fw_job {
+    const struct fw_config *cfg;
+    postern_ctx *ctx; /* the loop's only */
+    const struct fw_route *route;
+    char *id;
+    char *mail_from;
+    struct curl_slist *rcpts;
+    size_t n_rcpts;
+    unsigned long long size;         /* postern_message_size() */
+    postern_message_reader *scanner; /* read once to count the dots */
+    postern_message_reader *reader;  /* what libcurl sends */
+    atomic_bool abort;               /* the client left, or postern stops */
+    /* Written by the worker, read on the loop once it handed the job back. */
+    bool started;   /* a worker took it (else dropped before connecting) */
+    int scan_errno; /* counting the dots failed */
+    bool setup_failed;
+    unsigned long long stuffed; /* dots libcurl adds */
+    unsigned long long sent;    /* bytes the read callback gave libcurl */
+    bool read_failed;
+    int read_errno;
+    CURLcode rc;
+    struct fw_transcript transcript;
+    char errbuf[CURL_ERROR_SIZE];
+    /* Lists: the workers' queue or done list (under the lock), and the
+     * loop's list of the jobs it has not finished. */
+    struct fw_job *next;
+    struct fw_job *live_prev, *live_next;
+};
+
+void fw_job_free(struct fw_job *job);
+
+/* --- the transfer, on a worker thread (forward_transfer.c) --------------- */
+
+/* The sockets of one thread's easy handle, so they can be cut. */
+#define FW_MAX_SOCKETS 16
+struct fw_sockets {
+    int fd[FW_MAX_SOCKETS];
+    size_t n;
+};
+
+/* Count the dots, then send the message with *easy (kept between jobs for
+ * its connections; replaced after a failed transfer). stop is the
+ * workers' stop flag. */
+void fw_transfer_run(struct fw_job *job, CURL **easy, struct fw_sockets *socks,
+                     const atomic_bool *stop);
+/* Close the handle's connections at once, without libcurl's QUIT (which
+ * waits for a reply, up to 120 s when it closes a cached connection), and
+ * free the handle. */
+void fw_transfer_drop(CURL *easy, struct fw_sockets *socks);
 
 /* Counts the dots libcurl adds to lines that begin with one, across
  * buffers: state starts at FW_DOTS_START. */
 #define FW_DOTS_START 2
 unsigned long long fw_count_stuffed_dots(const char *buf, size_t len,
                                          int *state);
+
+/* --- the worker threads (forward_workers.c) ------------------------------ */
+
+typedef void (*fw_done_fn)(struct fw_job *job, void *arg);
+
+struct fw_workers;
+
+/* Start n threads. done runs on the loop for every job handed back. NULL
+ * with errno on failure. */
+struct fw_workers *fw_workers_start(size_t n, fw_done_fn done, void *arg);
+/* Queue a job (loop thread). 0, or -1 (then the job is still the
+ * caller's). */
+int fw_workers_submit(struct fw_workers *w, struct fw_job *job);
+/* Stop: abort the transfers, join the threads, free every job not yet
+ * handed back (their contexts are orphaned: postern is stopping). */
+void fw_workers_stop(struct fw_workers *w);
 
 #endif

@@ -22,6 +22,8 @@
 /* Below the 10 minutes a session waits for a pending hook (and a client
  * for the reply to its data), so the client hears our answer. */
 #define FW_MAX_TIMEOUT 540.0
+#define FW_DEFAULT_CONCURRENCY 16
+#define FW_MAX_CONCURRENCY 256
 #define FW_MAX_DOMAIN 253
 #define FW_MAX_SECRET 4096
 
@@ -429,6 +431,16 @@ fw_config_keys(postern_module_init *init, struct fw_config *cfg,
                 return -1;
             }
             cfg->timeout_ms = (long)(v * 1000.0 + 0.999);
+        } else if (strcmp(key, "concurrency") == 0) {
+            json_int_t n = json_integer_value(value);
+            if (!json_is_integer(value) || n < 1 || n > FW_MAX_CONCURRENCY) {
+                postern_init_error(init, key,
+                                   "expected an integer from 1 to %d (worker "
+                                   "threads)",
+                                   FW_MAX_CONCURRENCY);
+                return -1;
+            }
+            cfg->concurrency = (long)n;
         } else if (strcmp(key, "ca_file") == 0) {
             if (!fw_is_text(value)) {
                 postern_init_error(init, key, "expected a file name");
@@ -443,8 +455,8 @@ fw_config_keys(postern_module_init *init, struct fw_config *cfg,
         } else {
             postern_init_error(init, key,
                                "unknown key (expected routes, starttls, auth, "
-                               "allow_plaintext_auth, timeout, helo or "
-                               "ca_file)");
+                               "allow_plaintext_auth, timeout, helo, "
+                               "concurrency or ca_file)");
             return -1;
         }
     }
@@ -461,6 +473,7 @@ fw_config_parse(postern_module_init *init, struct fw_config *cfg)
     cfg->use_ssl = CURLUSESSL_TRY;
     cfg->verify = false;
     cfg->timeout_ms = (long)(FW_DEFAULT_TIMEOUT * 1000.0);
+    cfg->concurrency = FW_DEFAULT_CONCURRENCY;
     if (!json_is_object(config)) {
         postern_init_error(init, "", "expected an object");
         return -1;

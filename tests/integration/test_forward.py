@@ -12,6 +12,12 @@ SMTP (libcurl), into real next hops:
   transfer is aborted, the next hop gets no message (not half of one),
   postern goes on, and nothing leaks (the harness fails on sanitizer
   reports);
+- a next hop slow to answer the final dot (a Python SMTP server that holds
+  its reply): while one client waits for it, another session of the same
+  postern gets its greeting, EHLO and NOOP answered and a message through
+  another route accepted, all before the slow reply is sent (the
+  transfers run on the module's worker threads, not on the loop); postern
+  stopped while a worker waits for that reply exits at once, cleanly;
 - a second postern with store_file: what it stores is, after its own
   Received line, byte for byte what the first spooled (its Received line,
   then the body: dot lines, 8-bit bytes, past 64 KiB), with the original
@@ -33,10 +39,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -168,6 +176,85 @@ def send(srv, sender, rcpts, body, params=""):
 BODY = (b"From: alice@example.org\r\nSubject: forward\r\n\r\n"
         b".a line that begins with a dot\r\n..and two\r\n"
         b"8-bit: \xc3\xa9t\xc3\xa9\r\nlast line\r\n")
+
+
+class SlowDotServer:
+    """A minimal SMTP server on 127.0.0.1 that holds its reply to the final
+    dot until release() (or `hold` seconds). events records, in order,
+    what it did, and the test adds its own."""
+
+    def __init__(self, events, hold=10.0):
+        self.events = events
+        self.hold = hold
+        self.released = threading.Event()
+        self.dot_seen = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self):
+        return "smtp://127.0.0.1:%d" % self.port
+
+    def release(self):
+        self.released.set()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping = True
+        self.released.set()
+        self.thread.join(TIMER_GUARD)
+        self.sock.close()
+        return False
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(TIMER_GUARD)
+                try:
+                    self._session(conn.makefile("rwb"))
+                except OSError:
+                    pass
+
+    def _session(self, f):
+        def say(line):
+            f.write(line + b"\r\n")
+            f.flush()
+
+        say(b"220 slow.test ESMTP")
+        while True:
+            line = f.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                say(b"250 slow.test")
+            elif verb == b"DATA":
+                say(b"354 go ahead")
+                while f.readline() not in (b".\r\n", b""):
+                    pass
+                self.events.append("slow next hop: final dot read")
+                self.dot_seen.set()
+                self.released.wait(self.hold)
+                self.events.append("slow next hop: 250 sent")
+                say(b"250 2.0.0 Ok: queued as SLOW1")
+            elif verb == b"QUIT":
+                say(b"221 2.0.0 Bye")
+                return
+            else:
+                say(b"250 2.0.0 Ok")
 
 
 class SinkTest(PosternTestCase):
@@ -308,6 +395,85 @@ class SinkTest(PosternTestCase):
 def read_stored(srv, timeout=TIMER_GUARD):
     msgs = srv.wait_messages(1, timeout=timeout)
     return [(read_bytes(m), read_envelope(srv.maildir, m)) for m in msgs]
+
+
+class SlowNextHopTest(PosternTestCase):
+    def test_slow_final_dot_stalls_only_its_session(self):
+        events = []
+        with SlowDotServer(events) as slow, Sink() as sink, \
+                Server(plugins={"10-forward": forward_plugin(
+                    {"slow.test": slow.url, "*": sink.url})},
+                    config=relay_config("a.postern.test")) as srv:
+            slow_reply = []
+
+            def slow_client():
+                slow_reply.append(
+                    send(srv, "alice@example.org", ["bob@slow.test"], BODY))
+
+            t = threading.Thread(target=slow_client, daemon=True)
+            t.start()
+            try:
+                self.assertTrue(slow.dot_seen.wait(TIMER_GUARD))
+                # The slow next hop now holds its reply: another session
+                # is served meanwhile, and its message goes through.
+                with srv.client() as c:
+                    events.append("other session: greeted")
+                    c.ehlo()
+                    c.cmd_expect("NOOP", 250)
+                    events.append("other session: EHLO and NOOP answered")
+                    c.cmd_expect("MAIL FROM:<alice@example.org>", 250)
+                    c.cmd_expect("RCPT TO:<carol@example.net>", 250)
+                    c.cmd_expect("DATA", 354)
+                    c.send(dot_stuff(BODY) + b".\r\n")
+                    r = c.reply(timeout=TIMER_GUARD)
+                    self.assertEqual(r.code, 250, r)
+                    events.append("other session: message accepted")
+            finally:
+                slow.release()
+                t.join(TIMER_GUARD)
+            self.assertEqual(len(slow_reply), 1)
+            self.assertEqual(slow_reply[0].code, 250, slow_reply[0])
+            self.assertIn("Ok: queued as SLOW1", slow_reply[0].text)
+            msgs = wait_until(sink.messages, TIMER_GUARD)
+            self.assertEqual([m[1] for m in msgs], [["<carol@example.net>"]])
+        self.assertEqual(events, [
+            "slow next hop: final dot read",
+            "other session: greeted",
+            "other session: EHLO and NOOP answered",
+            "other session: message accepted",
+            "slow next hop: 250 sent",
+        ])
+
+
+    def test_stop_while_a_transfer_waits_for_the_dot_reply(self):
+        # postern stops (SIGTERM, then SIGTERM again: now) while a worker
+        # thread waits for the next hop's reply to the final dot: the
+        # transfer is aborted, its connection cut, the threads joined,
+        # nothing leaks, and the stop waits neither for the next hop nor
+        # for "timeout".
+        events = []
+        with SlowDotServer(events, hold=TIMER_GUARD) as slow:
+            srv = Server(plugins={"10-forward": forward_plugin(
+                {"*": slow.url}, timeout=300)},
+                config=relay_config("a.postern.test"))
+            with srv:
+                def client():
+                    try:
+                        send(srv, "alice@example.org", ["bob@slow.test"],
+                             BODY)
+                    except Exception:  # the shutdown closes the session
+                        pass
+
+                t = threading.Thread(target=client, daemon=True)
+                t.start()
+                self.assertTrue(slow.dot_seen.wait(TIMER_GUARD))
+                srv.proc.send_signal(signal.SIGTERM)
+                self.assertTrue(wait_until(
+                    lambda: "draining" in srv.log_text(), TIMER_GUARD))
+                problems = srv.stop()
+                t.join(TIMER_GUARD)
+                self.assertEqual(problems, [])
+                self.assertEqual(events, ["slow next hop: final dot read"])
 
 
 class NextHopPosternTest(PosternTestCase):

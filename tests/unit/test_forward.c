@@ -1,10 +1,10 @@
 /*
  * test_forward.c - the forward module without a network: its config
  * (errors name their JSON path), route matching, the 452 4.5.3 split at
- * RCPT, the store handler's paths up to the transfer (the fake
- * mock_http.c keeps the handle; the test ends the transfer with a
- * chosen CURLcode), the transcript of a conversation and the reply
- * it becomes, and the count of dots libcurl adds.
+ * RCPT, the store handler's paths through the module's worker threads
+ * (a next hop on a closed loopback port; the completion pipe is watched by
+ * the stubs below), the transcript of a conversation and the reply it
+ * becomes, and the count of dots libcurl adds.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,20 +17,69 @@
 
 #include <cmocka.h>
 
-#include <postern/curl.h>
+#include <poll.h>
 
 #include "../../modules/forward/forward.h"
 #include "mock_core.h"
-#include "mock_http.h"
 
 #define ID "a1b2c3d4e5f60718"
 
-/* End the oldest transfer as libcurl would have, with rc. */
-static void
-finish_transfer(CURLcode rc)
+/* The module's completion pipe: mock_core.c has no I/O watchers. */
+struct postern_io {
+    int fd;
+    postern_io_cb cb;
+    void *arg;
+};
+static struct postern_io *watched;
+
+postern_io *
+postern_io_start(int fd, int events, postern_io_cb cb, void *arg)
 {
-    assert_int_equal(mock_curl_complete(rc), 1);
+    assert_null(watched);
+    watched = malloc(sizeof *watched);
+    assert_non_null(watched);
+    *watched = (struct postern_io){.fd = fd, .cb = cb, .arg = arg};
+    (void)events;
+    return watched;
 }
+
+void
+postern_io_set(postern_io *io, int events)
+{
+    (void)io;
+    (void)events;
+}
+
+void
+postern_io_stop(postern_io *io)
+{
+    if (io == NULL)
+        return;
+    assert_ptr_equal(io, watched);
+    free(io);
+    watched = NULL;
+}
+
+/* Run the loop's side until the module resumed `resumes` times in all
+ * (at most 20 s: a worker thread does the transfer). */
+static void
+wait_resumes(int resumes)
+{
+    for (int i = 0; i < 200 && mock_resume_count() < resumes; i++) {
+        assert_non_null(watched);
+        struct pollfd p = {.fd = watched->fd, .events = POLLIN};
+        if (poll(&p, 1, 100) > 0)
+            watched->cb(watched->fd, POSTERN_IO_READ, watched->arg);
+        else
+            mock_timer_fire(); /* the check for clients that left */
+    }
+    assert_int_equal(mock_resume_count(), resumes);
+}
+
+/* Nothing listens on port 1 of the loopback: connection refused. */
+static const char *const CLOSED =
+    "{\"routes\": {\"*\": \"smtp://127.0.0.1:1\"}, \"concurrency\": 2, "
+    "\"timeout\": 10}";
 
 static int
 setup(void **state)
@@ -191,37 +240,43 @@ test_config_auth(void **state)
     unlink(path);
 }
 
-/* Two instances sharing a next hop must share its TLS settings. */
+/* Instances never share connections (each worker thread has its own
+ * easy handle), so one next hop may have different TLS settings in two. */
 static void
 test_config_shared_peer(void **state)
 {
     (void)state;
     void *a = mock_create("{\"routes\": {\"*\": \"smtp://192.0.2.9:25\"}, "
-                          "\"starttls\": \"off\"}",
+                          "\"starttls\": \"off\", \"concurrency\": 1}",
                           0);
     assert_non_null(a);
-    assert_null(mock_create("{\"routes\": {\"x.org\": \"smtp://192.0.2.9\"}, "
-                            "\"starttls\": \"required\"}",
-                            0));
-    assert_string_equal(mock_init_error_path(), "routes.x.org");
-    mock_reset();
-    void *b = mock_create("{\"routes\": {\"*\": \"smtp://192.0.2.9:25\"}, "
-                          "\"starttls\": \"off\"}",
+    void *b = mock_create("{\"routes\": {\"x.org\": \"smtp://192.0.2.9\"}, "
+                          "\"starttls\": \"required\", \"concurrency\": 1}",
                           0);
     assert_non_null(b);
-    void *c = mock_create("{\"routes\": {\"*\": \"smtp://192.0.2.10:25\"}, "
-                          "\"starttls\": \"required\"}",
-                          0);
-    assert_non_null(c);
     destroy(a);
     destroy(b);
-    destroy(c);
-    /* Once the first is gone, the other settings are free to use. */
-    c = mock_create("{\"routes\": {\"*\": \"smtp://192.0.2.9:25\"}, "
-                    "\"starttls\": \"required\"}",
-                    0);
-    assert_non_null(c);
-    destroy(c);
+}
+
+static void
+test_config_concurrency(void **state)
+{
+    (void)state;
+    assert_config_error("{\"routes\": {\"*\": \"smtp://127.0.0.1\"}, "
+                        "\"concurrency\": 0}",
+                        "concurrency", "1 to 256");
+    assert_config_error("{\"routes\": {\"*\": \"smtp://127.0.0.1\"}, "
+                        "\"concurrency\": 257}",
+                        "concurrency", "1 to 256");
+    assert_config_error("{\"routes\": {\"*\": \"smtp://127.0.0.1\"}, "
+                        "\"concurrency\": 2.5}",
+                        "concurrency", "integer");
+    mock_reset();
+    void *fw = mock_create("{\"routes\": {\"*\": \"smtp://127.0.0.1\"}, "
+                           "\"concurrency\": 256}",
+                           1);
+    assert_non_null(fw); /* checking only: no thread started */
+    destroy(fw);
 }
 
 /* --- routes -------------------------------------------------------------- */
@@ -344,7 +399,7 @@ test_store_not_ours(void **state)
     mock_add_rcpt("a@example.com");
     mock_set_message(MESSAGE, sizeof MESSAGE - 1);
     assert_int_equal(store(fw), POSTERN_CONTINUE);
-    assert_int_equal((int)mock_curl_pending(), 0);
+    assert_null(watched);
     assert_int_equal(mock_readers_open(), 0);
     destroy(fw);
 }
@@ -364,102 +419,84 @@ test_store_mixed_routes(void **state)
     destroy(fw);
 }
 
-/* Up to the transfer: scan on the pool, then postern_curl_perform(). */
-static void *
-start_store(void)
-{
-    void *fw = mock_create(ROUTES, 0);
-    mock_add_rcpt("a@example.org");
-    mock_add_rcpt("b@example.org");
-    mock_set_message(MESSAGE, sizeof MESSAGE - 1);
-    mock_set_pool_mode(MOCK_POOL_DEFER);
-    assert_int_equal(store(fw), POSTERN_PENDING);
-    assert_int_equal(mock_pool_pending(), 1);
-    assert_int_equal((int)mock_curl_pending(), 0);
-    assert_int_equal(mock_pool_run(), 1);
-    return fw;
-}
-
 static void
 test_store_connect_failure(void **state)
 {
     (void)state;
-    void *fw = start_store();
-    assert_int_equal((int)mock_curl_pending(), 1);
-    assert_int_equal(mock_resume_count(), 0);
-    assert_int_equal(mock_readers_open(), 1);
-    /* Two dots: ".one" and ".two" begin their lines. */
-    assert_true(mock_log_find(POSTERN_LOG_DEBUG, "stuffed=2") >= 0);
-    finish_transfer(CURLE_COULDNT_CONNECT);
-    assert_int_equal(mock_resume_count(), 1);
+    void *fw = mock_create(CLOSED, 0);
+    mock_add_rcpt("a@example.org");
+    mock_add_rcpt("b@example.org");
+    mock_set_message(MESSAGE, sizeof MESSAGE - 1);
+    assert_int_equal(store(fw), POSTERN_PENDING);
+    wait_resumes(1);
     assert_int_equal(mock_last_resume(), POSTERN_TEMPFAIL);
     assert_int_equal(mock_last_reply()->code, 451);
     assert_string_equal(mock_last_reply()->enhanced, "4.4.1");
-    assert_non_null(strstr(mock_last_reply()->text, "192.0.2.1:25"));
+    assert_non_null(strstr(mock_last_reply()->text, "127.0.0.1:1"));
     assert_int_equal(mock_readers_open(), 0);
+    /* Two dots: ".one" and ".two" begin their lines. */
+    assert_true(mock_log_find(POSTERN_LOG_DEBUG, "stuffed=2") >= 0);
     assert_true(mock_log_find(POSTERN_LOG_WARNING, "result=tempfail") >= 0);
     destroy(fw);
 }
 
+/* The client left: resumed once, without a reply, whether the worker had
+ * started or the job was dropped from the queue. */
 static void
-test_store_orphaned_transfer(void **state)
+test_store_orphaned(void **state)
 {
     (void)state;
-    void *fw = start_store();
+    void *fw = mock_create(CLOSED, 0);
+    mock_add_rcpt("a@example.org");
+    mock_set_message(MESSAGE, sizeof MESSAGE - 1);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(store(fw), POSTERN_PENDING);
     mock_set_orphaned(1);
-    finish_transfer(CURLE_ABORTED_BY_CALLBACK);
-    assert_int_equal(mock_resume_count(), 1);
+    wait_resumes(4);
     assert_int_equal(mock_last_reply()->count, 0);
     assert_int_equal(mock_readers_open(), 0);
-    assert_true(mock_log_find(POSTERN_LOG_WARNING, "client_gone=yes") >= 0);
+    assert_true(mock_log_find(POSTERN_LOG_INFO, "client_gone=yes") >= 0 ||
+                mock_log_find(POSTERN_LOG_WARNING, "client_gone=yes") >= 0);
     destroy(fw);
 }
 
+/* postern stops with jobs in flight: nothing leaks, nothing resumes (the
+ * core frees the orphaned contexts after the modules). */
 static void
-test_store_orphaned_during_scan(void **state)
+test_store_destroy_in_flight(void **state)
 {
     (void)state;
-    void *fw = mock_create(ROUTES, 0);
+    void *fw = mock_create("{\"routes\": {\"*\": \"smtp://127.0.0.1:1\"}, "
+                           "\"concurrency\": 1}",
+                           0);
     mock_add_rcpt("a@example.org");
     mock_set_message(MESSAGE, sizeof MESSAGE - 1);
-    mock_set_pool_mode(MOCK_POOL_DEFER);
-    assert_int_equal(store(fw), POSTERN_PENDING);
-    mock_set_orphaned(1);
-    assert_int_equal(mock_pool_run(), 1);
-    assert_int_equal((int)mock_curl_pending(), 0);
-    assert_int_equal(mock_resume_count(), 1);
-    assert_int_equal(mock_readers_open(), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(store(fw), POSTERN_PENDING);
     destroy(fw);
+    assert_null(watched);
+    assert_int_equal(mock_readers_open(), 0);
 }
 
 static void
 test_store_local_failures(void **state)
 {
     (void)state;
-    void *fw = mock_create(ROUTES, 0);
+    void *fw = mock_create(CLOSED, 0);
     mock_add_rcpt("a@example.org");
     mock_set_message(MESSAGE, sizeof MESSAGE - 1);
 
     mock_set_reader(MOCK_READER_OPEN_FAILS, 0);
     assert_int_equal(store(fw), POSTERN_TEMPFAIL);
     assert_int_equal(mock_last_reply()->code, 451);
+    assert_int_equal(mock_resume_count(), 0);
 
     mock_set_reader(MOCK_READER_READ_FAILS, 10);
-    assert_int_equal(store(fw), POSTERN_PENDING); /* the pool ran it */
+    assert_int_equal(store(fw), POSTERN_PENDING);
+    wait_resumes(1);
     assert_int_equal(mock_last_resume(), POSTERN_TEMPFAIL);
     assert_string_equal(mock_last_reply()->enhanced, "4.3.0");
-    assert_int_equal((int)mock_curl_pending(), 0);
-
-    mock_set_reader(MOCK_READER_OK, 0);
-    mock_set_pool_mode(MOCK_POOL_REFUSE);
-    assert_int_equal(store(fw), POSTERN_TEMPFAIL);
-
-    mock_set_pool_mode(MOCK_POOL_RUN);
-    mock_http_refuse(1);
-    int resumes = mock_resume_count();
-    assert_int_equal(store(fw), POSTERN_PENDING);
-    assert_int_equal(mock_resume_count(), resumes + 1);
-    assert_int_equal(mock_last_resume(), POSTERN_TEMPFAIL);
+    assert_true(mock_log_find(POSTERN_LOG_ERROR, "cannot read") >= 0);
     assert_int_equal(mock_readers_open(), 0);
     destroy(fw);
 }
@@ -678,6 +715,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_config_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_shared_peer, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_config_concurrency, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_route_matching, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rcpt_split, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rcpt_unrouted_split, setup,
@@ -687,9 +726,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_connect_failure, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_store_orphaned_transfer, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_store_orphaned_during_scan, setup,
+        cmocka_unit_test_setup_teardown(test_store_orphaned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_destroy_in_flight, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_local_failures, setup,
                                         teardown),
