@@ -176,10 +176,6 @@ on_spool_room(void *arg)
         session_resume(s);
 }
 
-/* Bytes the DATA receiver may hold back from one feed and emit with the
- * next (".\r" at the start of a line, see smtp_data.c). */
-#define RECEIPT_MAX_HELD 2
-
 /* How many input bytes may be fed now: the receiver's output must fit in
  * the spool's room. The output of one feed is its input, plus what an
  * earlier feed held back, and normalising a bare line end doubles it at
@@ -189,7 +185,7 @@ receipt_feed_limit(const struct session *s, size_t avail)
 {
     size_t room = spool_room(s->tx->spool);
     /* held bytes, doubled at most when normalised */
-    room = room > 2 * RECEIPT_MAX_HELD ? room - 2 * RECEIPT_MAX_HELD : 0;
+    room = room > 2 * SMTP_DATA_MAX_HELD ? room - 2 * SMTP_DATA_MAX_HELD : 0;
     if (s->cfg->line_endings == SMTP_DATA_NORMALISE)
         room /= 2;
     return avail < room ? avail : room;

@@ -49,7 +49,7 @@ smtp_data_held(int state)
     case S_SOFT_DOT:
         return 1;
     case S_DOT_CR:
-        return 2;
+        return SMTP_DATA_MAX_HELD;
     default:
         return 0;
     }

@@ -31,6 +31,10 @@ typedef enum smtp_data_policy {
  * receiver then stops calling it but still finds the end of the data). */
 typedef int (*smtp_data_sink)(void *arg, const char *buf, size_t len);
 
+/* Most input bytes one feed may hold back and emit with the next (".\r"
+ * at the start of a line): a caller bounding the output must allow them. */
+#define SMTP_DATA_MAX_HELD 2
+
 struct smtp_data_rx {
     /* settings */
     smtp_data_policy policy;

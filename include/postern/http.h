@@ -91,8 +91,7 @@ void postern_http_request_timeout(postern_http_request *req, double seconds);
 
 /* Largest response body kept, in bytes (default 64 KiB); a longer one
  * ends the call with POSTERN_HTTP_TOO_LARGE. */
-void postern_http_request_max_response(postern_http_request *req,
-                                       size_t bytes);
+void postern_http_request_max_response(postern_http_request *req, size_t bytes);
 
 /* TLS for an https:// URL. Every field may be NULL or 0: ca_file then
  * comes from the main config (or the system store), no client
