@@ -3,8 +3,8 @@
  * adds (module headers, then its own Received) in memory, followed by the
  * spooled body. Readers (include/postern/session.h) see the two as one.
  */
-#ifndef POSTERN_MESSAGE_H
-#define POSTERN_MESSAGE_H
+#ifndef POSTERN_MESSAGE_INTERNAL_H
+#define POSTERN_MESSAGE_INTERNAL_H
 
 #include "smtp_session.h"
 

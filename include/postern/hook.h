@@ -49,8 +49,14 @@ typedef enum postern_result {
     POSTERN_ACCEPT,     /* yes: the chain stops here */
     POSTERN_REJECT,     /* permanent failure (5xx) */
     POSTERN_TEMPFAIL,   /* temporary failure (4xx) */
-    POSTERN_DISCONNECT, /* 421 and close the session */
-    POSTERN_PENDING     /* async work started; postern_resume() follows */
+    POSTERN_DISCONNECT, /* 421 (or the 4xx/5xx given with postern_reply)
+                           and close the session */
+    POSTERN_PENDING,    /* async work started; postern_resume() follows */
+    /* Since ABI 1.3, at mail, rcpt, data, message and store: accept, but
+     * drop the message. The command gets its success reply, the end of
+     * data gets 250, nothing is stored, and the drop is logged. The chain
+     * stops here. At any other hook it is logged and acts as TEMPFAIL. */
+    POSTERN_DISCARD
 } postern_result;
 
 /* The context of one hook call. Opaque; owned by the core. */
@@ -62,9 +68,20 @@ typedef struct postern_ctx postern_ctx;
  * match the result (2 for ACCEPT, 4 for TEMPFAIL, 5 for REJECT) or 0 for the
  * stage default; enhanced is "x.y.z" or NULL for the stage default; the text
  * is printf-formatted, CR and LF are replaced, and it is cut at 400 bytes.
+ * With POSTERN_DISCONNECT the code may be 4xx or 5xx (since ABI 1.3; 421
+ * when 0): the reply is sent and the session closed.
  */
 void postern_reply(postern_ctx *ctx, int code, const char *enhanced,
                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/*
+ * Since ABI 1.3: add one more line to the reply attached with
+ * postern_reply() (which must come first), for a multi-line reply
+ * ("550-first", "550 last"). Same formatting rules; at most 16 lines in
+ * all. 0, or -1 when no reply is attached or the limit is reached.
+ */
+int postern_reply_line(postern_ctx *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Finish a PENDING handler. Exactly once, from the loop thread. */
 void postern_resume(postern_ctx *ctx, postern_result result);

@@ -31,8 +31,11 @@ extern "C" {
 #define POSTERN_ABI_MAJOR 1
 /* 1.1 added postern_log_value(), postern/dns.h, postern_client_rdns(),
  * postern_client_relay() and postern_init_hostname().
- * 1.2 added postern/http.h and postern/curl.h. */
-#define POSTERN_ABI_MINOR 2
+ * 1.2 added postern/http.h and postern/curl.h.
+ * 1.3 added postern/message.h (structured headers, message and envelope
+ * changes, quarantine), POSTERN_DISCARD, postern_reply_line(), 4xx/5xx
+ * with POSTERN_DISCONNECT, and postern_loop_call(). */
+#define POSTERN_ABI_MINOR 3
 #define POSTERN_ABI_VERSION ((POSTERN_ABI_MAJOR << 16) | POSTERN_ABI_MINOR)
 
 /* Room for hooks added by later minor versions; unused slots are NULL. */

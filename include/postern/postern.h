@@ -14,5 +14,6 @@
 #include "dns.h"
 #include "http.h"
 #include "session.h"
+#include "message.h"
 
 #endif

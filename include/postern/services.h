@@ -43,6 +43,16 @@ typedef void (*postern_work_fn)(void *arg);
 typedef void (*postern_done_fn)(void *arg);
 int postern_pool_submit(postern_work_fn work, postern_done_fn done, void *arg);
 
+/*
+ * Since ABI 1.3: run fn(arg) on the loop thread, soon. Safe to call from
+ * any thread (a module's own threads, a library's callback thread) and
+ * from signal-free code on the loop thread itself; calls run in the order
+ * they were made. 0, or -1 when the daemon is shutting down (then fn does
+ * not run: free arg yourself). A pending handler resumes from fn.
+ */
+typedef void (*postern_loop_fn)(void *arg);
+int postern_loop_call(postern_loop_fn fn, void *arg);
+
 #ifdef __cplusplus
 }
 #endif
