@@ -1420,8 +1420,7 @@ postern_reply_line(postern_ctx *ctx, const char *fmt, ...)
 }
 
 int
-postern_mail_from_set(postern_ctx *ctx, const char *address,
-                      const char *params)
+postern_mail_from_set(postern_ctx *ctx, const char *address, const char *params)
 {
     (void)ctx;
     (void)params;
