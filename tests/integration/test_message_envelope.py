@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (  # noqa: E402
     PosternTestCase,
     Server,
+    async_plugin,
     main,
     maildir_messages,
     read_bytes,
@@ -254,6 +255,44 @@ class EnvelopeTest(PosternTestCase):
                 self.assertEqual(code, 550)
                 self.assertEqual(text, b"5.7.1 first line\n5.7.1 second line\n"
                                        b"5.7.1 last line")
+
+
+class AsyncOutcomeTest(PosternTestCase):
+    """The same results passed to postern_resume() by a pending handler."""
+
+    def setUp(self):
+        self.require_plugin("test_async")
+
+    def test_async_discard_at_store(self):
+        hooks = {"store": {"delay": 0.05, "result": "discard"}}
+        with Server(plugins=[("10-async", async_plugin(hooks)),
+                             ("90-store", store_plugin())]) as srv:
+            with srv.smtplib() as s:
+                s.ehlo()
+                s.mail("a@example.org")
+                s.rcpt("b@example.com")
+                code, text = s.data(BODY)
+                self.assertEqual(code, 250)
+                self.assertIn(b"accepted as", text)
+            self.assertTrue(srv.wait_log(
+                r"discarded id=\S+ .*module=\"?10-async\"? hook=store "
+                r"reason=discard"))
+            self.assertEqual(maildir_messages(srv.maildir), [])
+
+    def test_async_5xx_disconnect_at_data(self):
+        hooks = {"data": {"delay": 0.05, "result": "disconnect", "code": 554,
+                          "enhanced": "5.7.1", "text": "no data from you"}}
+        with Server(plugins=[("10-async", async_plugin(hooks)),
+                             ("90-store", store_plugin())]) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                c.cmd_expect("MAIL FROM:<a@example.org>", 250)
+                c.cmd_expect("RCPT TO:<b@example.com>", 250)
+                r = c.cmd("DATA")
+                self.assertEqual(r.code, 554, r)
+                self.assertEqual(r.lines, ["5.7.1 no data from you"])
+                self.assertTrue(c.wait_closed())
+            self.assertEqual(maildir_messages(srv.maildir), [])
 
 
 if __name__ == "__main__":
