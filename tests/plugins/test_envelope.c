@@ -34,8 +34,8 @@
 static void
 note_result(postern_ctx *ctx, const char *key, int value)
 {
-    const char *old = postern_note_get(ctx, POSTERN_NOTE_TRANSACTION,
-                                       NOTE_RESULTS);
+    const char *old =
+        postern_note_get(ctx, POSTERN_NOTE_TRANSACTION, NOTE_RESULTS);
     char *text = NULL;
     if (asprintf(&text, "%s%s%s=%d", old ? old : "", old ? " " : "", key,
                  value) < 0)
@@ -163,8 +163,7 @@ env_store(postern_ctx *ctx, void *instance)
                 postern_rcpt_add(ctx, "late@example.com"),
                 postern_rcpt_delete(ctx, postern_rcpt_address(ctx, 0)),
                 postern_message_quarantine(ctx, "late"),
-                postern_log_value(q ? q : "-"),
-                postern_message_discarded(ctx));
+                postern_log_value(q ? q : "-"), postern_message_discarded(ctx));
     return POSTERN_CONTINUE;
 }
 
