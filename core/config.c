@@ -686,6 +686,56 @@ config_default_module_path(char ***out, size_t *n_out)
     return strings_dup(installed, 1, out, n_out);
 }
 
+/* Equal directory names, ignoring trailing slashes ("/a/" is "/a"). */
+static bool
+same_dir(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+
+    while (la > 1 && a[la - 1] == '/')
+        la--;
+    while (lb > 1 && b[lb - 1] == '/')
+        lb--;
+    return la == lb && memcmp(a, b, la) == 0;
+}
+
+/*
+ * A module_path from the file extends the default rather than replacing
+ * it: the configured directories first (a local module may shadow a
+ * bundled one on purpose), then the default ones they do not already
+ * name, so the bundled modules stay loadable. 0 or -1 (out of memory).
+ */
+static int
+config_module_path_extend(struct config *cfg)
+{
+    char **defaults = NULL, **grown = NULL;
+    size_t n_defaults = 0;
+
+    if (config_default_module_path(&defaults, &n_defaults) < 0 ||
+        !(grown =
+              realloc(cfg->module_path,
+                      (cfg->n_module_path + n_defaults + 1) * sizeof *grown))) {
+        /* strings_dup() left a NULL-filled array on failure */
+        for (size_t i = 0; defaults && i < n_defaults; i++)
+            free(defaults[i]);
+        free(defaults);
+        return -1;
+    }
+    cfg->module_path = grown;
+    for (size_t i = 0; i < n_defaults; i++) {
+        bool listed = false;
+
+        for (size_t j = 0; j < cfg->n_module_path && !listed; j++)
+            listed = same_dir(cfg->module_path[j], defaults[i]);
+        if (listed)
+            free(defaults[i]);
+        else
+            cfg->module_path[cfg->n_module_path++] = defaults[i];
+    }
+    free(defaults);
+    return 0;
+}
+
 struct config *
 config_defaults(void)
 {
@@ -852,6 +902,11 @@ config_load(const char *path, char *err, size_t errlen)
     if (parse_object(&c, "$", root, main_fields, cfg) < 0 ||
         config_check(&c, cfg, root) < 0)
         goto fail;
+    if (json_object_get(root, "module_path") &&
+        config_module_path_extend(cfg) < 0) {
+        fail_oom(&c);
+        goto fail;
+    }
     json_decref(root);
     return cfg;
 fail:
