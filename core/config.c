@@ -24,6 +24,8 @@
 #include "config.h"
 #include "postern_build.h"
 
+#define PLUGIN_THREADS_MAX 64
+#define PLUGIN_THREADS_MAX_TEXT "64"
 #define PATH_LEN 256 /* room for a JSON path in a message */
 #define GOT_LEN 64   /* a quoted offending value is cut to this */
 
@@ -286,6 +288,8 @@ static const struct field limits_fields[] = {
      RANGE(1, 100)},
     {"transactions", F_UNSIGNED, AT(limits_config, transactions),
      RANGE(0, 1000000)},
+    {"pending_timeout", F_SECONDS, AT(limits_config, pending_timeout),
+     RANGE(1, 86400)},
     {.key = NULL},
 };
 
@@ -330,6 +334,7 @@ static const struct field main_fields[] = {
     {"user", F_STRING_NULL, AT(config, user)},
     {"workers", F_UNSIGNED, AT(config, workers), RANGE(1, 64)},
     {"pool_threads", F_UNSIGNED, AT(config, pool_threads), RANGE(1, 64)},
+    {"spool_threads", F_UNSIGNED, AT(config, spool_threads), RANGE(1, 64)},
     {"dns", F_OBJECT, AT(config, dns), .sub = dns_fields},
     {"http", F_OBJECT, AT(config, http), .sub = http_fields},
     {.key = NULL},
@@ -762,12 +767,16 @@ config_defaults(void)
         .greet_pause = 0,
         .auth_failures = 3,
         .transactions = 0,
+        /* RFC 5321 4.5.3.2.6: a client waits 10 minutes for the reply to
+         * the end of data */
+        .pending_timeout = 600,
     };
     cfg->tls.handshake_timeout = 30;
     cfg->line_endings = SMTP_DATA_STRICT;
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->workers = 1;
     cfg->pool_threads = 4;
+    cfg->spool_threads = 2;
     cfg->dns = (struct dns_config){
         .timeout = 5,
         .cache_entries = 10000,
@@ -1130,9 +1139,11 @@ plugin_hooks_parse(struct vctx *c, const json_t *hooks, unsigned *mask)
 static int
 plugin_config_parse(struct vctx *c, const json_t *root, struct plugin_config *p)
 {
-    static const char *const keys[] = {"module", "hooks", "config", NULL};
+    static const char *const keys[] = {"module", "hooks", "config", "threads",
+                                       NULL};
     const json_t *module = json_object_get(root, "module");
     const json_t *hooks = json_object_get(root, "hooks");
+    const json_t *threads = json_object_get(root, "threads");
     const json_t *config = json_object_get(root, "config");
     char path[PATH_LEN];
     const char *key;
@@ -1160,6 +1171,15 @@ plugin_config_parse(struct vctx *c, const json_t *root, struct plugin_config *p)
         return -1;
     if (config && !json_is_object(config))
         return fail_expected(c, "$.config", "an object", config);
+    if (threads) {
+        /* The instance's own pool (pool.h), apart from the shared one. */
+        if (!json_is_integer(threads) || json_integer_value(threads) < 1 ||
+            json_integer_value(threads) > PLUGIN_THREADS_MAX)
+            return fail_expected(
+                c, "$.threads",
+                "an integer between 1 and " PLUGIN_THREADS_MAX_TEXT, threads);
+        p->threads = (unsigned)json_integer_value(threads);
+    }
     p->config = config ? json_incref((json_t *)config) : json_object();
     return p->config ? 0 : fail_oom(c);
 }

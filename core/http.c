@@ -23,6 +23,7 @@
 #include "http.h"
 #include "http_status.h"
 #include "log.h"
+#include "module_scope.h"
 #include "postern/http.h"
 #include "postern_build.h"
 
@@ -71,6 +72,7 @@ struct postern_http_call {
     bool body_failed;
     bool finished; /* the body source must not be read any more */
     char sid[17];  /* the session that sent it, for the log ("" none) */
+    const struct module_instance *scope; /* who sent it */
 };
 
 /* --- the request --- */
@@ -461,7 +463,9 @@ on_job_done(struct curl_job *job, CURLcode result, bool cancelled)
                   postern_log_value(call->req->url), http_status_name(st),
                   postern_log_value(resp->error));
     }
+    const struct module_instance *was = module_scope_enter(call->scope);
     call->cb(call->arg, st, resp); /* also on failure: its error text */
+    module_scope_leave(was);
     call_free(call);
 }
 
@@ -579,6 +583,7 @@ postern_http_send(postern_ctx *ctx, postern_http_request *req,
     call->req = req;
     call->cb = cb;
     call->arg = arg;
+    call->scope = module_scope();
     const char *sid = ctx ? hook_ctx_log_sid(ctx) : NULL;
     if (sid)
         snprintf(call->sid, sizeof(call->sid), "%s", sid);
