@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -682,11 +683,16 @@ config_default_module_path(char ***out, size_t *n_out)
     static const char *const build_tree[] = {POSTERN_BUILD_MODULE_DIR,
                                              POSTERN_MODULE_DIR};
     static const char *const installed[] = {POSTERN_MODULE_DIR};
+    const char *execfn = (const char *)getauxval(AT_EXECFN);
     struct stat self, built;
 
-    if (stat("/proc/self/exe", &self) == 0 &&
-        stat(POSTERN_BUILD_EXE, &built) == 0 && self.st_dev == built.st_dev &&
-        self.st_ino == built.st_ino)
+    if (stat(POSTERN_BUILD_EXE, &built) == 0 &&
+        ((stat("/proc/self/exe", &self) == 0 && self.st_dev == built.st_dev &&
+          self.st_ino == built.st_ino) ||
+         /* under valgrind /proc/self/exe is the tool; the path given to
+          * execve is still the program's */
+         (execfn && stat(execfn, &self) == 0 && self.st_dev == built.st_dev &&
+          self.st_ino == built.st_ino && S_ISREG(self.st_mode))))
         return strings_dup(build_tree, 2, out, n_out);
     return strings_dup(installed, 1, out, n_out);
 }
