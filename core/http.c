@@ -398,7 +398,9 @@ on_read(char *buf, size_t size, size_t nmemb, void *userp)
     if (call->finished)
         return CURL_READFUNC_ABORT;
     const postern_http_body_source *src = &call->req->source;
+    const struct module_instance *was = module_scope_enter(call->scope);
     ssize_t n = src->read(src->arg, buf, size * nmemb);
+    module_scope_leave(was);
     if (n < 0 || (size_t)n > size * nmemb) {
         call->body_failed = true;
         return CURL_READFUNC_ABORT;
@@ -413,7 +415,10 @@ on_seek(void *userp, curl_off_t offset, int origin)
     const postern_http_body_source *src = &call->req->source;
     if (call->finished || offset != 0 || origin != SEEK_SET || !src->rewind)
         return CURL_SEEKFUNC_CANTSEEK;
-    if (src->rewind(src->arg) < 0) {
+    const struct module_instance *was = module_scope_enter(call->scope);
+    int rc = src->rewind(src->arg);
+    module_scope_leave(was);
+    if (rc < 0) {
         call->body_failed = true;
         return CURL_SEEKFUNC_FAIL;
     }

@@ -5,7 +5,9 @@
  * several threads, with and without a pending hook context, while the
  * loop thread grows the context table: every line whole, with its session
  * id and instance; and the module scope naming the instance of a line
- * logged without a context (create(), timers).
+ * logged without a context (create(), timers); and the pool of an
+ * instance with threads of its own, reached from a callback it registered
+ * while the shared pool is held.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,6 +33,8 @@
 #include "loop_call.h"
 #include "module.h"
 #include "module_scope.h"
+#include "pool.h"
+#include "services.h"
 
 /* --- postern_loop_call() ---------------------------------------------- */
 
@@ -352,6 +356,101 @@ test_log_without_ctx_names_the_scope(void **state)
     free(text);
 }
 
+/* --- the pool of an instance, reached from its callbacks -------------- */
+
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_open = PTHREAD_COND_INITIALIZER;
+static bool gate; /* the blocker job waits for it */
+static bool blocker_done, own_done;
+static const struct module_instance *own_work_scope, *own_done_scope,
+    *own_call_scope;
+
+static void
+blocker_work(void *arg)
+{
+    pthread_mutex_lock(&gate_lock);
+    while (!gate)
+        pthread_cond_wait(&gate_open, &gate_lock);
+    pthread_mutex_unlock(&gate_lock);
+}
+
+static void
+blocker_finished(void *arg)
+{
+    blocker_done = true;
+}
+
+static void
+own_call(void *arg)
+{
+    own_call_scope = module_scope();
+}
+
+static void
+own_work(void *arg)
+{
+    own_work_scope = module_scope();
+    /* from a pool thread: the call keeps the instance's scope */
+    assert_int_equal(postern_loop_call(own_call, NULL), 0);
+}
+
+static void
+own_finished(void *arg)
+{
+    own_done_scope = module_scope();
+    own_done = true;
+}
+
+static void
+submit_from_timer(void *arg)
+{
+    assert_int_equal(postern_pool_submit(own_work, own_finished, NULL), 0);
+}
+
+/*
+ * The shared module pool has one thread, held by a job that waits for the
+ * gate. An instance with "threads": 1 submits from a timer it started:
+ * the job runs and completes meanwhile (so it ran on the instance's pool),
+ * in the instance's scope, as do its done and a loop call made from it.
+ */
+static void
+test_instance_pool_from_a_callback(void **state)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct module_instance mi = {.instance = "40-slow", .threads = 1};
+    struct module_set set = {.items = &mi, .n = 1};
+
+    services_init(loop);
+    loop_call_init(loop);
+    assert_int_equal(pools_start(loop, 1, 1, &set), 0);
+    assert_non_null(mi.pool);
+    assert_int_equal(postern_pool_submit(blocker_work, blocker_finished, NULL),
+                     0);
+    const struct module_instance *was = module_scope_enter(&mi);
+    assert_non_null(postern_timer_start(0, submit_from_timer, NULL));
+    module_scope_leave(was);
+    for (int i = 0; (!own_done || !own_call_scope) && i < 10000000; i++)
+        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+    assert_true(own_done);
+    assert_false(blocker_done); /* the shared thread is still held */
+    assert_ptr_equal(own_work_scope, &mi);
+    assert_ptr_equal(own_done_scope, &mi);
+    assert_ptr_equal(own_call_scope, &mi);
+    assert_null(module_scope());
+
+    pthread_mutex_lock(&gate_lock);
+    gate = true;
+    pthread_cond_broadcast(&gate_open);
+    pthread_mutex_unlock(&gate_lock);
+    pools_stop(&set); /* waits for the blocker, runs its done */
+    assert_true(blocker_done);
+    assert_null(mi.pool);
+    assert_int_equal(postern_pool_submit(blocker_work, NULL, NULL), -1);
+    loop_call_shutdown();
+    services_init(NULL);
+    ev_loop_destroy(loop);
+}
+
 int
 main(void)
 {
@@ -361,6 +460,7 @@ main(void)
         cmocka_unit_test(test_loop_call_shutdown_runs_what_is_queued),
         cmocka_unit_test(test_log_from_many_threads),
         cmocka_unit_test(test_log_without_ctx_names_the_scope),
+        cmocka_unit_test(test_instance_pool_from_a_callback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
