@@ -132,8 +132,8 @@ postern_module_make(const char *name, const char *description,
                     void (*destroy)(void *),
                     std::initializer_list<postern_hook_handler> handlers)
 {
-    postern_module m{POSTERN_ABI_VERSION, name, description, create, destroy,
-                     {}};
+    postern_module m{
+        POSTERN_ABI_VERSION, name, description, create, destroy, {}};
     for (const postern_hook_handler &h : handlers)
         if ((unsigned)h.hook < POSTERN_HOOK_SLOTS)
             m.handlers[h.hook] = h.fn;

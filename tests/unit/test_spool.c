@@ -471,8 +471,8 @@ test_async_free_in_flight(void **state)
                                          : sizeof(buf)),
                          0);
     assert_int_equal(spool_finish(sp, on_wake, &woken), 0);
-    spool_free(sp); /* before the job is done */
-    pools_stop(NULL);    /* runs the job and its completion */
+    spool_free(sp);   /* before the job is done */
+    pools_stop(NULL); /* runs the job and its completion */
     assert_false(woken);
     ev_loop_destroy(test_loop);
     services_init(NULL);
