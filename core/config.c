@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +25,8 @@
 #include "config.h"
 #include "postern_build.h"
 
+#define PLUGIN_THREADS_MAX 64
+#define PLUGIN_THREADS_MAX_TEXT "64"
 #define PATH_LEN 256 /* room for a JSON path in a message */
 #define GOT_LEN 64   /* a quoted offending value is cut to this */
 
@@ -286,6 +289,8 @@ static const struct field limits_fields[] = {
      RANGE(1, 100)},
     {"transactions", F_UNSIGNED, AT(limits_config, transactions),
      RANGE(0, 1000000)},
+    {"pending_timeout", F_SECONDS, AT(limits_config, pending_timeout),
+     RANGE(1, 86400)},
     {.key = NULL},
 };
 
@@ -330,6 +335,7 @@ static const struct field main_fields[] = {
     {"user", F_STRING_NULL, AT(config, user)},
     {"workers", F_UNSIGNED, AT(config, workers), RANGE(1, 64)},
     {"pool_threads", F_UNSIGNED, AT(config, pool_threads), RANGE(1, 64)},
+    {"spool_threads", F_UNSIGNED, AT(config, spool_threads), RANGE(1, 64)},
     {"dns", F_OBJECT, AT(config, dns), .sub = dns_fields},
     {"http", F_OBJECT, AT(config, http), .sub = http_fields},
     {.key = NULL},
@@ -677,13 +683,68 @@ config_default_module_path(char ***out, size_t *n_out)
     static const char *const build_tree[] = {POSTERN_BUILD_MODULE_DIR,
                                              POSTERN_MODULE_DIR};
     static const char *const installed[] = {POSTERN_MODULE_DIR};
+    const char *execfn = (const char *)getauxval(AT_EXECFN);
     struct stat self, built;
 
-    if (stat("/proc/self/exe", &self) == 0 &&
-        stat(POSTERN_BUILD_EXE, &built) == 0 && self.st_dev == built.st_dev &&
-        self.st_ino == built.st_ino)
+    if (stat(POSTERN_BUILD_EXE, &built) == 0 &&
+        ((stat("/proc/self/exe", &self) == 0 && self.st_dev == built.st_dev &&
+          self.st_ino == built.st_ino) ||
+         /* under valgrind /proc/self/exe is the tool; the path given to
+          * execve is still the program's */
+         (execfn && stat(execfn, &self) == 0 && self.st_dev == built.st_dev &&
+          self.st_ino == built.st_ino && S_ISREG(self.st_mode))))
         return strings_dup(build_tree, 2, out, n_out);
     return strings_dup(installed, 1, out, n_out);
+}
+
+/* Equal directory names, ignoring trailing slashes ("/a/" is "/a"). */
+static bool
+same_dir(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+
+    while (la > 1 && a[la - 1] == '/')
+        la--;
+    while (lb > 1 && b[lb - 1] == '/')
+        lb--;
+    return la == lb && memcmp(a, b, la) == 0;
+}
+
+/*
+ * A module_path from the file extends the default rather than replacing
+ * it: the configured directories first (a local module may shadow a
+ * bundled one on purpose), then the default ones they do not already
+ * name, so the bundled modules stay loadable. 0 or -1 (out of memory).
+ */
+static int
+config_module_path_extend(struct config *cfg)
+{
+    char **defaults = NULL, **grown = NULL;
+    size_t n_defaults = 0;
+
+    if (config_default_module_path(&defaults, &n_defaults) < 0 ||
+        !(grown =
+              realloc(cfg->module_path,
+                      (cfg->n_module_path + n_defaults + 1) * sizeof *grown))) {
+        /* strings_dup() left a NULL-filled array on failure */
+        for (size_t i = 0; defaults && i < n_defaults; i++)
+            free(defaults[i]);
+        free(defaults);
+        return -1;
+    }
+    cfg->module_path = grown;
+    for (size_t i = 0; i < n_defaults; i++) {
+        bool listed = false;
+
+        for (size_t j = 0; j < cfg->n_module_path && !listed; j++)
+            listed = same_dir(cfg->module_path[j], defaults[i]);
+        if (listed)
+            free(defaults[i]);
+        else
+            cfg->module_path[cfg->n_module_path++] = defaults[i];
+    }
+    free(defaults);
+    return 0;
 }
 
 struct config *
@@ -712,12 +773,16 @@ config_defaults(void)
         .greet_pause = 0,
         .auth_failures = 3,
         .transactions = 0,
+        /* RFC 5321 4.5.3.2.6: a client waits 10 minutes for the reply to
+         * the end of data */
+        .pending_timeout = 600,
     };
     cfg->tls.handshake_timeout = 30;
     cfg->line_endings = SMTP_DATA_STRICT;
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->workers = 1;
     cfg->pool_threads = 4;
+    cfg->spool_threads = 2;
     cfg->dns = (struct dns_config){
         .timeout = 5,
         .cache_entries = 10000,
@@ -852,6 +917,11 @@ config_load(const char *path, char *err, size_t errlen)
     if (parse_object(&c, "$", root, main_fields, cfg) < 0 ||
         config_check(&c, cfg, root) < 0)
         goto fail;
+    if (json_object_get(root, "module_path") &&
+        config_module_path_extend(cfg) < 0) {
+        fail_oom(&c);
+        goto fail;
+    }
     json_decref(root);
     return cfg;
 fail:
@@ -1075,9 +1145,11 @@ plugin_hooks_parse(struct vctx *c, const json_t *hooks, unsigned *mask)
 static int
 plugin_config_parse(struct vctx *c, const json_t *root, struct plugin_config *p)
 {
-    static const char *const keys[] = {"module", "hooks", "config", NULL};
+    static const char *const keys[] = {"module", "hooks", "config", "threads",
+                                       NULL};
     const json_t *module = json_object_get(root, "module");
     const json_t *hooks = json_object_get(root, "hooks");
+    const json_t *threads = json_object_get(root, "threads");
     const json_t *config = json_object_get(root, "config");
     char path[PATH_LEN];
     const char *key;
@@ -1105,6 +1177,15 @@ plugin_config_parse(struct vctx *c, const json_t *root, struct plugin_config *p)
         return -1;
     if (config && !json_is_object(config))
         return fail_expected(c, "$.config", "an object", config);
+    if (threads) {
+        /* The instance's own pool (pool.h), apart from the shared one. */
+        if (!json_is_integer(threads) || json_integer_value(threads) < 1 ||
+            json_integer_value(threads) > PLUGIN_THREADS_MAX)
+            return fail_expected(
+                c, "$.threads",
+                "an integer between 1 and " PLUGIN_THREADS_MAX_TEXT, threads);
+        p->threads = (unsigned)json_integer_value(threads);
+    }
     p->config = config ? json_incref((json_t *)config) : json_object();
     return p->config ? 0 : fail_oom(c);
 }

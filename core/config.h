@@ -75,6 +75,9 @@ struct limits_config {
     double greet_pause;     /* seconds; talk before greeting -> 554 */
     unsigned auth_failures; /* per session before 421 */
     unsigned transactions;  /* per session; 0 = unlimited */
+    /* seconds a client waits on the server side: a hook handler
+     * (PENDING included) or the spool; 421 beyond */
+    double pending_timeout;
 };
 
 /* The resolver (core/dns.c) and the reverse lookup of clients. */
@@ -111,9 +114,10 @@ struct config {
     char **module_path; /* directories searched for <module>.so */
     size_t n_module_path;
     log_level log_level;
-    char *user;       /* drop privileges to this user after binding */
-    unsigned workers; /* reserved for the supervisor; 1 today */
-    unsigned pool_threads;
+    char *user;             /* drop privileges to this user after binding */
+    unsigned workers;       /* reserved for the supervisor; 1 today */
+    unsigned pool_threads;  /* the shared module pool (pool.h) */
+    unsigned spool_threads; /* the core pool: spool writes */
     struct dns_config dns;
     struct http_config http;
 };
@@ -145,7 +149,8 @@ bool config_is_local_domain(const struct config *cfg, const char *domain,
                             size_t len);
 
 /*
- * One plugins.d file: {"module": "name", "hooks": [...], "config": {...}}.
+ * One plugins.d file: {"module": "name", "hooks": [...], "config": {...},
+ * "threads": N}.
  * hooks_mask is 0 when "hooks" is absent (meaning: every hook offered).
  */
 struct plugin_config {
@@ -153,7 +158,8 @@ struct plugin_config {
     char *instance; /* file name without .json */
     char *module;
     unsigned hooks_mask;
-    json_t *config; /* owned; {} when absent */
+    unsigned threads; /* "threads": the instance's own pool; 0: shared */
+    json_t *config;   /* owned; {} when absent */
 };
 
 /*

@@ -9,20 +9,24 @@
 #include <stdlib.h>
 
 #include "curl_loop.h"
+#include "module_scope.h"
 #include "postern/curl.h"
 
 struct postern_curl_call {
     struct curl_job job; /* first: the loop hands back this */
     postern_curl_cb cb;
     void *arg;
+    const struct module_instance *scope; /* who started it */
 };
 
 static void
 on_job_done(struct curl_job *job, CURLcode result, bool cancelled)
 {
     struct postern_curl_call *call = (struct postern_curl_call *)job;
+    const struct module_instance *was = module_scope_enter(call->scope);
     call->cb(call->arg, cancelled ? CURLE_ABORTED_BY_CALLBACK : result,
              job->easy);
+    module_scope_leave(was);
     free(call);
 }
 
@@ -48,6 +52,7 @@ postern_curl_perform(postern_ctx *ctx, CURL *easy, postern_curl_cb cb,
         return NULL;
     call->cb = cb;
     call->arg = arg;
+    call->scope = module_scope();
     call->job.easy = easy;
     call->job.timeout = curl_loop_config()->timeout;
     call->job.set_timeout = false;

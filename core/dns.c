@@ -47,6 +47,7 @@
 #include "dns_answer.h"
 #include "hook.h"
 #include "log.h"
+#include "module_scope.h"
 
 struct dns_request {
     struct dns_request *prev, *next; /* in flight */
@@ -61,7 +62,8 @@ struct postern_dns_query {
     bool ready;
     postern_dns_cb cb;
     void *arg;
-    ev_timer timer; /* the lookup's own timeout */
+    const struct module_instance *scope; /* who asked */
+    ev_timer timer;                      /* the lookup's own timeout */
     struct hook_work work;
     postern_dns_status status;
     struct postern_dns_result *result;
@@ -296,7 +298,9 @@ on_deliver(struct ev_loop *loop, ev_timer *w, int revents)
         struct postern_dns_query *q = dns.ready_head;
         ready_unlink(q);
         hook_work_detach(&q->work);
+        const struct module_instance *was = module_scope_enter(q->scope);
         q->cb(q->arg, q->status, q->result);
+        module_scope_leave(was);
         query_free(q);
     }
     if (dns.ready_head)
@@ -486,6 +490,7 @@ postern_dns_lookup(postern_ctx *ctx, const char *name, postern_dns_type type,
     }
     q->cb = cb;
     q->arg = arg;
+    q->scope = module_scope();
     q->work.abandon = on_abandon;
     ev_timer_init(&q->timer, on_query_timeout,
                   timeout > 0 ? timeout : dns.timeout, 0.);
@@ -697,7 +702,9 @@ dns_shutdown(void)
         struct postern_dns_query *q = dns.ready_head;
         ready_unlink(q);
         hook_work_detach(&q->work);
+        const struct module_instance *was = module_scope_enter(q->scope);
         q->cb(q->arg, q->status, q->result);
+        module_scope_leave(was);
         query_free(q);
     }
     ev_timer_stop(dns.loop, &dns.deliver);

@@ -2,6 +2,7 @@
  * hook.c - hook chains, the hook context and the result/reply/resume
  * contract of include/postern/hook.h.
  */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "hook.h"
 #include "log.h"
 #include "module.h"
+#include "module_scope.h"
 
 struct hook_handler {
     const struct module_instance *instance;
@@ -61,6 +63,15 @@ struct ctx_slot {
 
 static struct ctx_slot *slots;
 static uint32_t n_slots, cap_slots, free_slots; /* free_slots: index + 1 */
+
+/*
+ * Only the loop thread changes the table and the contexts, and it reads
+ * them without a lock. postern_log() may be called with a pending
+ * context from any thread (log.h), so what it reads (the table, which
+ * grows by realloc, a slot's context and generation) is changed under
+ * this lock, and read under it off the loop thread.
+ */
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static postern_ctx *
 handle_make(uint32_t slot, uintptr_t gen)
@@ -155,8 +166,10 @@ ctx_retire(struct hook_ctx *ctx, const char *instance)
 {
     struct ctx_slot *cs = &slots[ctx->slot];
     works_detach_all(ctx);
+    pthread_mutex_lock(&slots_lock);
     cs->retired[cs->gen % HANDLE_HISTORY] = instance;
     cs->gen++;
+    pthread_mutex_unlock(&slots_lock);
 }
 
 static bool
@@ -166,7 +179,7 @@ slot_count_fits(uint64_t n)
 }
 
 static int
-slot_take(struct hook_ctx *ctx)
+slot_take_locked(struct hook_ctx *ctx)
 {
     if (!free_slots && n_slots == cap_slots) {
         uint32_t cap = cap_slots ? cap_slots * 2 : 64;
@@ -191,16 +204,27 @@ slot_take(struct hook_ctx *ctx)
     return 0;
 }
 
+static int
+slot_take(struct hook_ctx *ctx)
+{
+    pthread_mutex_lock(&slots_lock);
+    int rc = slot_take_locked(ctx);
+    pthread_mutex_unlock(&slots_lock);
+    return rc;
+}
+
 static void
 ctx_free(struct hook_ctx *ctx)
 {
     struct ctx_slot *cs = &slots[ctx->slot];
     works_detach_all(ctx);
     hook_reply_clear(&ctx->reply);
+    pthread_mutex_lock(&slots_lock);
     cs->ctx = NULL;
     cs->gen++; /* any handle still around is dead */
     cs->next_free = free_slots;
     free_slots = ctx->slot + 1;
+    pthread_mutex_unlock(&slots_lock);
     free(ctx);
 }
 
@@ -269,9 +293,11 @@ hook_orphans_free(void)
     for (uint32_t i = free_slots; i; i = slots[i - 1].next_free)
         n_free++;
     if (n_free == n_slots) {
+        pthread_mutex_lock(&slots_lock);
         free(slots);
         slots = NULL;
         n_slots = cap_slots = free_slots = 0;
+        pthread_mutex_unlock(&slots_lock);
     }
 }
 
@@ -421,7 +447,9 @@ hook_call(struct hook_ctx *ctx, const struct hook_handler *h)
     hook_reply_clear(&ctx->reply);
     ctx->in_handler = true;
     ctx->resumed_early = false;
+    const struct module_instance *was = module_scope_enter(h->instance);
     postern_result r = h->fn(hook_ctx_handle(ctx), h->instance->state);
+    module_scope_leave(was);
     ctx->in_handler = false;
     if (r == POSTERN_PENDING && ctx->resumed_early)
         r = ctx->early_result;
@@ -507,13 +535,16 @@ postern_resume(postern_ctx *handle, postern_result result)
     }
     if (!ctx->done)
         return; /* not from hook_run: nothing waits for it */
+    /* What follows is the session's, not the resuming module's. */
+    const struct module_instance *was = module_scope_enter(NULL);
     result = result_checked(ctx, result, instance);
     if (result == POSTERN_CONTINUE) {
         ctx->index++;
         hook_advance(ctx);
-        return;
+    } else {
+        hook_finish(ctx, result);
     }
-    hook_finish(ctx, result);
+    module_scope_leave(was);
 }
 
 int
@@ -629,15 +660,28 @@ postern_reply_line(postern_ctx *handle, const char *fmt, ...)
 const char *
 hook_ctx_log_sid(const postern_ctx *handle)
 {
-    const struct hook_ctx *ctx = ctx_from(handle);
-    return ctx ? ctx->sid : NULL;
+    const char *sid, *instance;
+    hook_ctx_log_names(handle, &sid, &instance);
+    return sid;
 }
 
 const char *
 hook_ctx_log_instance(const postern_ctx *handle)
 {
+    const char *sid, *instance;
+    hook_ctx_log_names(handle, &sid, &instance);
+    return instance;
+}
+
+void
+hook_ctx_log_names(const postern_ctx *handle, const char **sid,
+                   const char **instance)
+{
+    pthread_mutex_lock(&slots_lock);
     const struct hook_ctx *ctx = ctx_from(handle);
-    return ctx ? ctx_instance(ctx) : NULL;
+    *sid = ctx ? ctx->sid : NULL;
+    *instance = ctx ? ctx_instance(ctx) : NULL;
+    pthread_mutex_unlock(&slots_lock);
 }
 
 const char *

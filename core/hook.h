@@ -114,8 +114,13 @@ void hook_work_detach(struct hook_work *w);
  * never resumed. */
 void hook_orphans_free(void);
 
-/* For postern_log(): the session id (kept while orphaned) and the name of
- * the instance whose handler is running; NULL for a dead handle. */
+/* For postern_log(), from any thread while the context is live (the
+ * handler runs, or it is pending and not yet resumed): the session id
+ * (kept while orphaned) and the name of the instance whose handler runs
+ * or is pending. Both NULL for a dead handle. The strings live as long
+ * as the session and the module set. */
+void hook_ctx_log_names(const postern_ctx *handle, const char **sid,
+                        const char **instance);
 const char *hook_ctx_log_sid(const postern_ctx *handle);
 const char *hook_ctx_log_instance(const postern_ctx *handle);
 

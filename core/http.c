@@ -23,6 +23,7 @@
 #include "http.h"
 #include "http_status.h"
 #include "log.h"
+#include "module_scope.h"
 #include "postern/http.h"
 #include "postern_build.h"
 
@@ -71,6 +72,7 @@ struct postern_http_call {
     bool body_failed;
     bool finished; /* the body source must not be read any more */
     char sid[17];  /* the session that sent it, for the log ("" none) */
+    const struct module_instance *scope; /* who sent it */
 };
 
 /* --- the request --- */
@@ -396,7 +398,9 @@ on_read(char *buf, size_t size, size_t nmemb, void *userp)
     if (call->finished)
         return CURL_READFUNC_ABORT;
     const postern_http_body_source *src = &call->req->source;
+    const struct module_instance *was = module_scope_enter(call->scope);
     ssize_t n = src->read(src->arg, buf, size * nmemb);
+    module_scope_leave(was);
     if (n < 0 || (size_t)n > size * nmemb) {
         call->body_failed = true;
         return CURL_READFUNC_ABORT;
@@ -411,7 +415,10 @@ on_seek(void *userp, curl_off_t offset, int origin)
     const postern_http_body_source *src = &call->req->source;
     if (call->finished || offset != 0 || origin != SEEK_SET || !src->rewind)
         return CURL_SEEKFUNC_CANTSEEK;
-    if (src->rewind(src->arg) < 0) {
+    const struct module_instance *was = module_scope_enter(call->scope);
+    int rc = src->rewind(src->arg);
+    module_scope_leave(was);
+    if (rc < 0) {
         call->body_failed = true;
         return CURL_SEEKFUNC_FAIL;
     }
@@ -461,7 +468,9 @@ on_job_done(struct curl_job *job, CURLcode result, bool cancelled)
                   postern_log_value(call->req->url), http_status_name(st),
                   postern_log_value(resp->error));
     }
+    const struct module_instance *was = module_scope_enter(call->scope);
     call->cb(call->arg, st, resp); /* also on failure: its error text */
+    module_scope_leave(was);
     call_free(call);
 }
 
@@ -579,6 +588,7 @@ postern_http_send(postern_ctx *ctx, postern_http_request *req,
     call->req = req;
     call->cb = cb;
     call->arg = arg;
+    call->scope = module_scope();
     const char *sid = ctx ? hook_ctx_log_sid(ctx) : NULL;
     if (sid)
         snprintf(call->sid, sizeof(call->sid), "%s", sid);

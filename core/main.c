@@ -15,6 +15,7 @@
 #include "curl_loop.h"
 #include "hook.h"
 #include "log.h"
+#include "loop_call.h"
 #include "module.h"
 #include "postern_build.h"
 #include "server.h"
@@ -68,6 +69,7 @@ check_config(const struct config *cfg)
     }
     printf("postern: configuration %s is valid (%zu module instance%s)\n",
            cfg->source, modules->n, modules->n == 1 ? "" : "s");
+    loop_call_shutdown(); /* what create() queued runs before destroy() */
     module_set_free(modules);
     hook_orphans_free();
     return 0;
@@ -169,6 +171,7 @@ main(int argc, char **argv)
         return 1;
     }
     services_init(loop);
+    loop_call_init(loop); /* create() may already hand calls to the loop */
     /* Before modules: their create() may make libcurl easy handles. */
     if (curl_loop_global_init(err, sizeof(err)) < 0) {
         fprintf(stderr, "postern: %s\n", err);

@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "module.h"
+#include "module_scope.h"
 
 struct postern_module_init {
     const json_t *config;
@@ -273,32 +274,35 @@ instance_load(const struct config *cfg, const struct plugin_config *pc,
     }
     if (module_check(pc, desc, path, &mask, err, errlen) < 0)
         goto fail;
+    /* Named before create(): its log lines carry the instance. */
+    mi->instance = strdup(pc->instance);
+    mi->file = strdup(pc->file);
+    if (!mi->instance || !mi->file) {
+        snprintf(err, errlen, "%s: out of memory", pc->file);
+        goto fail;
+    }
+    const struct module_instance *was = module_scope_enter(mi);
     rc = desc->create ? desc->create(&init, &state) : 0;
     if (rc != 0 || init.failed) {
         /* An instance built despite a complaint is not kept. */
         if (rc == 0 && desc->destroy)
             desc->destroy(state);
+        module_scope_leave(was);
         if (!init.failed)
             snprintf(err, errlen, "%s: module %s: create() failed", pc->file,
                      pc->module);
         goto fail;
     }
-    mi->instance = strdup(pc->instance);
-    mi->file = strdup(pc->file);
     mi->desc = desc;
+    module_scope_leave(was);
     mi->state = state;
     mi->hooks_mask = mask;
-    if (!mi->instance || !mi->file) {
-        snprintf(err, errlen, "%s: out of memory", pc->file);
-        if (desc->destroy)
-            desc->destroy(state);
-        free(mi->instance);
-        free(mi->file);
-        goto fail;
-    }
+    mi->threads = pc->threads;
     free(path);
     return 0;
 fail:
+    free(mi->instance);
+    free(mi->file);
     free(path);
     lt_dlclose(mi->handle);
     *mi = (struct module_instance){0};
@@ -351,8 +355,11 @@ module_set_free(struct module_set *set)
     for (size_t i = set->n; i-- > 0;) {
         struct module_instance *mi = &set->items[i];
 
-        if (mi->desc->destroy)
+        if (mi->desc->destroy) {
+            const struct module_instance *was = module_scope_enter(mi);
             mi->desc->destroy(mi->state);
+            module_scope_leave(was);
+        }
         lt_dlclose(mi->handle);
         free(mi->instance);
         free(mi->file);

@@ -25,6 +25,8 @@ struct module_instance {
     const postern_module *desc;
     void *state;         /* what create() returned */
     unsigned hooks_mask; /* effective: the hooks this instance is on */
+    unsigned threads;    /* "threads" of its file: 0 uses the shared pool */
+    struct pool *pool;   /* its own, while the pools run (pool.c) */
     lt_dlhandle handle;
 };
 

@@ -1,7 +1,10 @@
 /*
  * module_log.c - postern_log(), the modules' way into the daemon's log:
  * the line gets the session id and the instance name from the hook
- * context. Kept apart from log.c so the log stays below the hook engine.
+ * context, or, without one, the instance from the module scope. Kept apart
+ * from log.c so the log stays below the hook engine. Safe on any thread:
+ * stack buffers, one write(2) per line (log.c), the per-thread rings of
+ * postern_log_value() and a locked look-up of the context.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +13,7 @@
 
 #include "hook.h"
 #include "log.h"
+#include "module_scope.h"
 
 /* Modules log through here; the session id and instance come from ctx. */
 
@@ -28,8 +32,13 @@ postern_log(const postern_ctx *ctx, postern_log_level level, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    const char *instance = ctx ? hook_ctx_log_instance(ctx) : NULL;
+    const char *sid = NULL, *instance = NULL;
+    if (ctx)
+        hook_ctx_log_names(ctx, &sid, &instance);
+    /* No context (create(), a timer, a pool job): the instance the core
+     * is running code for. */
+    if (!instance)
+        instance = module_scope_name();
     snprintf(prefix, sizeof(prefix), "module=%s", postern_log_value(instance));
-    log_event((log_level)level, ctx ? hook_ctx_log_sid(ctx) : NULL, "module",
-              "%s %s", prefix, msg);
+    log_event((log_level)level, sid, "module", "%s %s", prefix, msg);
 }

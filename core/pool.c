@@ -1,15 +1,19 @@
 /*
- * pool.c - a fixed set of worker threads with a job queue and a completion
- * queue. postern_pool_submit() (public, services.h) appends a job; a worker
- * runs job->work, moves the job to the completion queue and signals the
- * loop; the loop runs job->done. done always runs, exactly once.
+ * pool.c - fixed sets of worker threads, each with a job queue and a
+ * completion queue (see pool.h for which pools exist). A worker runs
+ * job->work in the module scope the job was submitted from, moves the job
+ * to the completion queue and signals the loop; the loop runs job->done
+ * in the same scope. done always runs, exactly once.
  */
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "postern/services.h"
 
+#include "module.h"
+#include "module_scope.h"
 #include "pool.h"
 
 struct pool_job {
@@ -17,13 +21,14 @@ struct pool_job {
     postern_work_fn work;
     postern_done_fn done;
     void *arg;
+    const struct module_instance *scope;
 };
 
 struct job_queue {
     struct pool_job *head, *tail;
 };
 
-static struct {
+struct pool {
     struct ev_loop *loop;
     ev_async wake;
     pthread_t *threads;
@@ -32,9 +37,13 @@ static struct {
     pthread_cond_t more;
     struct job_queue todo;
     struct job_queue finished;
-    unsigned in_flight; /* submitted, done not yet run */
     bool stopping;
-} pool;
+    struct pool *next; /* every pool, for pools_stop() */
+};
+
+static struct pool *pools;       /* all of them */
+static struct pool *core_pool;   /* the spool */
+static struct pool *shared_pool; /* modules without a pool of their own */
 
 static void
 queue_push(struct job_queue *q, struct pool_job *job)
@@ -56,43 +65,50 @@ queue_take_all(struct job_queue *q)
 }
 
 static void *
-pool_worker(void *unused)
+pool_worker(void *arg)
 {
-    pthread_mutex_lock(&pool.lock);
+    struct pool *p = arg;
+
+    pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (!pool.todo.head && !pool.stopping)
-            pthread_cond_wait(&pool.more, &pool.lock);
-        struct pool_job *job = pool.todo.head;
+        while (!p->todo.head && !p->stopping)
+            pthread_cond_wait(&p->more, &p->lock);
+        struct pool_job *job = p->todo.head;
         if (!job)
             break; /* stopping and nothing left */
-        pool.todo.head = job->next;
-        if (!pool.todo.head)
-            pool.todo.tail = NULL;
-        pthread_mutex_unlock(&pool.lock);
+        p->todo.head = job->next;
+        if (!p->todo.head)
+            p->todo.tail = NULL;
+        pthread_mutex_unlock(&p->lock);
 
-        if (job->work)
+        if (job->work) {
+            const struct module_instance *was = module_scope_enter(job->scope);
             job->work(job->arg);
+            module_scope_leave(was);
+        }
 
-        pthread_mutex_lock(&pool.lock);
-        queue_push(&pool.finished, job);
-        ev_async_send(pool.loop, &pool.wake);
+        pthread_mutex_lock(&p->lock);
+        queue_push(&p->finished, job);
+        ev_async_send(p->loop, &p->wake);
     }
-    pthread_mutex_unlock(&pool.lock);
+    pthread_mutex_unlock(&p->lock);
     return NULL;
 }
 
 static void
-pool_run_completions(void)
+pool_run_completions(struct pool *p)
 {
-    pthread_mutex_lock(&pool.lock);
-    struct pool_job *job = queue_take_all(&pool.finished);
-    pthread_mutex_unlock(&pool.lock);
+    pthread_mutex_lock(&p->lock);
+    struct pool_job *job = queue_take_all(&p->finished);
+    pthread_mutex_unlock(&p->lock);
 
     while (job) {
         struct pool_job *next = job->next;
-        pool.in_flight--;
-        if (job->done)
+        if (job->done) {
+            const struct module_instance *was = module_scope_enter(job->scope);
             job->done(job->arg);
+            module_scope_leave(was);
+        }
         free(job);
         job = next;
     }
@@ -101,53 +117,42 @@ pool_run_completions(void)
 static void
 pool_on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
-    pool_run_completions();
+    pool_run_completions(
+        (struct pool *)((char *)w - offsetof(struct pool, wake)));
 }
 
-int
-pool_start(struct ev_loop *loop, unsigned threads)
+static struct pool *
+pool_new(struct ev_loop *loop, unsigned threads)
 {
-    pool.loop = loop;
-    pool.stopping = false;
-    pthread_mutex_init(&pool.lock, NULL);
-    pthread_cond_init(&pool.more, NULL);
-    ev_async_init(&pool.wake, pool_on_wake);
-    ev_async_start(loop, &pool.wake);
+    struct pool *p = calloc(1, sizeof(*p));
+
+    if (!p)
+        return NULL;
+    p->loop = loop;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->more, NULL);
+    ev_async_init(&p->wake, pool_on_wake);
+    ev_async_start(loop, &p->wake);
     ev_unref(loop); /* an idle pool must not keep the loop alive */
-    pool.threads = calloc(threads, sizeof(*pool.threads));
-    if (!pool.threads)
-        return -1;
-    for (pool.n_threads = 0; pool.n_threads < threads; pool.n_threads++)
-        if (pthread_create(&pool.threads[pool.n_threads], NULL, pool_worker,
-                           NULL) != 0)
+    p->next = pools;
+    pools = p;
+    p->threads = calloc(threads, sizeof(*p->threads));
+    if (!p->threads)
+        return NULL;
+    for (p->n_threads = 0; p->n_threads < threads; p->n_threads++)
+        if (pthread_create(&p->threads[p->n_threads], NULL, pool_worker, p) !=
+            0)
             break;
-    return pool.n_threads > 0 ? 0 : -1;
+    return p->n_threads > 0 ? p : NULL;
 }
 
-void
-pool_stop(void)
-{
-    if (!pool.threads)
-        return;
-    pthread_mutex_lock(&pool.lock);
-    pool.stopping = true;
-    pthread_cond_broadcast(&pool.more);
-    pthread_mutex_unlock(&pool.lock);
-    for (unsigned i = 0; i < pool.n_threads; i++)
-        pthread_join(pool.threads[i], NULL);
-    pool_run_completions();
-    free(pool.threads);
-    pool.threads = NULL;
-    ev_ref(pool.loop);
-    ev_async_stop(pool.loop, &pool.wake);
-}
-
-int
-postern_pool_submit(postern_work_fn work, postern_done_fn done, void *arg)
+static int
+pool_submit(struct pool *p, const struct module_instance *scope,
+            postern_work_fn work, postern_done_fn done, void *arg)
 {
     struct pool_job *job;
 
-    if (!pool.threads || pool.stopping)
+    if (!p || !p->n_threads || p->stopping)
         return -1;
     job = malloc(sizeof(*job));
     if (!job)
@@ -155,10 +160,69 @@ postern_pool_submit(postern_work_fn work, postern_done_fn done, void *arg)
     job->work = work;
     job->done = done;
     job->arg = arg;
-    pool.in_flight++;
-    pthread_mutex_lock(&pool.lock);
-    queue_push(&pool.todo, job);
-    pthread_cond_signal(&pool.more);
-    pthread_mutex_unlock(&pool.lock);
+    job->scope = scope;
+    pthread_mutex_lock(&p->lock);
+    queue_push(&p->todo, job);
+    pthread_cond_signal(&p->more);
+    pthread_mutex_unlock(&p->lock);
     return 0;
+}
+
+int
+pools_start(struct ev_loop *loop, unsigned core_threads,
+            unsigned module_threads, struct module_set *set)
+{
+    if (!(core_pool = pool_new(loop, core_threads)) ||
+        !(shared_pool = pool_new(loop, module_threads)))
+        return -1;
+    for (size_t i = 0; set && i < set->n; i++) {
+        struct module_instance *mi = &set->items[i];
+        if (mi->threads && !(mi->pool = pool_new(loop, mi->threads)))
+            return -1;
+    }
+    return 0;
+}
+
+void
+pools_stop(struct module_set *set)
+{
+    for (size_t i = 0; set && i < set->n; i++)
+        set->items[i].pool = NULL; /* freed below */
+    /* Every pool stops taking jobs first: a completion of one pool must
+     * not queue work on another that is already joined. */
+    for (struct pool *p = pools; p; p = p->next) {
+        pthread_mutex_lock(&p->lock);
+        p->stopping = true;
+        pthread_cond_broadcast(&p->more);
+        pthread_mutex_unlock(&p->lock);
+    }
+    while (pools) {
+        struct pool *p = pools;
+        pools = p->next;
+        for (unsigned i = 0; i < p->n_threads; i++)
+            pthread_join(p->threads[i], NULL);
+        pool_run_completions(p);
+        free(p->threads);
+        ev_ref(p->loop);
+        ev_async_stop(p->loop, &p->wake);
+        pthread_cond_destroy(&p->more);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+    }
+    core_pool = shared_pool = NULL;
+}
+
+int
+pool_submit_core(postern_work_fn work, postern_done_fn done, void *arg)
+{
+    return pool_submit(core_pool, NULL, work, done, arg);
+}
+
+int
+postern_pool_submit(postern_work_fn work, postern_done_fn done, void *arg)
+{
+    const struct module_instance *mi = module_scope();
+
+    return pool_submit(mi && mi->pool ? mi->pool : shared_pool, mi, work, done,
+                       arg);
 }

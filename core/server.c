@@ -24,6 +24,7 @@
 #include "postern_build.h"
 #include "listener.h"
 #include "log.h"
+#include "loop_call.h"
 #include "module.h"
 #include "pool.h"
 #include "server.h"
@@ -175,7 +176,7 @@ server_run(const struct config *cfg, struct module_set *modules)
     char err[512];
 
     if (hook_chains_build(modules) < 0 ||
-        pool_start(loop, cfg->pool_threads) < 0) {
+        pools_start(loop, cfg->spool_threads, cfg->pool_threads, modules) < 0) {
         fprintf(stderr, "postern: out of memory at start-up\n");
         goto out;
     }
@@ -215,7 +216,11 @@ out:
     http_spares_free();
     dns_shutdown();
     session_reap();
-    pool_stop();
+    pools_stop(modules);
+    session_reap();
+    /* Loop calls queued until now run (their modules still exist); later
+     * ones are refused. */
+    loop_call_shutdown();
     session_reap();
     hook_chains_free();
     server_cleanup();

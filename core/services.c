@@ -1,12 +1,15 @@
 /*
  * services.c - timers, I/O watchers and the clock lent to modules. libev
- * types stay private: modules see opaque postern_timer / postern_io.
+ * types stay private: modules see opaque postern_timer / postern_io. A
+ * callback runs in the module scope (module_scope.h) of whoever started
+ * it.
  */
 #include <stdlib.h>
 #include <sys/time.h>
 
 #include "postern/services.h"
 
+#include "module_scope.h"
 #include "services.h"
 
 static struct ev_loop *loop_for_modules;
@@ -39,6 +42,7 @@ struct postern_timer {
     ev_timer w;
     postern_timer_cb cb;
     void *arg;
+    const struct module_instance *scope; /* who started it */
 };
 
 static void
@@ -47,9 +51,11 @@ timer_fired(struct ev_loop *loop, ev_timer *w, int revents)
     struct postern_timer *t = (struct postern_timer *)w;
     postern_timer_cb cb = t->cb;
     void *arg = t->arg;
+    const struct module_instance *was = module_scope_enter(t->scope);
 
     free(t); /* before cb: the callback may start a new timer */
     cb(arg);
+    module_scope_leave(was);
 }
 
 postern_timer *
@@ -64,6 +70,7 @@ postern_timer_start(double seconds, postern_timer_cb cb, void *arg)
         return NULL;
     t->cb = cb;
     t->arg = arg;
+    t->scope = module_scope();
     ev_timer_init(&t->w, timer_fired, seconds, 0.);
     ev_timer_start(loop_for_modules, &t->w);
     return t;
@@ -82,6 +89,7 @@ struct postern_io {
     ev_io w;
     postern_io_cb cb;
     void *arg;
+    const struct module_instance *scope; /* who started it */
 };
 
 static int
@@ -97,7 +105,9 @@ io_ready(struct ev_loop *loop, ev_io *w, int revents)
     struct postern_io *io = (struct postern_io *)w;
     int events = ((revents & EV_READ) ? POSTERN_IO_READ : 0) |
                  ((revents & EV_WRITE) ? POSTERN_IO_WRITE : 0);
-    io->cb(w->fd, events, io->arg);
+    const struct module_instance *was = module_scope_enter(io->scope);
+    io->cb(w->fd, events, io->arg); /* may stop (free) io */
+    module_scope_leave(was);
 }
 
 postern_io *
@@ -112,6 +122,7 @@ postern_io_start(int fd, int events, postern_io_cb cb, void *arg)
         return NULL;
     io->cb = cb;
     io->arg = arg;
+    io->scope = module_scope();
     ev_io_init(&io->w, io_ready, fd, io_to_ev(events));
     if (events)
         ev_io_start(loop_for_modules, &io->w);

@@ -32,11 +32,6 @@
 
 #define SESSION_INPUT_BUFFER (32 * 1024)
 #define SESSION_OUTPUT_HIGH_WATER (64 * 1024)
-/* How long the server side may keep a client waiting (a hook, the spool):
- * RFC 5321 4.5.3.2.6, a client waits 10 minutes for the reply to the end
- * of data. */
-#define SESSION_SERVER_WAIT_TIMEOUT 600.0
-
 static struct session *dead_sessions;
 static struct session *live_list;
 static bool draining; /* shutting down: no new transactions */
@@ -114,7 +109,8 @@ session_touch(struct session *s)
     case SESSION_WAIT_HOOK:
     case SESSION_WAIT_HOOK_PENDING:
     case SESSION_WAIT_SPOOL:
-        timeout = SESSION_SERVER_WAIT_TIMEOUT; /* we are the slow side */
+        /* we are the slow side: limits.pending_timeout */
+        timeout = s->cfg->limits.pending_timeout;
         break;
     case SESSION_WAIT_TLS:
         timeout = s->cfg->tls.handshake_timeout;

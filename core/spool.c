@@ -16,6 +16,7 @@
 
 #include "postern/services.h"
 
+#include "pool.h"
 #include "spool.h"
 
 #define SPOOL_BLOCK (64 * 1024)
@@ -230,7 +231,7 @@ spool_submit(struct spool *sp)
     sp->filled = 0;
     sp->busy = true;
     spool_ref(sp);
-    if (postern_pool_submit(spool_job_work, spool_job_done, sp) == 0)
+    if (pool_submit_core(spool_job_work, spool_job_done, sp) == 0)
         return;
     /* No pool (tests, start-up) or it is full: do it here. */
     spool_job_work(sp);

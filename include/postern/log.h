@@ -29,7 +29,17 @@ typedef enum postern_log_level {
     POSTERN_LOG_DEBUG
 } postern_log_level;
 
-/* ctx may be NULL (outside a hook call). */
+/*
+ * ctx may be NULL (outside a hook call): the line then names the instance
+ * the core is running code for (create(), a timer, a pool job, ...).
+ *
+ * Safe on any thread (pool threads, a module's own threads): a line is
+ * written whole with one write(2), never interleaved with another. With a
+ * ctx off the loop thread, only while that call is pending: after the
+ * handler returned POSTERN_PENDING and before its resume was handed to
+ * the loop (the pool job's done, or postern_loop_call()); the line keeps
+ * the session id, also when the client has gone (orphaned context).
+ */
 void postern_log(const postern_ctx *ctx, postern_log_level level,
                  const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

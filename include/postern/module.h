@@ -59,9 +59,26 @@ typedef struct postern_module {
 } postern_module;
 
 #define POSTERN_MODULE_SYMBOL "postern_module_descriptor"
+#ifndef __cplusplus
 #define POSTERN_MODULE_DEFINE                                                  \
     __attribute__((visibility("default")))                                     \
     const postern_module postern_module_descriptor
+#else
+/*
+ * C++: a const object at namespace scope has internal linkage and a
+ * mangled name, so the descriptor is first declared extern "C" (external
+ * linkage, C name, exported); the definition the macro opens refers to
+ * that declaration. Designated array initialisers are not C++: build the
+ * descriptor with postern_module_make() (below), e.g.
+ *
+ *     POSTERN_MODULE_DEFINE = postern_module_make(
+ *         "my_check", "what it does", my_create, my_destroy,
+ *         {{POSTERN_HOOK_RCPT, check_rcpt}});
+ */
+extern "C" __attribute__((visibility("default")))
+const postern_module postern_module_descriptor;
+#define POSTERN_MODULE_DEFINE const postern_module postern_module_descriptor
+#endif
 
 /* The "config" object of the plugins.d file ({} when it has none). */
 const json_t *postern_init_config(const postern_module_init *init);
@@ -86,6 +103,41 @@ void postern_init_error(postern_module_init *init, const char *json_path,
     __attribute__((format(printf, 3, 4)));
 
 #ifdef __cplusplus
+} /* extern "C" */
+
+#include <initializer_list>
+
+/* C++ only: one hook and its handler, for postern_module_make(). */
+struct postern_hook_handler {
+    postern_hook hook;
+    postern_handler fn;
+};
+
+#if __cplusplus >= 201402L
+#define POSTERN_CXX14_CONSTEXPR constexpr
+#else
+#define POSTERN_CXX14_CONSTEXPR
+#endif
+
+/*
+ * C++ only (header-only, any ABI 1.x core): the descriptor for
+ * POSTERN_MODULE_DEFINE, with abi_version set to this header's
+ * POSTERN_ABI_VERSION and handlers[hook] = fn for each pair; hooks outside
+ * the table are ignored. constexpr from C++14, so the descriptor is
+ * constant data, set before the loader reads it.
+ */
+inline POSTERN_CXX14_CONSTEXPR postern_module
+postern_module_make(const char *name, const char *description,
+                    int (*create)(postern_module_init *, void **),
+                    void (*destroy)(void *),
+                    std::initializer_list<postern_hook_handler> handlers)
+{
+    postern_module m{
+        POSTERN_ABI_VERSION, name, description, create, destroy, {}};
+    for (const postern_hook_handler &h : handlers)
+        if ((unsigned)h.hook < POSTERN_HOOK_SLOTS)
+            m.handlers[h.hook] = h.fn;
+    return m;
 }
 #endif
 #endif

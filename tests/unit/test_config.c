@@ -278,9 +278,11 @@ test_full_file(void **state)
     assert_int_equal(cfg->line_endings, SMTP_DATA_NORMALISE);
     assert_string_equal(cfg->spool_dir, "/var/spool/postern");
     assert_string_equal(cfg->plugins_dir, "/etc/postern/plugins.d");
-    assert_int_equal(cfg->n_module_path, 3);
+    /* The configured directories, then the default (issue 10). */
+    assert_int_equal(cfg->n_module_path, 4);
     assert_string_equal(cfg->module_path[0], "/opt/a");
     assert_string_equal(cfg->module_path[2], "/opt/c");
+    assert_string_equal(cfg->module_path[3], POSTERN_MODULE_DIR);
     assert_int_equal(cfg->log_level, LOG_LEVEL_DEBUG);
     assert_string_equal(cfg->user, "postern");
     assert_int_equal(cfg->workers, 64);
@@ -306,8 +308,40 @@ test_partial_file(void **state)
     assert_int_equal(cfg->listeners[0].port, 2525);
     assert_null(cfg->user);
     assert_int_equal(cfg->n_local_domains, 0);
-    assert_int_equal(cfg->n_module_path, 0);
+    /* An empty module_path adds nothing to the default. */
+    assert_int_equal(cfg->n_module_path, 1);
+    assert_string_equal(cfg->module_path[0], POSTERN_MODULE_DIR);
     assert_int_equal(cfg->workers, 1);
+    config_free(cfg);
+}
+
+/* Issue 10: module_path extends the default module directory, which comes
+ * last and only once, whatever the file lists. */
+static void
+test_module_path_extends_default(void **state)
+{
+    const char *path =
+        write_file("module_path.json",
+                   "{\"module_path\": [\"/opt/local\", \"" POSTERN_MODULE_DIR
+                   "/\", \"/opt/later\"]}");
+    struct config *cfg = config_load(path, err, sizeof err);
+
+    if (!cfg)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->n_module_path, 3);
+    assert_string_equal(cfg->module_path[0], "/opt/local");
+    assert_string_equal(cfg->module_path[1], POSTERN_MODULE_DIR "/");
+    assert_string_equal(cfg->module_path[2], "/opt/later");
+    config_free(cfg);
+
+    path =
+        write_file("module_path2.json", "{\"module_path\": [\"/opt/local\"]}");
+    cfg = config_load(path, err, sizeof err);
+    if (!cfg)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->n_module_path, 2);
+    assert_string_equal(cfg->module_path[0], "/opt/local");
+    assert_string_equal(cfg->module_path[1], POSTERN_MODULE_DIR);
     config_free(cfg);
 }
 
@@ -884,6 +918,7 @@ main(void)
         cmocka_unit_test(test_error_long_value),
         cmocka_unit_test(test_error_parse),
         cmocka_unit_test(test_cidr_parse),
+        cmocka_unit_test(test_module_path_extends_default),
         cmocka_unit_test(test_cidr_match),
         cmocka_unit_test(test_local_domain),
         cmocka_unit_test(test_plugins_load),

@@ -1264,7 +1264,7 @@ group_setup(void **state)
     if (!h.loop)
         return -1;
     services_init(h.loop);
-    if (pool_start(h.loop, 1) < 0)
+    if (pools_start(h.loop, 1, 1, NULL) < 0)
         return -1;
     ev_check_init(&h.reaper, on_reap);
     ev_check_start(h.loop, &h.reaper);
@@ -1279,7 +1279,7 @@ group_teardown(void **state)
     (void)state;
     session_close_all("test_end");
     session_reap();
-    pool_stop();
+    pools_stop(NULL);
     ev_ref(h.loop);
     ev_check_stop(h.loop, &h.reaper);
     ev_loop_destroy(h.loop);

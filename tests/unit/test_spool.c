@@ -413,13 +413,13 @@ pool_up(void)
     test_loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(test_loop);
     services_init(test_loop);
-    assert_int_equal(pool_start(test_loop, 2), 0);
+    assert_int_equal(pools_start(test_loop, 2, 2, NULL), 0);
 }
 
 static void
 pool_down(void)
 {
-    pool_stop();
+    pools_stop(NULL);
     ev_loop_destroy(test_loop);
     services_init(NULL);
     test_loop = NULL;
@@ -471,8 +471,8 @@ test_async_free_in_flight(void **state)
                                          : sizeof(buf)),
                          0);
     assert_int_equal(spool_finish(sp, on_wake, &woken), 0);
-    spool_free(sp); /* before the job is done */
-    pool_stop();    /* runs the job and its completion */
+    spool_free(sp);   /* before the job is done */
+    pools_stop(NULL); /* runs the job and its completion */
     assert_false(woken);
     ev_loop_destroy(test_loop);
     services_init(NULL);
