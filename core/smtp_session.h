@@ -94,6 +94,7 @@ struct transaction {
     char *received; /* our trace header, stored below the module headers */
     size_t received_len;
     uint64_t body_size;
+    struct message_content *content; /* parsed on demand (message_content.h) */
 };
 
 struct sasl_state;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "id.h"
+#include "message_content.h"
 #include "notes.h"
 #include "smtp_session.h"
 #include "spool.h"
@@ -52,6 +53,7 @@ transaction_free(struct transaction *tx)
     spool_free(tx->spool);
     free(tx->headers);
     free(tx->received);
+    message_content_free(tx->content);
     free(tx);
 }
 
