@@ -225,6 +225,17 @@ postern_body_open(const postern_ctx *ctx)
     return reader_new(NULL, 0, sp, offset, size);
 }
 
+uint64_t
+postern_body_size(const postern_ctx *ctx)
+{
+    struct session *s = hook_ctx_session(ctx);
+    struct message_content *c;
+
+    if (!s || !s->tx || !(c = message_content_get(s->tx)))
+        return 0;
+    return c->body_size;
+}
+
 ssize_t
 postern_message_read(postern_message_reader *r, void *buf, size_t len)
 {

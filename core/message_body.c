@@ -157,8 +157,8 @@ postern_body_commit(postern_ctx *ctx, postern_body_writer *w)
         error = EFBIG;
         goto out;
     }
-    struct spool *sp = spool_adopt(w->dir, w->fd, w->flushed, w->block,
-                                   w->filled);
+    struct spool *sp =
+        spool_adopt(w->dir, w->fd, w->flushed, w->block, w->filled);
     if (!sp) {
         error = ENOMEM;
         goto out;

@@ -46,11 +46,10 @@ content_parse_own(struct header_list *l, const char *buf, size_t len)
 /* The client's header section: read from the spool, in one read for the
  * usual case and one more, up to HEADER_SECTION_MAX, for a long one. */
 static int
-content_parse_spool(struct message_content *c, struct spool *sp,
-                    uint64_t size)
+content_parse_spool(struct message_content *c, struct spool *sp, uint64_t size)
 {
-    size_t window = size < CONTENT_FIRST_READ ? (size_t)size
-                                              : CONTENT_FIRST_READ;
+    size_t window =
+        size < CONTENT_FIRST_READ ? (size_t)size : CONTENT_FIRST_READ;
     size_t taken = 0, fields_len = 0, sep_len = 0;
     char *buf = malloc(window ? window : 1);
     header_parse_status st;
@@ -61,8 +60,8 @@ content_parse_spool(struct message_content *c, struct spool *sp,
                            &fields_len, &sep_len);
     taken = fields_len;
     if (st == HEADER_PARSE_MORE && window < HEADER_SECTION_MAX) {
-        size_t more = size < HEADER_SECTION_MAX ? (size_t)size
-                                                : HEADER_SECTION_MAX;
+        size_t more =
+            size < HEADER_SECTION_MAX ? (size_t)size : HEADER_SECTION_MAX;
         char *grown = realloc(buf, more);
         if (!grown)
             goto fail;
@@ -125,13 +124,11 @@ bool
 message_content_room(const struct transaction *tx,
                      const struct message_content *c, size_t size)
 {
-    return tx->headers_len + c->added_bytes + size <=
-           MESSAGE_ADDED_HEADERS_MAX;
+    return tx->headers_len + c->added_bytes + size <= MESSAGE_ADDED_HEADERS_MAX;
 }
 
 int
-message_content_add(struct transaction *tx, const char *name,
-                    const char *value)
+message_content_add(struct transaction *tx, const char *name, const char *value)
 {
     struct message_content *c = tx->content;
     size_t size = header_field_size(name, value);

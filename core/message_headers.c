@@ -47,8 +47,8 @@ field_new(const char *raw, size_t raw_len, size_t name_len, size_t colon)
         eol_len = raw_len > colon + 2 && raw[raw_len - 2] == '\r' ? 2 : 1;
     size_t value_len = raw_len - eol_len - colon - 1;
 
-    struct header_field *f = malloc(sizeof(*f) + raw_len + name_len + 1 +
-                                    2 * (value_len + 1));
+    struct header_field *f =
+        malloc(sizeof(*f) + raw_len + name_len + 1 + 2 * (value_len + 1));
     if (!f)
         return NULL;
     f->raw_len = raw_len;
@@ -253,8 +253,7 @@ header_list_find(const struct header_list *l, const char *name, size_t nth)
 static bool
 field_needs_eol(const struct header_list *l, size_t index, bool more_follows)
 {
-    return l->fields[index]->eol_len == 0 &&
-           (index + 1 < l->n || more_follows);
+    return l->fields[index]->eol_len == 0 && (index + 1 < l->n || more_follows);
 }
 
 size_t

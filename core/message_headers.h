@@ -72,8 +72,7 @@ int header_list_insert(struct header_list *l, size_t index, const char *name,
 
 /* Give the index-th field the value (its name as written stays). 0 or -1
  * (out of memory: the field is unchanged). */
-int header_list_replace(struct header_list *l, size_t index,
-                        const char *value);
+int header_list_replace(struct header_list *l, size_t index, const char *value);
 
 void header_list_delete(struct header_list *l, size_t index);
 
@@ -85,8 +84,7 @@ size_t header_list_find(const struct header_list *l, const char *name,
 /* The list as bytes. A field stored without a final line end (the message
  * ended there) gets CRLF when anything is rendered after it: another field,
  * or more_follows (an empty line or body after the section). */
-size_t header_list_render_size(const struct header_list *l,
-                               bool more_follows);
+size_t header_list_render_size(const struct header_list *l, bool more_follows);
 /* Writes header_list_render_size() bytes to out. */
 void header_list_render(const struct header_list *l, bool more_follows,
                         char *out);
