@@ -106,6 +106,7 @@ struct transaction {
     char *discard_by;      /* its instance, or who deleted the last rcpt */
     postern_hook discard_hook;
     char *quarantine; /* the reason, NULL: not quarantined */
+    struct message_content *content; /* parsed on demand (message_content.h) */
 };
 
 struct sasl_state;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "id.h"
+#include "message_content.h"
 #include "notes.h"
 #include "smtp_session.h"
 #include "spool.h"
@@ -61,6 +62,7 @@ transaction_free(struct transaction *tx)
     free(tx->retired);
     free(tx->discard_by);
     free(tx->quarantine);
+    message_content_free(tx->content);
     free(tx);
 }
 
