@@ -240,7 +240,10 @@ int
 postern_header_add(postern_ctx *ctx, const char *name, const char *value)
 {
     SESSION_OR(ctx, -1);
-    if (!s->tx || !name || !value)
+    /* Once the store hook started, every store module must see the same
+     * message: no more changes. */
+    if (!s->tx || !name || !value || s->tx->store_started ||
+        postern_ctx_hook(ctx) == POSTERN_HOOK_STORE)
         return -1;
     return message_add_header(s->tx, name, value);
 }

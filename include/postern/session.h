@@ -93,7 +93,8 @@ ssize_t postern_message_read(postern_message_reader *reader, void *buf,
 void postern_message_close(postern_message_reader *reader);
 
 /* Prepend "name: value" to the message (message hook, or earlier in the
- * transaction). 0 on success, -1 on bad input or when over the limit. */
+ * transaction). 0 on success, -1 on bad input, when over the limit, or
+ * (since ABI 1.3) once the store hook started. */
 int postern_header_add(postern_ctx *ctx, const char *name, const char *value);
 
 /* --- notes: a module's own data, freed with their scope --- */

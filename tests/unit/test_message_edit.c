@@ -364,6 +364,7 @@ test_store_hook_changes_nothing(void **state)
     assert_int_equal(postern_header_change(m.ctx, "Subject", 0, "x"), -1);
     assert_int_equal(postern_header_change(m.ctx, "Subject", 0, NULL), -1);
     assert_null(postern_body_replace(m.ctx));
+    assert_int_equal(postern_header_add(m.ctx, "X-B", "2"), -1);
     assert_int_equal(postern_header_count(m.ctx), 3);
     assert_message(m.expect, m.expect_len);
 
