@@ -114,10 +114,12 @@ mock_replace(char **slot, const char *s)
 static void mock_notes_free(int scope);
 static void mock_dns_clear(void);
 static void mock_headers_clear(void);
+static void mock_outcome_clear(void);
 
 void
 mock_cleanup(void)
 {
+    mock_outcome_clear();
     mock_notes_free(-1);
     mock_dns_clear();
     mock_http_clear();
@@ -1360,4 +1362,126 @@ postern_dns_reverse_name(const struct sockaddr *addr, char *out, size_t size)
     }
     memcpy(out + n, "ip6.arpa", 9);
     return 0;
+}
+
+/* --- envelope changes, outcome and reply lines (postern/message.h) ------ */
+
+static struct {
+    char *quarantine;
+    int discarded;
+    int reply_lines;
+    char last_line[512];
+} mock_outcome;
+
+static void
+mock_outcome_clear(void)
+{
+    free(mock_outcome.quarantine);
+    memset(&mock_outcome, 0, sizeof mock_outcome);
+}
+
+void
+mock_set_quarantine(const char *reason)
+{
+    mock_replace(&mock_outcome.quarantine, reason);
+}
+
+void
+mock_set_discarded(int discarded)
+{
+    mock_outcome.discarded = discarded;
+}
+
+int
+mock_reply_line_count(void)
+{
+    return mock_outcome.reply_lines;
+}
+
+const char *
+mock_reply_last_line(void)
+{
+    return mock_outcome.last_line;
+}
+
+int
+postern_reply_line(postern_ctx *ctx, const char *fmt, ...)
+{
+    va_list ap;
+
+    (void)ctx;
+    if (mock.reply.count == 0 || mock_outcome.reply_lines + 1 >= 16)
+        return -1;
+    mock_outcome.reply_lines++;
+    va_start(ap, fmt);
+    vsnprintf(mock_outcome.last_line, sizeof mock_outcome.last_line, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+int
+postern_mail_from_set(postern_ctx *ctx, const char *address, const char *params)
+{
+    (void)ctx;
+    (void)params;
+    if (address == NULL)
+        return -1;
+    mock_replace(&mock.mail_from, address);
+    return 0;
+}
+
+int
+postern_rcpt_add(postern_ctx *ctx, const char *address)
+{
+    (void)ctx;
+    if (address == NULL || *address == '\0')
+        return -1;
+    for (size_t i = 0; i < mock.n_rcpts; i++)
+        if (strcasecmp(mock.rcpts[i], address) == 0)
+            return 0;
+    if (mock.n_rcpts == MOCK_MAX_ITEMS)
+        return -1;
+    mock_add_rcpt(address);
+    return 0;
+}
+
+int
+postern_rcpt_delete(postern_ctx *ctx, const char *address)
+{
+    (void)ctx;
+    for (size_t i = 0; address && i < mock.n_rcpts; i++) {
+        if (strcasecmp(mock.rcpts[i], address) != 0)
+            continue;
+        free(mock.rcpts[i]);
+        memmove(&mock.rcpts[i], &mock.rcpts[i + 1],
+                (mock.n_rcpts - i - 1) * sizeof mock.rcpts[0]);
+        mock.n_rcpts--;
+        return 0;
+    }
+    return -1;
+}
+
+int
+postern_message_quarantine(postern_ctx *ctx, const char *reason)
+{
+    (void)ctx;
+    if (reason == NULL)
+        return -1;
+    if (mock_outcome.quarantine == NULL)
+        mock_set_quarantine(reason);
+    return 0;
+}
+
+const char *
+postern_message_quarantined(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock_outcome.quarantine;
+}
+
+int
+postern_message_discarded(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock_outcome.discarded;
 }

@@ -128,6 +128,15 @@ size_t mock_header_count(void);
 const char *mock_header_name(size_t i);
 const char *mock_header_value(size_t i);
 
+/* --- envelope changes and outcome (postern/message.h) --------------------
+ * postern_mail_from_set/rcpt_add/rcpt_delete change the fake envelope
+ * above; postern_message_quarantine keeps the first reason. */
+void mock_set_quarantine(const char *reason); /* NULL: not quarantined */
+void mock_set_discarded(int discarded);
+/* postern_reply_line() calls since reset, and the text of the last. */
+int mock_reply_line_count(void);
+const char *mock_reply_last_line(void);
+
 /* --- DNS ------------------------------------------------------------------
  */
 
