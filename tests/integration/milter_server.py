@@ -354,6 +354,8 @@ class MilterServer:
                         items = [CONTINUE]
                 if not self._send_items(s, conn, items):
                     break
+        except OSError:
+            pass  # the MTA closed first
         finally:
             conn.closed.set()
             try:
