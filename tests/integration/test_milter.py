@@ -189,6 +189,66 @@ class MilterTest(PosternTestCase):
             fields, _ = split_message(data)
             self.assertIn(("X-Spaced", "  two"), fields)
 
+    def test_macro_lists_from_the_milter(self):
+        # SMFIM_ENVFROM (2): the milter's list replaces the default
+        with MilterServer(macro_lists={2: "{client_addr} j {rcpt_addr}"}) \
+                as m, self.serve([m]) as srv:
+            self.assertEqual(self.send(srv).code, 250)
+            self.assertEqual(m.connections[0].macros("M"),
+                             {"{client_addr}": "127.0.0.1",
+                              "j": "mx.postern.test"})
+
+    def test_transactions_and_abort(self):
+        with MilterServer() as m, self.serve([m]) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                c.cmd_expect("MAIL FROM:<%s>" % SENDER, 250)
+                c.cmd_expect("RCPT TO:<%s>" % RCPT, 250)
+                c.cmd_expect("RSET", 250)
+                self.assertEqual(c.transaction(SENDER, [RCPT], BODY).code,
+                                 250)
+                self.assertEqual(c.transaction(SENDER, [RCPT], BODY).code,
+                                 250)
+                c.cmd("QUIT")
+            self.stored(srv, 2)
+            conn = m.connections[0]
+            self.assertTrue(conn.closed.wait(10))
+            cmds = "".join(c for c in conn.commands() if c not in "DL")
+            self.assertEqual(cmds, "OCHMRAMRTNBEMRTNBEQ")
+            # each transaction its own queue id
+            ids = [v["i"] for t, v in conn.of("D") if t == "M"]
+            self.assertEqual(len(set(ids)), 3, ids)
+
+    def test_events_caught_up(self):
+        """Attached to the message hook only (or after a module that
+        decided a hook for everyone), the milter still sees the whole
+        conversation, in order, before the message."""
+        with MilterServer({"R": [REJECT]}) as m:
+            plugins = {"50-milter": dict(milter_plugin(m),
+                                         hooks=["message"]),
+                       "90-store": store_plugin()}
+            with Server(plugins=plugins) as srv:
+                r = self.send(srv, rcpts=(RCPT, "carol@example.com"))
+                # a recipient refused in the catch-up refuses the data
+                self.assertEqual(r.code, 550, r)
+                self.assertEqual(srv.messages(), [])
+            cmds = [c for c in m.connections[0].commands() if c != "D"]
+            self.assertEqual(cmds[:5], ["O", "C", "H", "M", "R"])
+        with MilterServer() as m:
+            plugins = {"50-milter": dict(milter_plugin(m),
+                                         hooks=["message"]),
+                       "90-store": store_plugin()}
+            with Server(plugins=plugins) as srv:
+                self.assertEqual(self.send(srv, rcpts=(
+                    RCPT, "carol@example.com")).code, 250)
+                self.stored(srv)
+            conn = m.connections[0]
+            cmds = [c for c in conn.commands() if c not in "DL"]
+            self.assertEqual(cmds, ["O", "C", "H", "M", "R", "R", "T", "N",
+                                    "B", "E", "Q"])
+            self.assertEqual(conn.of("R"), [["<%s>" % RCPT],
+                                            ["<carol@example.com>"]])
+
     # --- changes ------------------------------------------------------------
 
     def test_header_changes(self):
