@@ -92,6 +92,7 @@ struct milter_state {
     milter_event plan[8];
     size_t n_plan, at;
     bool in_handler, done, awaiting;
+    unsigned depth;    /* inside a connection callback */
     char awaiting_cmd; /* the command whose reply is due */
     struct milter_verdict verdict;
 
@@ -212,7 +213,7 @@ milter_finish(struct milter_state *ms, const struct milter_verdict *v)
 static void
 milter_settle(struct milter_state *ms)
 {
-    if (!ms->done || ms->in_handler || ms->ctx == NULL)
+    if (!ms->done || ms->in_handler || ms->depth > 0 || ms->ctx == NULL)
         return;
     postern_ctx *ctx = ms->ctx;
     ms->ctx = NULL;
@@ -1203,10 +1204,26 @@ milter_eom_decided(struct milter_state *ms, struct milter_verdict *v)
 
 /* --- the connection's callbacks ------------------------------------------- */
 
+static int milter_answer(struct milter_state *ms,
+                         const struct milter_packet *p);
+
+/* Each callback resumes a finished hook call last, once its own work is
+ * done (a failure deep inside a write must not resume under our feet). */
 static int
 milter_on_packet(void *owner, const struct milter_packet *p)
 {
     struct milter_state *ms = owner;
+
+    ms->depth++;
+    int rc = milter_answer(ms, p);
+    ms->depth--;
+    milter_settle(ms);
+    return rc;
+}
+
+static int
+milter_answer(struct milter_state *ms, const struct milter_packet *p)
+{
     struct milter_request r;
     struct milter_verdict v;
     const char *why = NULL;
@@ -1380,7 +1397,9 @@ milter_on_drained(void *owner)
     /* Unanswered body chunks or headers went out: send the next ones. */
     if (ms->ctx != NULL && !ms->done && !ms->awaiting &&
         ms->conn.state == MILTER_CONN_READY) {
+        ms->depth++;
         milter_run(ms);
+        ms->depth--;
         milter_settle(ms);
     }
 }
