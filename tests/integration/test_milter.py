@@ -32,6 +32,7 @@ from harness import (  # noqa: E402
     maildir_messages,
     read_bytes,
     read_envelope,
+    require_programs,
     store_plugin,
     wait_until,
 )
@@ -248,6 +249,46 @@ class MilterTest(PosternTestCase):
                                     "B", "E", "Q"])
             self.assertEqual(conn.of("R"), [["<%s>" % RCPT],
                                             ["<carol@example.com>"]])
+
+    def test_tls_and_auth_macros(self):
+        """After STARTTLS the milter hears HELO again with the TLS macros;
+        after AUTH, MAIL comes with the authenticated user."""
+        from test_auth import auth_plugin, hash_password, plain
+        from test_tls import PKI, TlsServer, client_context, starttls
+
+        require_programs("certtool")
+        pki = PKI()
+        try:
+            users = os.path.join(pki.dir, "users")
+            with open(users, "w") as f:
+                f.write("carol:%s\n" % hash_password("sha512crypt", "secret"))
+            with MilterServer() as m:
+                plugins = {"10-auth": auth_plugin(users),
+                           "50-milter": milter_plugin(m),
+                           "90-store": store_plugin()}
+                with TlsServer(pki, plugins=plugins) as srv:
+                    with srv.client() as c:
+                        c.ehlo()
+                        starttls(c, client_context(pki))
+                        c.ehlo()
+                        c.cmd_expect("AUTH PLAIN " + plain("carol", "secret"),
+                                     235)
+                        self.assertEqual(c.transaction(SENDER, [RCPT],
+                                                       BODY).code, 250)
+                        c.cmd("QUIT")
+                    self.stored(srv)
+                conn = m.connections[0]
+                self.assertEqual(len(conn.of("H")), 2)
+                # no macro had a value at the first EHLO: none was sent
+                helo_macros = [v for t, v in conn.of("D") if t == "H"]
+                self.assertEqual(len(helo_macros), 1)
+                self.assertRegex(helo_macros[-1]["{tls_version}"], r"TLS")
+                self.assertTrue(helo_macros[-1]["{cipher}"])
+                mm = conn.macros("M")
+                self.assertEqual(mm["{auth_authen}"], "carol")
+                self.assertEqual(mm.get("{auth_type}"), "PLAIN")
+        finally:
+            pki.cleanup()
 
     # --- changes ------------------------------------------------------------
 
