@@ -29,7 +29,7 @@ static const char *const milter_default_macros[MILTER_STAGE_COUNT] = {
     "j {daemon_name} {daemon_addr} v _ {client_addr} {client_port} "
     "{client_name}",
     "{tls_version} {cipher} {cert_subject}",
-    "i {auth_type} {auth_authen} {mail_addr}",
+    "i {auth_authen} {mail_addr}",
     "i {rcpt_addr}",
     "i",
     "i",
