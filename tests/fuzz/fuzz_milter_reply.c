@@ -82,8 +82,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t used;
 
     for (;;) {
-        milter_decode d = milter_packet_decode(data + off, size - off, max,
-                                               &p, &used);
+        milter_decode d =
+            milter_packet_decode(data + off, size - off, max, &p, &used);
         if (d != MILTER_DECODE_OK)
             break;
         FUZZ_CHECK(used >= 5 && used <= size - off && p.len <= max);
@@ -98,8 +98,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < size; i++) {
         if (milter_buf_append(&in, data + i, 1) != 0)
             abort();
-        while (milter_packet_decode(in.data + in.off, in.len - in.off, max,
-                                    &p, &used) == MILTER_DECODE_OK) {
+        while (milter_packet_decode(in.data + in.off, in.len - in.off, max, &p,
+                                    &used) == MILTER_DECODE_OK) {
             milter_buf_consume(&in, used);
             again++;
         }
