@@ -153,8 +153,8 @@ struct postern_message_reader {
 
 /* A reader over headers (taken) then size bytes of sp from offset. */
 static postern_message_reader *
-reader_new(char *headers, size_t headers_len, struct spool *sp,
-           uint64_t offset, uint64_t size)
+reader_new(char *headers, size_t headers_len, struct spool *sp, uint64_t offset,
+           uint64_t size)
 {
     postern_message_reader *r = calloc(1, sizeof(*r));
     if (!r) {
@@ -181,8 +181,8 @@ reader_open_received(const struct transaction *tx)
         memcpy(headers, tx->headers, tx->headers_len);
     if (tx->received_len)
         memcpy(headers + tx->headers_len, tx->received, tx->received_len);
-    return reader_new(headers, tx->headers_len + tx->received_len, tx->spool,
-                      0, tx->body_size);
+    return reader_new(headers, tx->headers_len + tx->received_len, tx->spool, 0,
+                      tx->body_size);
 }
 
 /* The message with its changes: the fields rendered, then the body. */

@@ -37,7 +37,7 @@ BODY = b"The body.\r\nSubject: not a header, the body\r\n"
 RECEIVED_RX = re.compile(rb"Received: .*?\r\n(?=[^ \t])", re.S)
 
 
-def edit_plugin(tmp, **cfg):
+def edit_plugin(**cfg):
     return ("10-edit", {"module": "test_edit", "config": cfg})
 
 
@@ -82,8 +82,8 @@ class MessageEditTest(PosternTestCase):
         report = os.path.join("{tmp}", "report.json")
         lookups = [["SUBJECT", 0], ["subject", 1], ["subject", 2],
                    ["received", 0], ["x-missing", 0]]
-        with Server(plugins=[edit_plugin(None, report=report,
-                                         lookups=lookups), STORE]) as srv:
+        with Server(plugins=[edit_plugin(report=report, lookups=lookups),
+                             STORE]) as srv:
             msgs = self.send(srv, MESSAGE)
             data = self.stored(srv, msgs[0])
             received = RECEIVED_RX.match(data)
@@ -115,7 +115,6 @@ class MessageEditTest(PosternTestCase):
         line = "new body line, long enough to cross many blocks\r\n"
         repeat = 4000
         plugin = edit_plugin(
-            None,
             insert=[[0, "X-Top", "top"], [3, "X-Mid", "folded\r\n\tvalue"],
                     [1000, "X-End", "end"]],
             change=[["SUBJECT", 1, "changed"], ["x-drop", 0, None],
@@ -163,8 +162,7 @@ class MessageEditTest(PosternTestCase):
         """The session's message size limit holds for the new body: the
         write fails with EFBIG, the commit too, and the message is stored
         with the body it came with."""
-        plugin = edit_plugin(None, body={"text": "x" * 99 + "\r\n",
-                                         "repeat": 100})
+        plugin = edit_plugin(body={"text": "x" * 99 + "\r\n", "repeat": 100})
         with Server(plugins=[plugin, STORE],
                     config={"limits": {"message_size": 4096}}) as srv:
             msgs = self.send(srv, MESSAGE)
@@ -181,13 +179,13 @@ class MessageEditTest(PosternTestCase):
         after the last one gets a line end, and a new body gets the empty
         line that separates it."""
         message = b"Subject: s\r\nX-Last: no line end"
-        with Server(plugins=[edit_plugin(None), STORE]) as srv, \
+        with Server(plugins=[edit_plugin(), STORE]) as srv, \
                 srv.client() as c:
             self.assertEqual(bdat(c, message).code, 250)
             data = self.stored(srv, srv.wait_messages(1)[0])
             self.assertEqual(data[RECEIVED_RX.match(data).end():], message)
 
-        plugin = edit_plugin(None, insert=[[99, "X-End", "e"]],
+        plugin = edit_plugin(insert=[[99, "X-End", "e"]],
                              body={"text": "new body\r\n", "repeat": 1})
         with Server(plugins=[plugin, STORE]) as srv, srv.client() as c:
             self.assertEqual(bdat(c, message).code, 250)
@@ -198,8 +196,8 @@ class MessageEditTest(PosternTestCase):
     def test_client_gone_while_the_body_is_written(self):
         """The writer outlives the session: its commit fails, nothing is
         stored or leaked, and the daemon goes on."""
-        plugin = edit_plugin(None, body={"text": "late\r\n", "repeat": 10,
-                                         "sleep": 1.0})
+        plugin = edit_plugin(body={"text": "late\r\n", "repeat": 10,
+                                   "sleep": 1.0})
         with Server(plugins=[plugin, STORE]) as srv:
             c = srv.client()
             c.ehlo()
