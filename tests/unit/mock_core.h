@@ -164,4 +164,13 @@ const char *mock_dns_pending_name(size_t i);
 /* The timeout the last lookup started with (0: the core's default). */
 double mock_dns_last_timeout(void);
 
+/* --- milter module fakes (mock_core.c's last block) ----------------------
+ * A header section of (name, raw value) for postern_header_*, edited by
+ * postern_header_insert/change; postern_body_open reads the message set
+ * with mock_set_message; a committed replacement body is kept. */
+void mock_milter_clear(void);
+void mock_milter_add_header(const char *name, const char *raw);
+const char *mock_milter_new_body(size_t *len);
+int mock_milter_ios(void); /* I/O watchers started and not stopped */
+
 #endif
