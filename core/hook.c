@@ -196,6 +196,7 @@ ctx_free(struct hook_ctx *ctx)
 {
     struct ctx_slot *cs = &slots[ctx->slot];
     works_detach_all(ctx);
+    hook_reply_clear(&ctx->reply);
     cs->ctx = NULL;
     cs->gen++; /* any handle still around is dead */
     cs->next_free = free_slots;
@@ -368,27 +369,48 @@ ctx_instance(const struct hook_ctx *ctx)
                : NULL;
 }
 
+/* Hooks where POSTERN_DISCARD means "accept, then drop the message". */
+static bool
+hook_discard_allowed(postern_hook hook)
+{
+    return hook == POSTERN_HOOK_MAIL || hook == POSTERN_HOOK_RCPT ||
+           hook == POSTERN_HOOK_DATA || hook == POSTERN_HOOK_MESSAGE ||
+           hook == POSTERN_HOOK_STORE;
+}
+
 static void
 hook_finish(struct hook_ctx *ctx, postern_result result)
 {
+    /* The reply (and its extra lines) moves to this call: the done
+     * callback may run the next hook on the same context. */
     struct hook_reply reply = ctx->reply;
+    memset(&ctx->reply, 0, sizeof(ctx->reply));
     /* The reply belongs to the result of the handler that set it. */
     if (result == POSTERN_CONTINUE)
-        memset(&reply, 0, sizeof(reply));
+        hook_reply_clear(&reply);
+    if (result == POSTERN_DISCARD && !hook_discard_allowed(ctx->hook)) {
+        log_event(LOG_LEVEL_WARNING, ctx->sid, "hook",
+                  "hook=%s module=%s result=discard is not possible here; "
+                  "treated as tempfail",
+                  postern_hook_name(ctx->hook),
+                  postern_log_value(ctx_instance(ctx)));
+        result = POSTERN_TEMPFAIL;
+    }
     ctx->done(ctx->session, result, &reply);
+    hook_reply_clear(&reply); /* ctx may be gone: only the local copy */
 }
 
 /* A result outside the enum is a module bug: TEMPFAIL. */
 static postern_result
 result_checked(struct hook_ctx *ctx, postern_result r, const char *instance)
 {
-    if ((unsigned)r < POSTERN_PENDING)
+    if ((unsigned)r < POSTERN_PENDING || r == POSTERN_DISCARD)
         return r;
     log_event(LOG_LEVEL_ERROR, ctx->sid, "hook",
               "hook=%s module=%s bad_result=%d; treated as tempfail",
               postern_hook_name(ctx->hook), postern_log_value(instance),
               (int)r);
-    memset(&ctx->reply, 0, sizeof(ctx->reply));
+    hook_reply_clear(&ctx->reply);
     return POSTERN_TEMPFAIL;
 }
 
@@ -396,7 +418,7 @@ result_checked(struct hook_ctx *ctx, postern_result r, const char *instance)
 static postern_result
 hook_call(struct hook_ctx *ctx, const struct hook_handler *h)
 {
-    memset(&ctx->reply, 0, sizeof(ctx->reply));
+    hook_reply_clear(&ctx->reply);
     ctx->in_handler = true;
     ctx->resumed_early = false;
     postern_result r = h->fn(hook_ctx_handle(ctx), h->instance->state);
@@ -509,6 +531,41 @@ postern_ctx_hook(const postern_ctx *handle)
 }
 
 void
+hook_reply_clear(struct hook_reply *r)
+{
+    free(r->more);
+    memset(r, 0, sizeof(*r));
+}
+
+int
+hook_reply_copy(struct hook_reply *dst, const struct hook_reply *src)
+{
+    *dst = *src;
+    dst->more = NULL;
+    dst->more_len = 0;
+    dst->n_more = 0;
+    if (!src->n_more)
+        return 0;
+    if (!(dst->more = malloc(src->more_len)))
+        return -1;
+    memcpy(dst->more, src->more, src->more_len);
+    dst->more_len = src->more_len;
+    dst->n_more = src->n_more;
+    return 0;
+}
+
+/* One line of reply text: printf-formatted, cut to size, control
+ * characters (CR and LF included) replaced so it stays one line. */
+static void
+reply_format(char *out, size_t size, const char *fmt, va_list ap)
+{
+    vsnprintf(out, size, fmt, ap);
+    for (char *p = out; *p; p++)
+        if ((unsigned char)*p < 0x20)
+            *p = ' ';
+}
+
+void
 postern_reply(postern_ctx *handle, int code, const char *enhanced,
               const char *fmt, ...)
 {
@@ -520,6 +577,7 @@ postern_reply(postern_ctx *handle, int code, const char *enhanced,
         return;
     }
     struct hook_reply *r = &ctx->reply;
+    hook_reply_clear(r); /* a new reply replaces the lines of the last */
     r->code = (code >= 200 && code <= 599) ? code : 0;
     r->enhanced[0] = '\0';
     if (enhanced) {
@@ -532,12 +590,38 @@ postern_reply(postern_ctx *handle, int code, const char *enhanced,
     r->text[0] = '\0';
     if (fmt) {
         va_start(ap, fmt);
-        vsnprintf(r->text, sizeof(r->text), fmt, ap);
+        reply_format(r->text, sizeof(r->text), fmt, ap);
         va_end(ap);
-        for (char *p = r->text; *p; p++)
-            if (*p == '\r' || *p == '\n' || (unsigned char)*p < 0x20)
-                *p = ' ';
     }
+    r->set = true;
+}
+
+int
+postern_reply_line(postern_ctx *handle, const char *fmt, ...)
+{
+    struct hook_ctx *ctx = ctx_from(handle);
+    va_list ap;
+
+    if (!ctx) {
+        log_dead_handle(handle, "postern_reply_line");
+        return -1;
+    }
+    struct hook_reply *r = &ctx->reply;
+    if (!r->set || r->n_more + 1 >= HOOK_REPLY_LINES_MAX || !fmt)
+        return -1;
+    char line[sizeof(r->text)];
+    va_start(ap, fmt);
+    reply_format(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    size_t len = strlen(line) + 1;
+    char *grown = realloc(r->more, r->more_len + len);
+    if (!grown)
+        return -1;
+    memcpy(grown + r->more_len, line, len);
+    r->more = grown;
+    r->more_len += len;
+    r->n_more++;
+    return 0;
 }
 
 /* For postern_log(): who is logging. */
@@ -553,5 +637,11 @@ const char *
 hook_ctx_log_instance(const postern_ctx *handle)
 {
     const struct hook_ctx *ctx = ctx_from(handle);
+    return ctx ? ctx_instance(ctx) : NULL;
+}
+
+const char *
+hook_ctx_decider(const struct hook_ctx *ctx)
+{
     return ctx ? ctx_instance(ctx) : NULL;
 }

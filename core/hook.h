@@ -18,11 +18,27 @@
 struct module_set;
 struct session;
 
+/* Lines of one reply, postern_reply_line() included (hook.h). */
+#define HOOK_REPLY_LINES_MAX 16
+
 struct hook_reply {
     int code;          /* 0: the stage default */
     char enhanced[16]; /* "" : the stage default */
     char text[401];    /* "" : the stage default (400 bytes at most) */
+    /* Lines after the first (postern_reply_line()): n_more NUL-terminated
+     * strings back to back, each 400 bytes at most. Owned by the hook
+     * context until the done callback returns; copy to keep longer. */
+    char *more;
+    size_t more_len;
+    unsigned n_more;
+    bool set; /* postern_reply() was called (postern_reply_line() needs it) */
 };
+
+/* Free the extra lines and clear the reply. */
+void hook_reply_clear(struct hook_reply *r);
+/* Deep copy of src into dst (which holds nothing). 0, or -1 when out of
+ * memory (dst then has the first line only). */
+int hook_reply_copy(struct hook_reply *dst, const struct hook_reply *src);
 
 typedef void (*hook_done_fn)(struct session *s, postern_result result,
                              const struct hook_reply *reply);
@@ -102,6 +118,10 @@ void hook_orphans_free(void);
  * the instance whose handler is running; NULL for a dead handle. */
 const char *hook_ctx_log_sid(const postern_ctx *handle);
 const char *hook_ctx_log_instance(const postern_ctx *handle);
+
+/* The instance whose handler decided the last outcome of ctx (valid in
+ * the done callback); NULL when no handler decided. */
+const char *hook_ctx_decider(const struct hook_ctx *ctx);
 
 /* The session behind a handle; NULL when orphaned or dead. */
 struct session *hook_ctx_session(const postern_ctx *handle);

@@ -1,6 +1,11 @@
 /*
  * message.c - added headers, the Received trace header and the message
- * reader of the public API.
+ * and body readers of the public API.
+ *
+ * A message nobody changed is read as it always was: the added headers and
+ * Received from memory, then the spool from its first byte. Once a module
+ * changed it (message_content.h), a reader gets the header section
+ * rendered from the fields and the body from wherever it is now.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -9,10 +14,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "postern/message.h"
 #include "postern/session.h"
 
 #include "hook.h"
 #include "message.h"
+#include "message_content.h"
 #include "spool.h"
 
 static int
@@ -35,37 +42,11 @@ message_append(struct transaction *tx, const char *buf, size_t len)
     return 0;
 }
 
-static bool
-header_name_valid(const char *name)
-{
-    /* RFC 5322 field-name: printable ASCII except ':' */
-    if (!*name)
-        return false;
-    for (const char *p = name; *p; p++)
-        if (*p < 33 || *p > 126 || *p == ':')
-            return false;
-    return true;
-}
-
-static bool
-header_value_valid(const char *value)
-{
-    /* Folding is allowed only as CRLF followed by a space or tab. */
-    for (const char *p = value; *p; p++) {
-        if (*p == '\r') {
-            if (p[1] != '\n' || (p[2] != ' ' && p[2] != '\t'))
-                return false;
-            p++;
-        } else if (*p == '\n') {
-            return false;
-        }
-    }
-    return true;
-}
-
 int
 message_add_header(struct transaction *tx, const char *name, const char *value)
 {
+    if (tx->content) /* parsed already: the fields are the message now */
+        return message_content_add(tx, name, value);
     if (!header_name_valid(name) || !header_value_valid(value))
         return -1;
     size_t before = tx->headers_len;
@@ -154,45 +135,105 @@ message_add_received(const struct session *s)
 uint64_t
 message_size(const struct transaction *tx)
 {
+    if (tx->content && tx->content->changed)
+        return message_content_size(tx->content);
     return tx->headers_len + tx->received_len + tx->body_size;
 }
 
-/* --- the public reader --- */
+/* --- the public readers --- */
 
 struct postern_message_reader {
     struct spool *spool; /* referenced: it outlives the transaction */
     char *headers;
     size_t headers_len;
+    uint64_t body_offset; /* of the body's first byte in the spool */
     uint64_t body_size;
     uint64_t pos; /* over headers then body */
 };
+
+/* A reader over headers (taken) then size bytes of sp from offset. */
+static postern_message_reader *
+reader_new(char *headers, size_t headers_len, struct spool *sp, uint64_t offset,
+           uint64_t size)
+{
+    postern_message_reader *r = calloc(1, sizeof(*r));
+    if (!r) {
+        free(headers);
+        return NULL;
+    }
+    r->headers = headers;
+    r->headers_len = headers_len;
+    r->spool = sp;
+    spool_ref(sp);
+    r->body_offset = offset;
+    r->body_size = size;
+    return r;
+}
+
+/* The message as received: added headers and Received, then the spool. */
+static postern_message_reader *
+reader_open_received(const struct transaction *tx)
+{
+    char *headers = malloc(tx->headers_len + tx->received_len + 1);
+    if (!headers)
+        return NULL;
+    if (tx->headers_len)
+        memcpy(headers, tx->headers, tx->headers_len);
+    if (tx->received_len)
+        memcpy(headers + tx->headers_len, tx->received, tx->received_len);
+    return reader_new(headers, tx->headers_len + tx->received_len, tx->spool, 0,
+                      tx->body_size);
+}
+
+/* The message with its changes: the fields rendered, then the body. */
+static postern_message_reader *
+reader_open_changed(const struct transaction *tx,
+                    const struct message_content *c)
+{
+    size_t len;
+    uint64_t offset, size;
+    char *headers = message_content_render(c, &len);
+    if (!headers)
+        return NULL;
+    struct spool *sp = message_content_body(tx, c, &offset, &size);
+    return reader_new(headers, len, sp, offset, size);
+}
 
 postern_message_reader *
 postern_message_open(const postern_ctx *ctx)
 {
     struct session *s = hook_ctx_session(ctx);
     struct transaction *tx = s ? s->tx : NULL;
-    postern_message_reader *r;
 
     if (!tx || !tx->spool)
         return NULL;
-    r = calloc(1, sizeof(*r));
-    if (!r)
+    if (tx->content && tx->content->changed)
+        return reader_open_changed(tx, tx->content);
+    return reader_open_received(tx);
+}
+
+postern_message_reader *
+postern_body_open(const postern_ctx *ctx)
+{
+    struct session *s = hook_ctx_session(ctx);
+    struct message_content *c;
+    uint64_t offset, size;
+
+    if (!s || !s->tx || !(c = message_content_get(s->tx)))
         return NULL;
-    r->headers = malloc(tx->headers_len + tx->received_len + 1);
-    if (!r->headers) {
-        free(r);
-        return NULL;
-    }
-    r->spool = tx->spool;
-    spool_ref(r->spool);
-    if (tx->headers_len)
-        memcpy(r->headers, tx->headers, tx->headers_len);
-    if (tx->received_len)
-        memcpy(r->headers + tx->headers_len, tx->received, tx->received_len);
-    r->headers_len = tx->headers_len + tx->received_len;
-    r->body_size = tx->body_size;
-    return r;
+    struct spool *sp = message_content_body(s->tx, c, &offset, &size);
+    return reader_new(NULL, 0, sp, offset, size);
+}
+
+uint64_t
+postern_body_size(const postern_ctx *ctx)
+{
+    struct session *s = hook_ctx_session(ctx);
+    struct message_content *c;
+
+    if (!s || !s->tx || !(c = message_content_get(s->tx)))
+        return 0;
+    return c->body_size;
 }
 
 ssize_t
@@ -215,7 +256,7 @@ postern_message_read(postern_message_reader *r, void *buf, size_t len)
         return 0;
     if (len > r->body_size - body_pos)
         len = (size_t)(r->body_size - body_pos);
-    ssize_t n = spool_pread(r->spool, buf, len, body_pos);
+    ssize_t n = spool_pread(r->spool, buf, len, r->body_offset + body_pos);
     if (n == 0) {
         errno = EIO; /* the spool is shorter than promised */
         return -1;

@@ -46,6 +46,27 @@ message_finished(struct session *s)
     session_set_state(s, SESSION_HELO);
 }
 
+/* The message is dropped (POSTERN_DISCARD, or every recipient deleted):
+ * the client is told it was accepted, nothing is stored, one log line
+ * says who dropped it. reply: the discarding handler's (a 2xx counts). */
+static void
+message_discarded(struct session *s, const struct hook_reply *reply)
+{
+    struct transaction *tx = s->tx;
+    char text[64];
+
+    snprintf(text, sizeof(text), "Ok: accepted as %s", tx->id);
+    smtp_reply_hook(&s->conn, reply, 250, "2.0.0", text);
+    log_event(LOG_LEVEL_INFO, s->id, "discarded",
+              "id=%s from=%s rcpts=%zu size=%" PRIu64
+              " code=250 module=%s hook=%s reason=%s",
+              tx->id, postern_log_value(tx->mail_from), tx->n_rcpts,
+              message_size(tx), postern_log_value(tx->discard_by),
+              tx->discarded ? postern_hook_name(tx->discard_hook) : "-",
+              tx->discarded ? "discard" : "recipients_deleted");
+    message_finished(s);
+}
+
 static void
 on_store_done(struct session *s, postern_result r,
               const struct hook_reply *reply)
@@ -55,9 +76,13 @@ on_store_done(struct session *s, postern_result r,
         char text[64];
         snprintf(text, sizeof(text), "Ok: queued as %s", s->tx->id);
         smtp_reply_hook(&s->conn, reply, 250, "2.0.0", text);
-        log_message(s, "accepted", 250);
+        log_message(s, s->tx->quarantine ? "quarantined" : "accepted", 250);
         break;
     }
+    case POSTERN_DISCARD:
+        transaction_discard(s, POSTERN_HOOK_STORE);
+        message_discarded(s, reply);
+        return;
     case POSTERN_CONTINUE: /* nobody stored it: the sender must retry */
         smtp_reply(&s->conn, 451, "4.3.0", "Error: message not stored");
         log_message(s, "not_stored", 451);
@@ -72,10 +97,11 @@ on_store_done(struct session *s, postern_result r,
                         "Error: storage temporarily unavailable");
         log_message(s, "tempfail", 451);
         break;
-    default:
-        session_reply_disconnect(s, reply);
-        log_message(s, "tempfail", 421);
+    default: {
+        int code = session_reply_disconnect(s, reply);
+        log_message(s, code / 100 == 5 ? "rejected" : "tempfail", code);
         break;
+    }
     }
     message_finished(s);
 }
@@ -84,7 +110,17 @@ static void
 on_message_done(struct session *s, postern_result r,
                 const struct hook_reply *reply)
 {
+    if (r == POSTERN_DISCARD)
+        transaction_discard(s, POSTERN_HOOK_MESSAGE);
+    if (r == POSTERN_DISCARD ||
+        ((r == POSTERN_CONTINUE || r == POSTERN_ACCEPT) &&
+         transaction_dropped(s->tx))) {
+        message_discarded(s, r == POSTERN_DISCARD ? reply : NULL);
+        return;
+    }
     if (r == POSTERN_CONTINUE || r == POSTERN_ACCEPT) {
+        /* From here on the envelope and the message are final. */
+        s->tx->store_started = true;
         session_hook_run(s, POSTERN_HOOK_STORE, on_store_done);
         return;
     }
@@ -97,7 +133,8 @@ on_message_done(struct session *s, postern_result r,
                         "Error: message temporarily rejected");
         log_message(s, "tempfail", 451);
     } else {
-        session_reply_disconnect(s, reply);
+        int code = session_reply_disconnect(s, reply);
+        log_message(s, code / 100 == 5 ? "rejected" : "tempfail", code);
     }
     message_finished(s);
 }
@@ -131,6 +168,10 @@ receipt_check(struct session *s)
                   postern_log_value(strerror(spool_error(tx->spool))));
     } else if (message_add_received(s) < 0) {
         smtp_reply(&s->conn, 451, "4.3.0", "Error: out of memory");
+    } else if (transaction_dropped(tx)) {
+        /* Dropped before the end of data: no content check, no store. */
+        message_discarded(s, NULL);
+        return;
     } else {
         session_hook_run(s, POSTERN_HOOK_MESSAGE, on_message_done);
         return;
@@ -254,7 +295,9 @@ static void
 on_data_done(struct session *s, postern_result r,
              const struct hook_reply *reply)
 {
-    if (r == POSTERN_CONTINUE || r == POSTERN_ACCEPT) {
+    if (r == POSTERN_DISCARD)
+        transaction_discard(s, POSTERN_HOOK_DATA); /* received, dropped */
+    if (r == POSTERN_CONTINUE || r == POSTERN_ACCEPT || r == POSTERN_DISCARD) {
         receipt_open(s);
     } else if (r == POSTERN_REJECT) {
         smtp_reply_hook(&s->conn, reply, 554, "5.7.1", "Error: data rejected");
@@ -277,7 +320,9 @@ data_sequence_ok(struct session *s)
         session_error(s);
         return false;
     }
-    if (s->tx->n_rcpts == 0) {
+    /* Recipients deleted by modules were accepted: the message goes on
+     * (and is discarded at its end). */
+    if (s->tx->n_rcpts == 0 && !s->tx->rcpts_deleted) {
         smtp_reply(&s->conn, 554, "5.5.1", "Error: no valid recipients");
         return false;
     }
@@ -345,6 +390,7 @@ chunk_discard(struct session *s, uint64_t size, int code, const char *enhanced,
 
     ch->size = ch->remaining = size;
     ch->discard = true;
+    hook_reply_clear(&ch->error);
     ch->error.code = code;
     snprintf(ch->error.enhanced, sizeof(ch->error.enhanced), "%s", enhanced);
     snprintf(ch->error.text, sizeof(ch->error.text), "%s", text);
@@ -361,8 +407,9 @@ chunk_done(struct session *s)
     struct transaction *tx = s->tx;
 
     if (ch->discard) {
-        const struct hook_reply *e = &ch->error;
-        smtp_reply(&s->conn, e->code, e->enhanced, "%s", e->text);
+        struct hook_reply *e = &ch->error;
+        smtp_reply_hook(&s->conn, e, e->code, e->enhanced, e->text);
+        hook_reply_clear(e);
         if (tx) {
             transaction_end(s);
             session_set_state(s, SESSION_HELO);
@@ -423,7 +470,9 @@ on_bdat_data_done(struct session *s, postern_result r,
 {
     uint64_t size = s->chunk.size;
 
-    if (r == POSTERN_CONTINUE || r == POSTERN_ACCEPT) {
+    if (r == POSTERN_DISCARD)
+        transaction_discard(s, POSTERN_HOOK_DATA); /* received, dropped */
+    if (r == POSTERN_CONTINUE || r == POSTERN_ACCEPT || r == POSTERN_DISCARD) {
         s->tx->bdat = true;
         receipt_open(s);
     } else if (r == POSTERN_REJECT) {
@@ -435,7 +484,17 @@ on_bdat_data_done(struct session *s, postern_result r,
                       reply->enhanced[0] == '4' ? reply->enhanced : "4.7.1",
                       reply->text[0] ? reply->text
                                      : "Error: data temporarily rejected");
-    } else {
+    }
+    if (r == POSTERN_REJECT || r == POSTERN_TEMPFAIL) {
+        /* The module's further lines, owed with the reply. */
+        struct hook_reply lines;
+        if (reply->n_more && hook_reply_copy(&lines, reply) == 0) {
+            s->chunk.error.more = lines.more;
+            s->chunk.error.more_len = lines.more_len;
+            s->chunk.error.n_more = lines.n_more;
+        }
+    } else if (r != POSTERN_CONTINUE && r != POSTERN_ACCEPT &&
+               r != POSTERN_DISCARD) {
         session_reply_disconnect(s, reply);
     }
 }
@@ -460,7 +519,7 @@ receipt_bdat(struct session *s, const struct smtp_command *cmd)
         chunk_discard(s, size, 503, "5.5.1", "Error: need MAIL command");
         return;
     }
-    if (s->tx->n_rcpts == 0) {
+    if (s->tx->n_rcpts == 0 && !s->tx->rcpts_deleted) {
         chunk_discard(s, size, 554, "5.5.1", "Error: no valid recipients");
         return;
     }

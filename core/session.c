@@ -202,12 +202,23 @@ session_notify(struct session *s, postern_hook hook)
         s->ctx = hook_notify(s->ctx, hook);
 }
 
-void
+int
 session_reply_disconnect(struct session *s, const struct hook_reply *r)
 {
-    smtp_reply_hook(&s->conn, r, 421, "4.7.0",
-                    "Service not available, closing transmission channel");
+    int code = 421;
+    /* A module may close with a permanent refusal (ABI 1.3). */
+    if (r && r->code / 100 == 5) {
+        code = r->code;
+        smtp_reply_hook(&s->conn, r, 554, "5.7.1",
+                        "Error: refused, closing transmission channel");
+    } else {
+        if (r && r->code / 100 == 4)
+            code = r->code;
+        smtp_reply_hook(&s->conn, r, 421, "4.7.0",
+                        "Service not available, closing transmission channel");
+    }
     session_quit(s);
+    return code;
 }
 
 /* --- connect and greeting --- */
@@ -410,6 +421,7 @@ session_free(struct session *s)
     free(s->tls_cipher);
     free(s->tls_sni);
     free(s->tls_peer_dn);
+    hook_reply_clear(&s->chunk.error);
     free(s);
 }
 

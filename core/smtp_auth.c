@@ -197,8 +197,7 @@ on_auth_done(struct session *s, postern_result r,
         smtp_reply_hook(&s->conn, reply, 454, "4.7.0",
                         "Temporary authentication failure");
     } else if (r == POSTERN_DISCONNECT) {
-        smtp_reply_hook(&s->conn, reply, 421, "4.7.0", "Service not available");
-        session_quit(s);
+        session_reply_disconnect(s, reply);
     } else {
         /* REJECT, or no module said yes: a failure, replied after a
          * delay that grows with each failure. */

@@ -34,6 +34,9 @@ on_mail_done(struct session *s, postern_result r,
              const struct hook_reply *reply)
 {
     switch (r) {
+    case POSTERN_DISCARD: /* accepted; the message will be dropped */
+        transaction_discard(s, POSTERN_HOOK_MAIL);
+        /* fall through */
     case POSTERN_CONTINUE:
     case POSTERN_ACCEPT:
         session_set_state(s, SESSION_MAIL);
@@ -222,6 +225,11 @@ on_rcpt_done(struct session *s, postern_result r,
 {
     const char *addr = s->rcpt_current;
 
+    if (r == POSTERN_DISCARD) {
+        /* Accepted like ACCEPT; the message will be dropped. */
+        transaction_discard(s, POSTERN_HOOK_RCPT);
+        r = POSTERN_ACCEPT;
+    }
     if (r == POSTERN_CONTINUE) {
         if (relay_policy_allows(s, addr))
             r = POSTERN_ACCEPT;

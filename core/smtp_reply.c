@@ -56,6 +56,18 @@ smtp_reply_lines(struct conn *c, int code, const char *const *lines, size_t n)
     }
 }
 
+static void
+reply_line(struct conn *c, int code, char mark, const char *enhanced,
+           const char *sep, const char *text)
+{
+    char line[REPLY_MAX + 1];
+    int n = snprintf(line, sizeof(line), "%d%c%s%s%s", code, mark, enhanced,
+                     sep, text);
+    if (n > (int)sizeof(line) - 1)
+        n = (int)sizeof(line) - 1;
+    reply_put(c, line, n);
+}
+
 void
 smtp_reply_hook(struct conn *c, const struct hook_reply *r, int default_code,
                 const char *default_enhanced, const char *default_text)
@@ -71,5 +83,18 @@ smtp_reply_hook(struct conn *c, const struct hook_reply *r, int default_code,
         enhanced = r->enhanced;
     if (r && r->text[0])
         text = r->text;
-    smtp_reply(c, code, enhanced, "%s", text);
+    if (!r || r->n_more == 0) {
+        smtp_reply(c, code, enhanced, "%s", text);
+        return;
+    }
+    /* Multi-line (RFC 5321 4.2.1), the enhanced code on every line (RFC
+     * 2034 4): "550-5.7.1 first", ..., "550 5.7.1 last". */
+    const char *more = r->more;
+    const char *sep = enhanced && *enhanced ? " " : "";
+    const char *enh = enhanced ? enhanced : "";
+    reply_line(c, code, '-', enh, sep, text);
+    for (unsigned i = 0; i < r->n_more; i++) {
+        reply_line(c, code, i + 1 < r->n_more ? '-' : ' ', enh, sep, more);
+        more += strlen(more) + 1;
+    }
 }

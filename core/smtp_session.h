@@ -94,6 +94,19 @@ struct transaction {
     char *received; /* our trace header, stored below the module headers */
     size_t received_len;
     uint64_t body_size;
+    struct message_content *content; /* parsed on demand (message_content.h) */
+
+    /* Changes by modules (envelope_change.c) and the outcome. */
+    char **retired; /* replaced envelope strings, freed with the tx */
+    size_t n_retired, cap_retired;
+    size_t rcpts_added;    /* by postern_rcpt_add() */
+    unsigned from_changes; /* by postern_mail_from_set() */
+    bool rcpts_deleted;    /* postern_rcpt_delete() removed one */
+    bool store_started;    /* the envelope is final */
+    bool discarded;        /* a handler answered POSTERN_DISCARD */
+    char *discard_by;      /* its instance, or who deleted the last rcpt */
+    postern_hook discard_hook;
+    char *quarantine; /* the reason, NULL: not quarantined */
 };
 
 struct sasl_state;
@@ -205,8 +218,9 @@ void session_hook_run(struct session *s, postern_hook hook, hook_done_fn done);
 /* Run a notification hook (reset, disconnect); results are ignored. */
 void session_notify(struct session *s, postern_hook hook);
 
-/* Reply for a DISCONNECT result, whatever the stage, and quit. */
-void session_reply_disconnect(struct session *s, const struct hook_reply *r);
+/* Reply for a DISCONNECT result, whatever the stage, and quit: 421, or
+ * the module's 4xx or 5xx code. Returns the code sent. */
+int session_reply_disconnect(struct session *s, const struct hook_reply *r);
 
 /* Re-arm the idle timer for the current state. */
 void session_touch(struct session *s);

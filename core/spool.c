@@ -18,7 +18,7 @@
 
 #include "spool.h"
 
-#define SPOOL_BLOCK (64 * 1024)
+#define SPOOL_BLOCK SPOOL_BLOCK_SIZE
 #define SPOOL_SPARES 64                 /* recycled files kept */
 #define SPOOL_RECYCLE_MAX (1024 * 1024) /* bigger files are not kept */
 
@@ -76,8 +76,8 @@ spool_prepare_dir(const char *dir)
     return 0;
 }
 
-static int
-spool_create_anonymous(const char *dir)
+int
+spool_anonymous_file(const char *dir)
 {
     int fd;
 #ifdef O_TMPFILE
@@ -101,7 +101,7 @@ spool_create_anonymous(const char *dir)
 int
 spool_check_dir(const char *dir)
 {
-    int fd = spool_create_anonymous(dir);
+    int fd = spool_anonymous_file(dir);
     if (fd < 0)
         return -1;
     close(fd);
@@ -141,6 +141,24 @@ spool_open(const char *dir)
     return sp;
 }
 
+struct spool *
+spool_adopt(const char *dir, int fd, uint64_t flushed, char *block,
+            size_t filled)
+{
+    struct spool *sp = calloc(1, sizeof(*sp));
+    if (!sp || !(sp->dir = strdup(dir))) {
+        free(sp);
+        return NULL;
+    }
+    atomic_init(&sp->refs, 1);
+    sp->fd = fd;
+    sp->fill = block;
+    sp->filled = filled;
+    sp->flushed = flushed;
+    sp->size = flushed + filled;
+    return sp;
+}
+
 /* --- the job: create the file if needed, then write one block --- */
 
 static void
@@ -151,7 +169,7 @@ spool_job_work(void *arg)
     size_t len = sp->job_len;
     uint64_t off = sp->job_off;
 
-    if (sp->fd < 0 && (sp->fd = spool_create_anonymous(sp->dir)) < 0) {
+    if (sp->fd < 0 && (sp->fd = spool_anonymous_file(sp->dir)) < 0) {
         sp->job_error = errno;
         return;
     }

@@ -33,6 +33,9 @@
 
 struct spool;
 
+/* The block a spool fills in memory before it is written. */
+#define SPOOL_BLOCK_SIZE (64 * 1024)
+
 /* Called on the loop thread when background spool work finished. */
 typedef void (*spool_wake_fn)(void *arg);
 
@@ -67,6 +70,17 @@ int spool_finish(struct spool *sp, spool_wake_fn wake, void *arg);
  * spool_finish(), from any thread. Bytes read, 0 at the end, or -1. */
 ssize_t spool_pread(const struct spool *sp, void *buf, size_t len,
                     uint64_t off);
+
+/* A new anonymous file in dir (blocking: not on the loop thread); the
+ * descriptor, or -1 with errno. */
+int spool_anonymous_file(const char *dir);
+
+/* A finished spool made of what another writer wrote (loop thread): the
+ * file fd (-1: none) holds the first flushed bytes, block (malloc'd,
+ * SPOOL_BLOCK_SIZE bytes) the next filled ones. The spool then owns fd
+ * and block; NULL (out of memory) leaves them to the caller. */
+struct spool *spool_adopt(const char *dir, int fd, uint64_t flushed,
+                          char *block, size_t filled);
 
 /* The file (-1 while there is none); for tests. */
 int spool_fd(const struct spool *sp);

@@ -1,9 +1,13 @@
 /*
  * transaction.c - transactions and their recipient set.
  *
- * Recipients are de-duplicated through a small open-addressing hash set of
- * indices into the recipient array, so a transaction with limits.recipients
- * raised to 100k still adds each recipient in constant time.
+ * Recipients are de-duplicated through a small open-addressing hash set
+ * (linear probing) of the recipient strings, so a transaction with
+ * limits.recipients raised to 100k still adds each recipient in constant
+ * time. A module may delete recipients (postern_rcpt_delete()): the set
+ * drops the entry by backward shifting (no tombstones), the array closes
+ * the gap, and the string is retired, not freed, so a pointer a module
+ * read before stays valid until the transaction ends.
  */
 #include <ctype.h>
 #include <inttypes.h>
@@ -16,14 +20,15 @@
 #include <unistd.h>
 
 #include "id.h"
+#include "message_content.h"
 #include "notes.h"
 #include "smtp_session.h"
 #include "spool.h"
 #include "transaction.h"
 
 struct rcpt_set {
-    uint32_t *slots; /* recipient index + 1; 0 is empty */
-    size_t cap;      /* a power of two */
+    char **slots; /* a recipient string of tx->rcpts; NULL is empty */
+    size_t cap;   /* a power of two */
 };
 
 struct transaction *
@@ -52,6 +57,12 @@ transaction_free(struct transaction *tx)
     spool_free(tx->spool);
     free(tx->headers);
     free(tx->received);
+    message_content_free(tx->content);
+    for (size_t i = 0; i < tx->n_retired; i++)
+        free(tx->retired[i]);
+    free(tx->retired);
+    free(tx->discard_by);
+    free(tx->quarantine);
     free(tx);
 }
 
@@ -101,16 +112,34 @@ rcpt_same(const char *a, const char *b, size_t len)
 }
 
 /* The slot for addr: where it is, or the empty slot where it would go. */
-static uint32_t *
+static char **
 rcpt_set_find(const struct transaction *tx, const char *addr, size_t len)
 {
     const struct rcpt_set *set = tx->rcpt_set;
     size_t mask = set->cap - 1;
     for (size_t i = rcpt_hash(addr, len) & mask;; i = (i + 1) & mask) {
-        uint32_t *slot = &set->slots[i];
-        if (*slot == 0 || rcpt_same(tx->rcpts[*slot - 1], addr, len))
+        char **slot = &set->slots[i];
+        if (*slot == NULL || rcpt_same(*slot, addr, len))
             return slot;
     }
+}
+
+/* Empty the slot at i, then move later entries of its probe run back so
+ * every entry stays reachable from its home slot. */
+static void
+rcpt_set_remove(struct rcpt_set *set, size_t i)
+{
+    size_t mask = set->cap - 1;
+    for (size_t j = (i + 1) & mask; set->slots[j]; j = (j + 1) & mask) {
+        size_t home = rcpt_hash(set->slots[j], strlen(set->slots[j])) & mask;
+        /* Entry j may fill the hole at i unless its home lies in (i, j]. */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            set->slots[i] = set->slots[j];
+            i = j;
+        }
+    }
+    set->slots[i] = NULL;
 }
 
 /* Keep the load under one half. */
@@ -125,15 +154,14 @@ rcpt_set_grow(struct transaction *tx)
     if ((tx->n_rcpts + 1) * 2 <= set->cap)
         return 0;
     size_t cap = set->cap ? set->cap * 2 : 16;
-    uint32_t *slots = calloc(cap, sizeof(*slots));
+    char **slots = calloc(cap, sizeof(*slots));
     if (!slots)
         return -1;
     free(set->slots);
     set->slots = slots;
     set->cap = cap;
     for (size_t i = 0; i < tx->n_rcpts; i++)
-        *rcpt_set_find(tx, tx->rcpts[i], strlen(tx->rcpts[i])) =
-            (uint32_t)(i + 1);
+        *rcpt_set_find(tx, tx->rcpts[i], strlen(tx->rcpts[i])) = tx->rcpts[i];
     return 0;
 }
 
@@ -142,8 +170,8 @@ transaction_add_rcpt(struct transaction *tx, const char *addr, size_t len)
 {
     if (rcpt_set_grow(tx) < 0)
         return -1;
-    uint32_t *slot = rcpt_set_find(tx, addr, len);
-    if (*slot != 0)
+    char **slot = rcpt_set_find(tx, addr, len);
+    if (*slot)
         return 1;
     if (tx->n_rcpts == tx->cap_rcpts) {
         size_t cap = tx->cap_rcpts ? tx->cap_rcpts * 2 : 4;
@@ -159,6 +187,71 @@ transaction_add_rcpt(struct transaction *tx, const char *addr, size_t len)
     memcpy(copy, addr, len);
     copy[len] = '\0';
     tx->rcpts[tx->n_rcpts++] = copy;
-    *slot = (uint32_t)tx->n_rcpts;
+    *slot = copy;
+    return 0;
+}
+
+void
+transaction_discard(struct session *s, postern_hook hook)
+{
+    struct transaction *tx = s->tx;
+    if (!tx || tx->discarded)
+        return; /* the first discard is the one logged */
+    const char *by = hook_ctx_decider(s->ctx);
+    tx->discarded = true;
+    tx->discard_hook = hook;
+    free(tx->discard_by);
+    tx->discard_by = by ? strdup(by) : NULL;
+}
+
+bool
+transaction_dropped(const struct transaction *tx)
+{
+    return tx->discarded || (tx->rcpts_deleted && tx->n_rcpts == 0);
+}
+
+int
+transaction_retire_room(struct transaction *tx, size_t n)
+{
+    if (tx->cap_retired - tx->n_retired >= n)
+        return 0;
+    size_t cap = tx->cap_retired ? tx->cap_retired : 8;
+    while (cap - tx->n_retired < n)
+        cap *= 2;
+    char **grown = realloc(tx->retired, cap * sizeof(*grown));
+    if (!grown)
+        return -1;
+    tx->retired = grown;
+    tx->cap_retired = cap;
+    return 0;
+}
+
+void
+transaction_retire(struct transaction *tx, char *str)
+{
+    tx->retired[tx->n_retired++] = str;
+}
+
+int
+transaction_delete_rcpt(struct transaction *tx, const char *addr)
+{
+    size_t len = strlen(addr);
+    if (!tx->rcpt_set || !tx->rcpt_set->cap)
+        return -1;
+    char **slot = rcpt_set_find(tx, addr, len);
+    char *victim = *slot;
+    if (!victim)
+        return -1;
+    /* Room to retire it first: nothing changes if that fails. */
+    if (transaction_retire_room(tx, 1) < 0)
+        return -1;
+    transaction_retire(tx, victim);
+    rcpt_set_remove(tx->rcpt_set, (size_t)(slot - tx->rcpt_set->slots));
+    size_t i = 0;
+    while (tx->rcpts[i] != victim)
+        i++;
+    memmove(&tx->rcpts[i], &tx->rcpts[i + 1],
+            (tx->n_rcpts - i - 1) * sizeof(*tx->rcpts));
+    tx->n_rcpts--;
     return 0;
 }

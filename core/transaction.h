@@ -6,7 +6,10 @@
 #ifndef POSTERN_TRANSACTION_H
 #define POSTERN_TRANSACTION_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "postern/hook.h"
 
 struct session;
 struct transaction;
@@ -22,5 +25,23 @@ void transaction_end(struct session *s);
  * are case-sensitive, RFC 5321 2.4; domains are not). 0 added, 1 already
  * there, -1 out of memory. */
 int transaction_add_rcpt(struct transaction *tx, const char *addr, size_t len);
+
+/* A handler of hook answered POSTERN_DISCARD (the session's hook context
+ * names it): the message will be accepted and dropped. The first stays. */
+void transaction_discard(struct session *s, postern_hook hook);
+
+/* The message is to be dropped: discarded, or every recipient deleted. */
+bool transaction_dropped(const struct transaction *tx);
+
+/* Delete the recipient that is the same mailbox as addr (as above); its
+ * string is retired, not freed. 0, or -1 when it is not there or out of
+ * memory (then nothing changed). */
+int transaction_delete_rcpt(struct transaction *tx, const char *addr);
+
+/* Keep str (malloc'd) until the transaction is freed: a string a module
+ * may still hold after the envelope changed. Make room for n first (0, or
+ * -1 when out of memory); retiring into that room cannot fail. */
+int transaction_retire_room(struct transaction *tx, size_t n);
+void transaction_retire(struct transaction *tx, char *str);
 
 #endif

@@ -206,6 +206,55 @@ fw_job_new(const struct forward *fw, postern_ctx *ctx,
     return job;
 }
 
+/* Transaction note: the quarantine header is on the message. */
+#define FW_NOTE_MARKED "forward.quarantine_marked"
+
+/* The message hook: a message quarantined by now is marked for the next
+ * hop, since the message cannot change once the store hook runs. Modules
+ * that quarantine at the message hook must sort before this instance. */
+static postern_result
+fw_message(postern_ctx *ctx, void *instance)
+{
+    const struct forward *fw = instance;
+    const char *reason = postern_message_quarantined(ctx);
+    static char marked[] = "yes";
+
+    if (reason == NULL || fw->cfg.quarantine_refuse ||
+        postern_rcpt_count(ctx) == 0 ||
+        fw_route_for(&fw->cfg, postern_rcpt_address(ctx, 0)) == NULL)
+        return POSTERN_CONTINUE; /* not quarantined, or not ours */
+    if (postern_header_add(ctx, FW_QUARANTINE_HEADER, reason) != 0 ||
+        postern_note_set(ctx, POSTERN_NOTE_TRANSACTION, FW_NOTE_MARKED, marked,
+                         NULL) != 0) {
+        postern_log(ctx, POSTERN_LOG_ERROR,
+                    "cannot add the quarantine header id=%s",
+                    postern_log_value(postern_transaction_id(ctx)));
+        postern_reply(ctx, 451, "4.3.0", "Error: local error");
+        return POSTERN_TEMPFAIL;
+    }
+    return POSTERN_CONTINUE;
+}
+
+/* A quarantined message is forwarded only with its header; otherwise
+ * (quarantine: refuse, or marked after this instance's message hook) the
+ * sender keeps it: a quarantined message is never delivered unmarked. */
+static bool
+fw_quarantine_refused(postern_ctx *ctx)
+{
+    const char *reason = postern_message_quarantined(ctx);
+
+    if (reason == NULL ||
+        postern_note_get(ctx, POSTERN_NOTE_TRANSACTION, FW_NOTE_MARKED))
+        return false;
+    postern_log(ctx, POSTERN_LOG_WARNING,
+                "quarantined message not forwarded id=%s reason=%s",
+                postern_log_value(postern_transaction_id(ctx)),
+                postern_log_value(reason));
+    postern_reply(ctx, 451, "4.7.1",
+                  "Error: message held for review, not forwarded");
+    return true;
+}
+
 /* The store hook. */
 static postern_result
 fw_store(postern_ctx *ctx, void *instance)
@@ -240,6 +289,8 @@ fw_store(postern_ctx *ctx, void *instance)
     }
     if (route == NULL)
         return POSTERN_CONTINUE; /* not ours: another store module's */
+    if (fw_quarantine_refused(ctx))
+        return POSTERN_TEMPFAIL;
     if ((job = fw_job_new(fw, ctx, route)) == NULL) {
         postern_log(ctx, POSTERN_LOG_ERROR,
                     "cannot prepare the transfer: out of memory");
@@ -314,5 +365,9 @@ POSTERN_MODULE_DEFINE = {
     .create = fw_create,
     .destroy = fw_destroy,
     .handlers =
-        {[POSTERN_HOOK_RCPT] = fw_rcpt, [POSTERN_HOOK_STORE] = fw_store},
+        {
+            [POSTERN_HOOK_RCPT] = fw_rcpt,
+            [POSTERN_HOOK_MESSAGE] = fw_message,
+            [POSTERN_HOOK_STORE] = fw_store,
+        },
 };

@@ -36,7 +36,16 @@ struct fw_config {
     long timeout_ms;
     char *helo;
     long concurrency; /* worker threads */
+    /* A quarantined message (postern_message_quarantine()): true, refuse
+     * it with 451; false (the default), forward it with a header that
+     * tells the next hop (FW_QUARANTINE_HEADER). */
+    bool quarantine_refuse;
 };
+
+/* Added at the message hook to a quarantined message that is forwarded;
+ * the next hop holds it (Postfix: header_checks "/^X-Postern-Quarantine:/
+ * HOLD"). */
+#define FW_QUARANTINE_HEADER "X-Postern-Quarantine"
 
 /* Read the instance's config into cfg (zeroed by the caller). 0, or -1
  * after postern_init_error(); fw_config_free() frees either way. */

@@ -441,6 +441,17 @@ fw_config_keys(postern_module_init *init, struct fw_config *cfg,
                 return -1;
             }
             cfg->concurrency = (long)n;
+        } else if (strcmp(key, "quarantine") == 0) {
+            const char *s = json_string_value(value);
+            if (s != NULL && strcmp(s, "header") == 0) {
+                cfg->quarantine_refuse = false;
+            } else if (s != NULL && strcmp(s, "refuse") == 0) {
+                cfg->quarantine_refuse = true;
+            } else {
+                postern_init_error(init, key,
+                                   "expected \"header\" or \"refuse\"");
+                return -1;
+            }
         } else if (strcmp(key, "ca_file") == 0) {
             if (!fw_is_text(value)) {
                 postern_init_error(init, key, "expected a file name");
@@ -456,7 +467,7 @@ fw_config_keys(postern_module_init *init, struct fw_config *cfg,
             postern_init_error(init, key,
                                "unknown key (expected routes, starttls, auth, "
                                "allow_plaintext_auth, timeout, helo, "
-                               "concurrency or ca_file)");
+                               "concurrency, ca_file or quarantine)");
             return -1;
         }
     }

@@ -40,6 +40,11 @@
 
 struct store_file {
     char *root;
+    /* Where quarantined messages go (postern_message_quarantine()): a
+     * Maildir++ folder ".<name>" inside each maildir, or, when the config
+     * value is an absolute path, a separate root laid out like root. */
+    char *quarantine_folder; /* ".Quarantine"; NULL with quarantine_root */
+    char *quarantine_root;
     bool per_recipient;
     bool envelope;
     bool fsync;
@@ -186,6 +191,7 @@ sf_write_all(int fd, const char *buf, size_t len)
 /* --- one delivery ------------------------------------------------------- */
 
 struct sf_target {
+    char *base;     /* a maildir to make before dir (dir is its folder) */
     char *dir;      /* the maildir */
     char *envelope; /* JSON text, or NULL with "envelope": false */
     char *tmp, *new, *env_tmp, *env;
@@ -198,6 +204,8 @@ struct sf_job {
     postern_message_reader *reader;
     char *id;   /* transaction id, for the reply */
     char *name; /* the unique file name */
+    bool quarantined;
+    bool make_dirs; /* the target maildirs may not exist yet */
     struct sf_target *targets;
     size_t n_targets;
     struct sf_error error;
@@ -211,6 +219,7 @@ sf_job_free(struct sf_job *job)
     postern_message_close(job->reader);
     for (size_t i = 0; i < job->n_targets; i++) {
         struct sf_target *t = &job->targets[i];
+        free(t->base);
         free(t->dir);
         free(t->envelope);
         free(t->tmp);
@@ -423,11 +432,12 @@ sf_work(void *arg)
     struct sf_job *job = arg;
     const struct store_file *sf = job->sf;
 
-    if (sf->per_recipient) {
-        for (size_t i = 0; i < job->n_targets; i++)
-            if (sf_make_maildir(job->targets[i].dir, sf->envelope, sf->fsync,
-                                &job->error) != 0)
-                return;
+    for (size_t i = 0; job->make_dirs && i < job->n_targets; i++) {
+        const struct sf_target *t = &job->targets[i];
+        if ((t->base && sf_make_maildir(t->base, sf->envelope, sf->fsync,
+                                        &job->error) != 0) ||
+            sf_make_maildir(t->dir, sf->envelope, sf->fsync, &job->error) != 0)
+            return;
     }
     if (sf_write_message(job, &job->targets[0]) != 0)
         goto fail;
@@ -478,8 +488,9 @@ sf_done(void *arg)
 
     if (job->error.err == 0) {
         postern_log(ctx, POSTERN_LOG_INFO,
-                    "stored id=%s file=%s maildirs=%zu%s", job->id,
+                    "stored id=%s file=%s maildirs=%zu%s%s", job->id,
                     postern_log_value(job->name), job->n_targets,
+                    job->quarantined ? " quarantine=yes" : "",
                     postern_ctx_orphaned(ctx) ? " client_gone=yes" : "");
         if (!postern_ctx_orphaned(ctx))
             postern_reply(ctx, 250, "2.0.0", "Ok: queued as %s", job->id);
@@ -575,6 +586,8 @@ sf_envelope_text(postern_ctx *ctx, const size_t *rcpts, size_t n,
               sf_json_set(env, "rcpt_to", json_incref(rcpt_to)) |
               sf_json_set(env, "size",
                           json_integer((json_int_t)postern_message_size(ctx))) |
+              sf_json_set(env, "quarantine",
+                          sf_json_string(postern_message_quarantined(ctx))) |
               sf_json_set(env, "received_at", json_string(received_at));
     char *text = rc == 0 ? json_dumps(env, JSON_COMPACT) : NULL;
     json_decref(env);
@@ -620,13 +633,36 @@ sf_recipient_dir_name(const char *addr)
     return name;
 }
 
-/* The paths of target t in maildir dir (taken). 0 or -1. */
+/* The maildir of a delivery: the root, or the recipient directory sub
+ * under it; for a quarantined message, the quarantine folder inside that
+ * (its maildir made first, as base) or the same place under the separate
+ * quarantine root. 0 or -1. */
 static int
-sf_target_init(struct sf_target *t, char *dir, const char *name)
+sf_target_dir(const struct store_file *sf, const char *sub, bool quarantined,
+              struct sf_target *t)
+{
+    if (!quarantined) {
+        t->dir = sub ? sf_path(sf->root, sub, NULL) : strdup(sf->root);
+        return t->dir ? 0 : -1;
+    }
+    if (sf->quarantine_root) {
+        t->dir = sub ? sf_path(sf->quarantine_root, sub, NULL)
+                     : strdup(sf->quarantine_root);
+        return t->dir ? 0 : -1;
+    }
+    if (sub && !(t->base = sf_path(sf->root, sub, NULL)))
+        return -1;
+    t->dir = sf_path(sub ? t->base : sf->root, sf->quarantine_folder, NULL);
+    return t->dir ? 0 : -1;
+}
+
+/* The paths of target t in its maildir t->dir. 0 or -1. */
+static int
+sf_target_init(struct sf_target *t, const char *name)
 {
     char json_name[512];
+    const char *dir = t->dir;
 
-    t->dir = dir;
     snprintf(json_name, sizeof json_name, "%s.json", name);
     t->tmp = sf_path(dir, "tmp", name);
     t->new = sf_path(dir, "new", name);
@@ -656,11 +692,9 @@ sf_job_targets(struct sf_job *job, postern_ctx *ctx, const char *received_at)
         goto out;
 
     if (!sf->per_recipient) {
-        char *dir = strdup(sf->root);
-        if (dir == NULL)
-            goto out;
         job->n_targets = 1;
-        if (sf_target_init(&job->targets[0], dir, job->name) != 0)
+        if (sf_target_dir(sf, NULL, job->quarantined, &job->targets[0]) != 0 ||
+            sf_target_init(&job->targets[0], job->name) != 0)
             goto out;
         for (size_t i = 0; i < n_rcpts; i++)
             members[i] = i;
@@ -681,11 +715,9 @@ sf_job_targets(struct sf_job *job, postern_ctx *ctx, const char *received_at)
         group[i] = g;
         if (g == job->n_targets) {
             first[g] = i;
-            char *dir = sf_path(sf->root, names[i], NULL);
-            if (dir == NULL)
-                goto out;
-            if (sf_target_init(&job->targets[job->n_targets++], dir,
-                               job->name) != 0)
+            struct sf_target *t = &job->targets[job->n_targets++];
+            if (sf_target_dir(sf, names[i], job->quarantined, t) != 0 ||
+                sf_target_init(t, job->name) != 0)
                 goto out;
         }
     }
@@ -751,6 +783,11 @@ sf_job_new(const struct store_file *sf, postern_ctx *ctx)
         return NULL;
     job->sf = sf;
     job->ctx = ctx;
+    job->quarantined = postern_message_quarantined(ctx) != NULL;
+    /* Only the root maildir is made at start; with a separate quarantine
+     * root that one too (when not per recipient). */
+    job->make_dirs =
+        sf->per_recipient || (job->quarantined && !sf->quarantine_root);
     if (gmtime_r(&t, &tm) == NULL ||
         strftime(received_at, sizeof received_at, "%Y-%m-%dT%H:%M:%SZ", &tm) ==
             0 ||
@@ -816,6 +853,8 @@ sf_destroy(void *instance)
     if (sf == NULL)
         return;
     free(sf->root);
+    free(sf->quarantine_folder);
+    free(sf->quarantine_root);
     free(sf);
 }
 
@@ -828,6 +867,41 @@ sf_config_bool(postern_module_init *init, const char *key, const json_t *value,
         return -1;
     }
     *out = json_is_true(value);
+    return 0;
+}
+
+/* "quarantine": a Maildir++ folder name ("Quarantine": the folder
+ * .Quarantine of each maildir) or an absolute path (a separate root). */
+static int
+sf_config_quarantine(postern_module_init *init, struct store_file *sf,
+                     const json_t *value)
+{
+    const char *v = json_is_string(value) ? json_string_value(value) : NULL;
+    bool ok = v && *v && strlen(v) == json_string_length(value);
+
+    if (ok && v[0] == '/') {
+        sf->quarantine_root = strdup(v);
+        if (!sf->quarantine_root) {
+            postern_init_error(init, "quarantine", "out of memory");
+            return -1;
+        }
+        return 0;
+    }
+    for (const char *p = v; ok && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == '/' || *p == 0x7f)
+            ok = false;
+    if (!ok || v[0] == '.') {
+        postern_init_error(init, "quarantine",
+                           "expected a maildir folder name (\"Quarantine\", "
+                           "no '/', not starting with '.') or an absolute "
+                           "directory path");
+        return -1;
+    }
+    if (asprintf(&sf->quarantine_folder, ".%s", v) < 0) {
+        sf->quarantine_folder = NULL;
+        postern_init_error(init, "quarantine", "out of memory");
+        return -1;
+    }
     return 0;
 }
 
@@ -858,6 +932,9 @@ sf_config(postern_module_init *init, struct store_file *sf)
                 postern_init_error(init, "root", "out of memory");
                 return -1;
             }
+        } else if (strcmp(key, "quarantine") == 0) {
+            if (sf_config_quarantine(init, sf, value) != 0)
+                return -1;
         } else if (strcmp(key, "per_recipient") == 0) {
             rc = sf_config_bool(init, key, value, &sf->per_recipient);
         } else if (strcmp(key, "envelope") == 0) {
@@ -866,8 +943,8 @@ sf_config(postern_module_init *init, struct store_file *sf)
             rc = sf_config_bool(init, key, value, &sf->fsync);
         } else {
             postern_init_error(init, key,
-                               "unknown key (expected root, per_recipient, "
-                               "envelope or fsync)");
+                               "unknown key (expected root, quarantine, "
+                               "per_recipient, envelope or fsync)");
             return -1;
         }
         if (rc != 0)
@@ -876,6 +953,11 @@ sf_config(postern_module_init *init, struct store_file *sf)
     if (sf->root == NULL) {
         postern_init_error(init, "root",
                            "required: the directory to deliver into");
+        return -1;
+    }
+    if (!sf->quarantine_folder && !sf->quarantine_root &&
+        !(sf->quarantine_folder = strdup(".Quarantine"))) {
+        postern_init_error(init, "quarantine", "out of memory");
         return -1;
     }
     return 0;
@@ -959,41 +1041,67 @@ sf_clean_tmp(const char *maildir, time_t cutoff, struct sf_cleanup *c)
     free(tmp);
 }
 
+/* The tmp/ of maildir, and of its quarantine folder when there is one. */
+static void
+sf_clean_maildir(const struct store_file *sf, const char *maildir,
+                 time_t cutoff, struct sf_cleanup *c)
+{
+    sf_clean_tmp(maildir, cutoff, c);
+    if (sf->quarantine_folder) {
+        char *folder = sf_path(maildir, sf->quarantine_folder, NULL);
+        if (folder != NULL)
+            sf_clean_tmp(folder, cutoff, c);
+        free(folder);
+    }
+}
+
+/* The maildirs of one root: the root, or with per_recipient every maildir
+ * under it. */
+static void
+sf_clean_root(const struct store_file *sf, const char *root, time_t cutoff,
+              struct sf_cleanup *c)
+{
+    if (!sf->per_recipient) {
+        sf_clean_maildir(sf, root, cutoff, c);
+        return;
+    }
+    int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *e;
+    if (d == NULL) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        sf_cleanup_fail(c, root, NULL, err);
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+        if (e->d_name[0] == '.' ||
+            fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISDIR(st.st_mode))
+            continue;
+        char *maildir = sf_path(root, e->d_name, NULL);
+        if (maildir != NULL)
+            sf_clean_maildir(sf, maildir, cutoff, c);
+        free(maildir);
+    }
+    closedir(d);
+}
+
 /* At start: clean the tmp/ of the root maildir, or with per_recipient of
- * every maildir under the root. Runs in create(), before the loop serves
- * anyone; failures are logged, never fatal. */
+ * every maildir under the root, and of the quarantine maildirs. Runs in
+ * create(), before the loop serves anyone; failures are logged, never
+ * fatal. */
 static void
 sf_clean_leftovers(const struct store_file *sf)
 {
     time_t cutoff = (time_t)(postern_now() - SF_TMP_MAX_AGE);
     struct sf_cleanup c = {0};
 
-    if (!sf->per_recipient) {
-        sf_clean_tmp(sf->root, cutoff, &c);
-    } else {
-        int fd = open(sf->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-        struct dirent *e;
-        if (d == NULL) {
-            int err = errno;
-            if (fd >= 0)
-                close(fd);
-            sf_cleanup_fail(&c, sf->root, NULL, err);
-        }
-        while (d != NULL && (e = readdir(d)) != NULL) {
-            struct stat st;
-            if (e->d_name[0] == '.' ||
-                fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-                !S_ISDIR(st.st_mode))
-                continue;
-            char *maildir = sf_path(sf->root, e->d_name, NULL);
-            if (maildir != NULL)
-                sf_clean_tmp(maildir, cutoff, &c);
-            free(maildir);
-        }
-        if (d != NULL)
-            closedir(d);
-    }
+    sf_clean_root(sf, sf->root, cutoff, &c);
+    if (sf->quarantine_root)
+        sf_clean_root(sf, sf->quarantine_root, cutoff, &c);
     if (c.removed > 0)
         postern_log(NULL, POSTERN_LOG_INFO,
                     "removed leftover files older than 36 hours from tmp/ "
@@ -1030,10 +1138,16 @@ sf_create_instance(postern_module_init *init, void **instance)
      * first message; per-recipient maildirs are made on demand. */
     if (!postern_init_check_only(init)) {
         struct sf_error e = {0};
+        const char *q = sf->quarantine_root;
         if (sf_mkdir_parents(sf->root, &e) != 0 ||
             (!sf->per_recipient &&
-             sf_make_maildir(sf->root, sf->envelope, false, &e) != 0)) {
-            postern_init_error(init, "root", "cannot create %s: %s",
+             sf_make_maildir(sf->root, sf->envelope, false, &e) != 0) ||
+            (q && sf_mkdir_parents(q, &e) != 0) ||
+            (q && !sf->per_recipient &&
+             sf_make_maildir(q, sf->envelope, false, &e) != 0)) {
+            bool in_q = q && e.path && strncmp(e.path, q, strlen(q)) == 0;
+            postern_init_error(init, in_q ? "quarantine" : "root",
+                               "cannot create %s: %s",
                                e.path ? e.path : sf->root, strerror(e.err));
             free(e.path);
             sf_destroy(sf);

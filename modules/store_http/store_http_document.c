@@ -172,6 +172,8 @@ sh_document_build(const struct store_http *mod, postern_ctx *ctx, double now,
              sh_set(root, "gateway", sh_json_string(mod->gateway)) |
              sh_set(root, "received_at", json_string(received_at)) |
              sh_set(root, "envelope", sh_envelope(ctx)) |
+             sh_set(root, "quarantine",
+                    sh_json_string(postern_message_quarantined(ctx))) |
              sh_set(root, "client", sh_client(ctx)) |
              sh_set(root, "tls", sh_tls(ctx)) |
              sh_set(root, "results", sh_results(ctx));

@@ -58,7 +58,7 @@ static const struct {
 } result_names[] = {
     {"continue", POSTERN_CONTINUE},     {"accept", POSTERN_ACCEPT},
     {"reject", POSTERN_REJECT},         {"tempfail", POSTERN_TEMPFAIL},
-    {"disconnect", POSTERN_DISCONNECT},
+    {"disconnect", POSTERN_DISCONNECT}, {"discard", POSTERN_DISCARD},
 };
 
 static void

@@ -114,10 +114,12 @@ mock_replace(char **slot, const char *s)
 static void mock_notes_free(int scope);
 static void mock_dns_clear(void);
 static void mock_headers_clear(void);
+static void mock_outcome_clear(void);
 
 void
 mock_cleanup(void)
 {
+    mock_outcome_clear();
     mock_notes_free(-1);
     mock_dns_clear();
     mock_http_clear();
@@ -1361,3 +1363,345 @@ postern_dns_reverse_name(const struct sockaddr *addr, char *out, size_t size)
     memcpy(out + n, "ip6.arpa", 9);
     return 0;
 }
+
+/* --- envelope changes, outcome and reply lines (postern/message.h) ------ */
+
+static struct {
+    char *quarantine;
+    int discarded;
+    int reply_lines;
+    char last_line[512];
+} mock_outcome;
+
+static void
+mock_outcome_clear(void)
+{
+    free(mock_outcome.quarantine);
+    memset(&mock_outcome, 0, sizeof mock_outcome);
+}
+
+void
+mock_set_quarantine(const char *reason)
+{
+    mock_replace(&mock_outcome.quarantine, reason);
+}
+
+void
+mock_set_discarded(int discarded)
+{
+    mock_outcome.discarded = discarded;
+}
+
+int
+mock_reply_line_count(void)
+{
+    return mock_outcome.reply_lines;
+}
+
+const char *
+mock_reply_last_line(void)
+{
+    return mock_outcome.last_line;
+}
+
+int
+postern_reply_line(postern_ctx *ctx, const char *fmt, ...)
+{
+    va_list ap;
+
+    (void)ctx;
+    if (mock.reply.count == 0 || mock_outcome.reply_lines + 1 >= 16)
+        return -1;
+    mock_outcome.reply_lines++;
+    va_start(ap, fmt);
+    vsnprintf(mock_outcome.last_line, sizeof mock_outcome.last_line, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+int
+postern_mail_from_set(postern_ctx *ctx, const char *address, const char *params)
+{
+    (void)ctx;
+    (void)params;
+    if (address == NULL)
+        return -1;
+    mock_replace(&mock.mail_from, address);
+    return 0;
+}
+
+int
+postern_rcpt_add(postern_ctx *ctx, const char *address)
+{
+    (void)ctx;
+    if (address == NULL || *address == '\0')
+        return -1;
+    for (size_t i = 0; i < mock.n_rcpts; i++)
+        if (strcasecmp(mock.rcpts[i], address) == 0)
+            return 0;
+    if (mock.n_rcpts == MOCK_MAX_ITEMS)
+        return -1;
+    mock_add_rcpt(address);
+    return 0;
+}
+
+int
+postern_rcpt_delete(postern_ctx *ctx, const char *address)
+{
+    (void)ctx;
+    for (size_t i = 0; address && i < mock.n_rcpts; i++) {
+        if (strcasecmp(mock.rcpts[i], address) != 0)
+            continue;
+        free(mock.rcpts[i]);
+        memmove(&mock.rcpts[i], &mock.rcpts[i + 1],
+                (mock.n_rcpts - i - 1) * sizeof mock.rcpts[0]);
+        mock.n_rcpts--;
+        return 0;
+    }
+    return -1;
+}
+
+int
+postern_message_quarantine(postern_ctx *ctx, const char *reason)
+{
+    (void)ctx;
+    if (reason == NULL)
+        return -1;
+    if (mock_outcome.quarantine == NULL)
+        mock_set_quarantine(reason);
+    return 0;
+}
+
+const char *
+postern_message_quarantined(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock_outcome.quarantine;
+}
+
+int
+postern_message_discarded(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock_outcome.discarded;
+}
+
+/* === milter module fakes (structured headers, body replacement, local
+ * address, I/O watchers). Kept in one block to ease merging. ============ */
+
+#define MOCK_MILTER_HEADERS 64
+static char *mock_mh[MOCK_MILTER_HEADERS][2]; /* name, raw value */
+static size_t mock_n_mh;
+static char *mock_new_body;
+static size_t mock_new_body_len;
+static int mock_ios;
+
+struct postern_body_writer {
+    char *data;
+    size_t len;
+};
+
+struct postern_io {
+    int fd, events;
+    postern_io_cb cb;
+    void *arg;
+};
+
+void
+mock_milter_clear(void)
+{
+    for (size_t i = 0; i < mock_n_mh; i++) {
+        free(mock_mh[i][0]);
+        free(mock_mh[i][1]);
+    }
+    mock_n_mh = 0;
+    free(mock_new_body);
+    mock_new_body = NULL;
+    mock_new_body_len = 0;
+}
+
+void
+mock_milter_add_header(const char *name, const char *raw)
+{
+    if (mock_n_mh < MOCK_MILTER_HEADERS) {
+        mock_mh[mock_n_mh][0] = mock_strdup(name);
+        mock_mh[mock_n_mh][1] = mock_strdup(raw);
+        mock_n_mh++;
+    }
+}
+
+const char *
+mock_milter_new_body(size_t *len)
+{
+    *len = mock_new_body_len;
+    return mock_new_body;
+}
+
+int
+mock_milter_ios(void)
+{
+    return mock_ios;
+}
+
+const char *
+postern_local_ip(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return "127.0.0.1";
+}
+
+int
+postern_local_port(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return 25;
+}
+
+size_t
+postern_header_count(const postern_ctx *ctx)
+{
+    (void)ctx;
+    return mock_n_mh;
+}
+
+const char *
+postern_header_name(const postern_ctx *ctx, size_t index)
+{
+    (void)ctx;
+    return index < mock_n_mh ? mock_mh[index][0] : NULL;
+}
+
+const char *
+postern_header_raw(const postern_ctx *ctx, size_t index)
+{
+    (void)ctx;
+    return index < mock_n_mh ? mock_mh[index][1] : NULL;
+}
+
+int
+postern_header_insert(postern_ctx *ctx, size_t index, const char *name,
+                      const char *value)
+{
+    (void)ctx;
+    if (mock_n_mh == MOCK_MILTER_HEADERS || name == NULL || value == NULL)
+        return -1;
+    if (index > mock_n_mh)
+        index = mock_n_mh;
+    memmove(&mock_mh[index + 1], &mock_mh[index],
+            (mock_n_mh - index) * sizeof mock_mh[0]);
+    mock_mh[index][0] = mock_strdup(name);
+    char *raw = malloc(strlen(value) + 2);
+    if (raw == NULL)
+        abort();
+    raw[0] = ' ';
+    strcpy(raw + 1, value);
+    mock_mh[index][1] = raw;
+    mock_n_mh++;
+    return 0;
+}
+
+int
+postern_header_change(postern_ctx *ctx, const char *name, size_t nth,
+                      const char *value)
+{
+    (void)ctx;
+    for (size_t i = 0; i < mock_n_mh; i++) {
+        if (strcasecmp(mock_mh[i][0], name) != 0 || nth-- > 0)
+            continue;
+        if (value == NULL) {
+            free(mock_mh[i][0]);
+            free(mock_mh[i][1]);
+            memmove(&mock_mh[i], &mock_mh[i + 1],
+                    (mock_n_mh - i - 1) * sizeof mock_mh[0]);
+            mock_n_mh--;
+            return 0;
+        }
+        char *raw = malloc(strlen(value) + 2);
+        if (raw == NULL)
+            abort();
+        raw[0] = ' ';
+        strcpy(raw + 1, value);
+        free(mock_mh[i][1]);
+        mock_mh[i][1] = raw;
+        return 0;
+    }
+    return -1;
+}
+
+postern_message_reader *
+postern_body_open(const postern_ctx *ctx)
+{
+    return postern_message_open(ctx);
+}
+
+postern_body_writer *
+postern_body_replace(postern_ctx *ctx)
+{
+    (void)ctx;
+    postern_body_writer *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        abort();
+    return w;
+}
+
+int
+postern_body_write(postern_body_writer *w, const void *buf, size_t len)
+{
+    char *grown = realloc(w->data, w->len + len + 1);
+    if (grown == NULL)
+        abort();
+    memcpy(grown + w->len, buf, len);
+    w->data = grown;
+    w->len += len;
+    return 0;
+}
+
+int
+postern_body_commit(postern_ctx *ctx, postern_body_writer *w)
+{
+    (void)ctx;
+    free(mock_new_body);
+    mock_new_body = w->data;
+    mock_new_body_len = w->len;
+    free(w);
+    return 0;
+}
+
+void
+postern_body_abort(postern_body_writer *w)
+{
+    if (w == NULL)
+        return;
+    free(w->data);
+    free(w);
+}
+
+/* weak: a test may watch descriptors itself (test_forward) */
+__attribute__((weak)) postern_io *
+postern_io_start(int fd, int events, postern_io_cb cb, void *arg)
+{
+    postern_io *io = calloc(1, sizeof *io);
+    if (io == NULL)
+        abort();
+    *io = (postern_io){.fd = fd, .events = events, .cb = cb, .arg = arg};
+    mock_ios++;
+    return io;
+}
+
+/* weak: a test may watch descriptors itself (test_forward) */
+__attribute__((weak)) void
+postern_io_set(postern_io *io, int events)
+{
+    io->events = events;
+}
+
+/* weak: a test may watch descriptors itself (test_forward) */
+__attribute__((weak)) void
+postern_io_stop(postern_io *io)
+{
+    if (io == NULL)
+        return;
+    mock_ios--;
+    free(io);
+}
+/* === end of the milter module fakes ===================================== */

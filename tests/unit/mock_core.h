@@ -128,6 +128,15 @@ size_t mock_header_count(void);
 const char *mock_header_name(size_t i);
 const char *mock_header_value(size_t i);
 
+/* --- envelope changes and outcome (postern/message.h) --------------------
+ * postern_mail_from_set/rcpt_add/rcpt_delete change the fake envelope
+ * above; postern_message_quarantine keeps the first reason. */
+void mock_set_quarantine(const char *reason); /* NULL: not quarantined */
+void mock_set_discarded(int discarded);
+/* postern_reply_line() calls since reset, and the text of the last. */
+int mock_reply_line_count(void);
+const char *mock_reply_last_line(void);
+
 /* --- DNS ------------------------------------------------------------------
  */
 
@@ -154,5 +163,14 @@ size_t mock_dns_cancel_count(void); /* postern_dns_cancel() calls */
 const char *mock_dns_pending_name(size_t i);
 /* The timeout the last lookup started with (0: the core's default). */
 double mock_dns_last_timeout(void);
+
+/* --- milter module fakes (mock_core.c's last block) ----------------------
+ * A header section of (name, raw value) for postern_header_*, edited by
+ * postern_header_insert/change; postern_body_open reads the message set
+ * with mock_set_message; a committed replacement body is kept. */
+void mock_milter_clear(void);
+void mock_milter_add_header(const char *name, const char *raw);
+const char *mock_milter_new_body(size_t *len);
+int mock_milter_ios(void); /* I/O watchers started and not stopped */
 
 #endif

@@ -189,6 +189,9 @@ test_config_errors(void **state)
     assert_config_error("{\"routes\": {\"*\": \"smtp://127.0.0.1\"}, "
                         "\"colour\": 1}",
                         "colour", "unknown key");
+    assert_config_error("{\"routes\": {\"*\": \"smtp://127.0.0.1\"}, "
+                        "\"quarantine\": \"drop\"}",
+                        "quarantine", "expected \"header\" or \"refuse\"");
     /* AUTH in clear is refused unless asked for. */
     assert_config_error("{\"routes\": {\"*\": \"smtp://127.0.0.1\"}, "
                         "\"auth\": {\"user\": \"u\", \"password\": \"p\"}}",
@@ -401,6 +404,38 @@ test_store_not_ours(void **state)
     assert_int_equal(store(fw), POSTERN_CONTINUE);
     assert_null(watched);
     assert_int_equal(mock_readers_open(), 0);
+    destroy(fw);
+}
+
+/* A quarantined message: marked with a header at the message hook and
+ * forwarded, or, unmarked (quarantine: refuse), held back with 451. */
+static void
+test_quarantine(void **state)
+{
+    (void)state;
+    void *fw = mock_create(ROUTES, 1);
+    postern_handler message =
+        postern_module_descriptor.handlers[POSTERN_HOOK_MESSAGE];
+
+    mock_add_rcpt("a@example.org");
+    assert_int_equal(message(mock_ctx(), fw), POSTERN_CONTINUE);
+    assert_int_equal(mock_header_count(), 0); /* not quarantined */
+    mock_set_quarantine("spam");
+    assert_int_equal(message(mock_ctx(), fw), POSTERN_CONTINUE);
+    assert_int_equal(mock_header_count(), 1);
+    assert_string_equal(mock_header_name(0), "X-Postern-Quarantine");
+    assert_string_equal(mock_header_value(0), "spam");
+    destroy(fw);
+
+    mock_end_transaction(); /* the mark is gone: store refuses */
+    fw = mock_create("{\"routes\": {\"*\": \"smtp://127.0.0.1:25\"}, "
+                     "\"quarantine\": \"refuse\"}",
+                     1);
+    assert_int_equal(message(mock_ctx(), fw), POSTERN_CONTINUE);
+    assert_int_equal(mock_header_count(), 1); /* nothing more */
+    assert_int_equal(store(fw), POSTERN_TEMPFAIL);
+    assert_int_equal(mock_last_reply()->code, 451);
+    assert_string_equal(mock_last_reply()->enhanced, "4.7.1");
     destroy(fw);
 }
 
@@ -722,6 +757,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_rcpt_unrouted_split, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_not_ours, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quarantine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_mixed_routes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_connect_failure, setup,

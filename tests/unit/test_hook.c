@@ -464,6 +464,100 @@ test_chain_reply_to_wire(void **state)
                       "550 5.7.1 Error: recipient rejected\r\n");
 }
 
+/* --- POSTERN_DISCARD and multi-line replies (ABI 1.3) --- */
+
+/* DISCARD ends the chain where it has a meaning (mail, rcpt, data,
+ * message, store); at any other hook it is a TEMPFAIL. */
+static void
+test_discard_where_allowed(void **state)
+{
+    (void)state;
+    struct behaviour b[] = {{.name = "a", .result = POSTERN_DISCARD},
+                            {.name = "b"}};
+    build_chain(HELO_ONLY | POSTERN_HOOK_BIT(POSTERN_HOOK_MAIL) |
+                    POSTERN_HOOK_BIT(POSTERN_HOOK_RCPT),
+                b, 2);
+    struct hook_ctx *ctx = hook_ctx_new(&fake, fake.id, NULL);
+    hook_run(ctx, POSTERN_HOOK_MAIL, on_done);
+    assert_string_equal(trace, "a");
+    assert_int_equal(done.result, POSTERN_DISCARD);
+    assert_string_equal(hook_ctx_decider(ctx), "10-a");
+    hook_run(ctx, POSTERN_HOOK_RCPT, on_done);
+    assert_int_equal(done.result, POSTERN_DISCARD);
+    hook_run(ctx, POSTERN_HOOK_HELO, on_done);
+    assert_int_equal(done.result, POSTERN_TEMPFAIL);
+    assert_int_equal(done.calls, 3);
+    hook_ctx_release(ctx);
+}
+
+static int line_results[20];
+
+/* A reply of one line plus 19 more asked for: 16 lines are the most. */
+static postern_result
+many_lines(postern_ctx *ctx, void *instance)
+{
+    (void)instance;
+    line_results[0] = postern_reply_line(ctx, "before any reply");
+    postern_reply(ctx, 550, "5.7.1", "line %d", 1);
+    for (int i = 1; i < 20; i++)
+        line_results[i] = postern_reply_line(ctx, "line %d\r\nforged", i + 1);
+    return POSTERN_REJECT;
+}
+
+static const postern_module lines_module = {
+    .abi_version = POSTERN_ABI_VERSION,
+    .name = "lines",
+    .handlers = {[POSTERN_HOOK_HELO] = many_lines},
+};
+
+static char wire[8192];
+
+/* The reply's extra lines live only during the done callback: render. */
+static void
+on_done_render(struct session *s, postern_result r,
+               const struct hook_reply *reply)
+{
+    (void)s;
+    done.calls++;
+    done.result = r;
+    reply_conn.out_start = reply_conn.out_end = 0;
+    smtp_reply_hook(&reply_conn, reply, 550, "5.7.1", "Default");
+    size_t len = conn_pending_output(&reply_conn);
+    assert_true(len < sizeof(wire));
+    memcpy(wire, reply_conn.out + reply_conn.out_start, len);
+    wire[len] = '\0';
+}
+
+static void
+test_reply_lines(void **state)
+{
+    (void)state;
+    instances[0] = (struct module_instance){.instance = "10-lines",
+                                            .file = "10-lines",
+                                            .desc = &lines_module,
+                                            .hooks_mask = HELO_ONLY};
+    set.items = instances;
+    set.n = 1;
+    assert_int_equal(hook_chains_build(&set), 0);
+    struct hook_ctx *ctx = hook_ctx_new(&fake, fake.id, NULL);
+    hook_run(ctx, POSTERN_HOOK_HELO, on_done_render);
+    assert_int_equal(done.result, POSTERN_REJECT);
+    assert_int_equal(line_results[0], -1); /* no reply attached yet */
+    for (int i = 1; i < 16; i++)
+        assert_int_equal(line_results[i], 0);
+    for (int i = 16; i < 20; i++)
+        assert_int_equal(line_results[i], -1);
+    char want[8192];
+    size_t n = 0;
+    n += (size_t)snprintf(want + n, sizeof(want) - n, "550-5.7.1 line 1\r\n");
+    for (int i = 2; i <= 16; i++)
+        n += (size_t)snprintf(want + n, sizeof(want) - n,
+                              "550%c5.7.1 line %d  forged\r\n",
+                              i < 16 ? '-' : ' ', i);
+    assert_string_equal(wire, want);
+    hook_ctx_release(ctx);
+}
+
 /* --- pending, resume, early resume, orphans --- */
 
 static void
@@ -1211,6 +1305,10 @@ main(void)
         ENGINE_TEST(test_reply_text_cut_at_400),
         cmocka_unit_test_setup_teardown(test_reply_hook_rendering,
                                         setup_reply_conn, teardown_reply_conn),
+        cmocka_unit_test_setup_teardown(test_reply_lines, setup_reply_conn,
+                                        teardown_reply_conn),
+        cmocka_unit_test_setup_teardown(test_discard_where_allowed,
+                                        setup_engine, teardown_engine),
         cmocka_unit_test_setup_teardown(test_chain_reply_to_wire,
                                         setup_reply_conn, teardown_reply_conn),
         ENGINE_TEST(test_pending_then_resume_continue),

@@ -192,19 +192,26 @@ assert_file_equals(const char *path, const unsigned char *data, size_t len)
     free(got);
 }
 
-/* The delivery went through: PENDING, resumed ACCEPT with the 250. */
+/* The n-th delivery since reset went through: PENDING, resumed ACCEPT
+ * with the 250. */
 static void
-assert_stored(postern_result r)
+assert_stored_nth(postern_result r, int n)
 {
     assert_int_equal(r, POSTERN_PENDING);
-    assert_int_equal(mock_resume_count(), 1);
+    assert_int_equal(mock_resume_count(), n);
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
     const struct mock_reply *reply = mock_last_reply();
-    assert_int_equal(reply->count, 1);
+    assert_int_equal(reply->count, n);
     assert_int_equal(reply->code, 250);
     assert_string_equal(reply->enhanced, "2.0.0");
     assert_string_equal(reply->text, "Ok: queued as " ID);
     assert_int_equal(mock_readers_open(), 0);
+}
+
+static void
+assert_stored(postern_result r)
+{
+    assert_stored_nth(r, 1);
 }
 
 static void
@@ -857,6 +864,12 @@ test_bad_config(void **state)
                         "expected true or false");
     assert_config_error("{\"root\": \"/x\", \"fsync\": null}", "fsync",
                         "expected true or false");
+    assert_config_error("{\"root\": \"/x\", \"quarantine\": \"a/b\"}",
+                        "quarantine", "maildir folder name");
+    assert_config_error("{\"root\": \"/x\", \"quarantine\": \".Junk\"}",
+                        "quarantine", "not starting with '.'");
+    assert_config_error("{\"root\": \"/x\", \"quarantine\": 1}", "quarantine",
+                        "absolute directory path");
 
     /* A root that cannot be created. */
     snprintf(file, sizeof file, "%s/plain-file", tmpdir);
@@ -871,6 +884,92 @@ test_bad_config(void **state)
     void *sf = create(config, 1);
     assert_non_null(sf);
     destroy(sf);
+}
+
+/* The one message file under maildir/new, its envelope parsed. */
+static json_t *
+stored_in(const char *maildir)
+{
+    char name[256], env_name[300];
+    assert_int_equal(count_entries(path_of(maildir, "new"), name, sizeof name),
+                     1);
+    assert_int_equal(
+        count_entries(path_of(maildir, "envelope"), env_name, sizeof env_name),
+        1);
+    json_t *env = json_load_file(
+        path_of(path_of(maildir, "envelope"), env_name), 0, NULL);
+    assert_non_null(env);
+    return env;
+}
+
+/* A quarantined message goes to the .Quarantine folder of the maildir
+ * (Maildir++), with its reason in the envelope; others stay in new/. */
+static void
+test_quarantine_folder(void **state)
+{
+    (void)state;
+    size_t len;
+    unsigned char *msg = make_message(&len);
+
+    mock_set_message(msg, len);
+    mock_add_rcpt("bob@example.com");
+    void *sf = create_root("");
+    mock_set_quarantine("virus found");
+    assert_stored(store(sf));
+    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 0);
+    char *folder = path_of(root, ".Quarantine");
+    assert_true(is_dir_0700(folder));
+    json_t *env = stored_in(folder);
+    assert_string_equal(json_string_value(json_object_get(env, "quarantine")),
+                        "virus found");
+    json_decref(env);
+    assert_true(mock_log_find(POSTERN_LOG_INFO, "quarantine=yes") >= 0);
+
+    mock_set_quarantine(NULL);
+    assert_stored_nth(store(sf), 2);
+    env = stored_in(root);
+    assert_true(json_is_null(json_object_get(env, "quarantine")));
+    json_decref(env);
+    destroy(sf);
+
+    /* per recipient: the folder inside each recipient's maildir. */
+    sf = create_root(", \"per_recipient\": true, \"quarantine\": \"Held\"");
+    mock_set_quarantine("spam");
+    assert_stored_nth(store(sf), 3);
+    env = stored_in(path_of(path_of(root, "bob@example.com"), ".Held"));
+    json_decref(env);
+    destroy(sf);
+    free(msg);
+}
+
+/* An absolute path: a separate root, laid out like root. */
+static void
+test_quarantine_root(void **state)
+{
+    (void)state;
+    size_t len;
+    unsigned char *msg = make_message(&len);
+    char extra[300], qroot[200];
+
+    mock_set_message(msg, len);
+    mock_add_rcpt("bob@example.com");
+    snprintf(qroot, sizeof qroot, "%s/held/mail", tmpdir);
+    snprintf(extra, sizeof extra, ", \"quarantine\": \"%s\"", qroot);
+    void *sf = create_root(extra);
+    assert_true(is_dir_0700(path_of(qroot, "new")));
+    mock_set_quarantine("spam");
+    assert_stored(store(sf));
+    json_decref(stored_in(qroot));
+    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 0);
+    destroy(sf);
+
+    snprintf(extra, sizeof extra,
+             ", \"per_recipient\": true, \"quarantine\": \"%s/pr\"", qroot);
+    sf = create_root(extra);
+    assert_stored_nth(store(sf), 2);
+    json_decref(stored_in(path_of(path_of(qroot, "pr"), "bob@example.com")));
+    destroy(sf);
+    free(msg);
 }
 
 int
@@ -896,6 +995,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_old_tmp_files_removed, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quarantine_folder, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_quarantine_root, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -169,6 +169,7 @@ test_document_and_id(void **state)
                             json_object_get(env, "mail_params"), "BODY")),
                         "8BITMIME");
     assert_int_equal(json_array_size(json_object_get(env, "rcpt_to")), 2);
+    assert_true(json_is_null(json_object_get(doc, "quarantine")));
     json_t *client = json_object_get(doc, "client");
     assert_string_equal(json_string_value(json_object_get(client, "ip")),
                         "192.0.2.7");
@@ -188,6 +189,35 @@ test_document_and_id(void **state)
     assert_int_equal(mock_last_reply()->code, 250);
     assert_string_equal(mock_last_reply()->text, "Ok: queued as Q-42??X");
     assert_int_equal(mock_readers_open(), 0);
+    postern_module_descriptor.destroy(mod);
+}
+
+/* A quarantined message carries its reason; the envelope as changed. */
+static void
+test_quarantine_and_changed_envelope(void **state)
+{
+    (void)state;
+    void *mod = mock_create("{\"url\": \"http://127.0.0.1:9/\"}", 0);
+
+    postern_mail_from_set(mock_ctx(), "new@example.org", NULL);
+    postern_rcpt_add(mock_ctx(), "added@example.com");
+    postern_message_quarantine(mock_ctx(), "spam score 12");
+    assert_int_equal(store(mod), POSTERN_PENDING);
+    size_t len;
+    const char *body = sent_body(&len);
+    json_t *doc = check_document(body, len);
+    assert_string_equal(json_string_value(json_object_get(doc, "quarantine")),
+                        "spam score 12");
+    json_t *env = json_object_get(doc, "envelope");
+    assert_string_equal(json_string_value(json_object_get(env, "mail_from")),
+                        "new@example.org");
+    json_t *rcpts = json_object_get(env, "rcpt_to");
+    assert_string_equal(
+        json_string_value(json_array_get(rcpts, json_array_size(rcpts) - 1)),
+        "added@example.com");
+    json_decref(doc);
+    respond(200, "");
+    assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
     postern_module_descriptor.destroy(mod);
 }
 
@@ -546,6 +576,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_document_and_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quarantine_and_changed_envelope,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_id_uses_transaction_id, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reject_and_defer, setup, teardown),
