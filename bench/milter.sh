@@ -27,6 +27,7 @@
 #   BENCH_ROUNDS        [3]     rounds of the two
 #   BENCH_BUILD_DIR     [<repo>/build-bench]
 #   BENCH_TIMEOUT       [300]   seconds before a single run is abandoned
+#   BENCH_SOCKET        [inet]  inet (loopback TCP) or unix (a unix socket)
 #   BENCH_KEEP          []      non-empty: keep the work dir (logs, the check maildir)
 set -euo pipefail
 
@@ -39,6 +40,8 @@ size=${BENCH_SIZE:-10240}
 rounds=${BENCH_ROUNDS:-3}
 build=${BENCH_BUILD_DIR:-$repo/build-bench}
 run_timeout=${BENCH_TIMEOUT:-300}
+socket_kind=${BENCH_SOCKET:-inet}
+case $socket_kind in inet | unix) ;; *) echo "BENCH_SOCKET: inet or unix" >&2; exit 2 ;; esac
 
 log() { printf '[bench-milter] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -150,9 +153,16 @@ mkdir -p "$work/dkim"
 opendkim-genkey -D "$work/dkim" -d example.test -s bench -b 2048 ||
     die "opendkim-genkey failed"
 dkim_port=$(free_port)
+if [ "$socket_kind" = unix ]; then
+    dkim_socket=local:$work/dkim/opendkim.sock
+    postern_socket=unix:$work/dkim/opendkim.sock
+else
+    dkim_socket=inet:$dkim_port@127.0.0.1
+    postern_socket=inet:127.0.0.1:$dkim_port
+fi
 cat >"$work/dkim/opendkim.conf" <<EOF
 Mode s
-Socket inet:$dkim_port@127.0.0.1
+Socket $dkim_socket
 Background no
 Syslog no
 PidFile $work/dkim/opendkim.pid
@@ -165,8 +175,17 @@ EOF
 opendkim -f -x "$work/dkim/opendkim.conf" >"$work/dkim/out.log" 2>&1 &
 dkim_pid=$!
 pids+=("$dkim_pid")
-wait_port "$dkim_port" "$dkim_pid" || die "opendkim did not start: $(cat "$work/dkim/out.log")"
-log "opendkim (2048-bit RSA, relaxed/simple) on 127.0.0.1:$dkim_port"
+if [ "$socket_kind" = unix ]; then
+    for i in $(seq 1 100); do
+        [ -S "$work/dkim/opendkim.sock" ] && break
+        kill -0 "$dkim_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -S "$work/dkim/opendkim.sock" ] || die "opendkim did not start: $(cat "$work/dkim/out.log")"
+else
+    wait_port "$dkim_port" "$dkim_pid" || die "opendkim did not start: $(cat "$work/dkim/out.log")"
+fi
+log "opendkim (2048-bit RSA, relaxed/simple) on $dkim_socket"
 
 # --- postern ------------------------------------------------------------------
 
@@ -189,8 +208,8 @@ start_postern() {
 }
 EOF
     if [ "$mode" = opendkim ]; then
-        printf '{"module": "milter", "config": {"socket": "inet:%s@127.0.0.1"}}\n' \
-            "$dkim_port" >"$dir/plugins.d/50-milter.json"
+        printf '{"module": "milter", "config": {"socket": "%s"}}\n' \
+            "$postern_socket" >"$dir/plugins.d/50-milter.json"
     fi
     case $store in
     discard) echo '{"module": "discard"}' ;;
@@ -241,13 +260,14 @@ for round in $(seq 1 "$rounds"); do
 done
 
 # One session at a time: the wait on the milter, message by message.
-declare -A per_msg
+declare -A per_msg pg_cpu
 for mode in none opendkim; do
     start_postern "$mode" "seq-$mode"
     cpu0=$(cpu_seconds "$dkim_pid")
     secs=$(run_source "$port" 1 "$seq_messages") ||
         die "smtp-source against postern ($mode, one session) failed"
     cpu1=$(cpu_seconds "$dkim_pid")
+    pg_cpu[$mode]=$(awk -v n="$seq_messages" -v c="$(cpu_seconds "$pg_pid")" 'BEGIN { printf "%.0f", 1e6 * c / n }')
     stop_postern
     check_log "$mode, one session"
     per_msg[$mode]=$(awk -v n="$seq_messages" -v s="$secs" 'BEGIN { printf "%.3f", 1000 * s / n }')
@@ -261,8 +281,8 @@ done
 printf '\n%s: %d messages, %d-byte payload, %d parallel sessions, many per connection, %s\n' \
     "$("$postern_bin" --version 2>/dev/null | head -1)" "$messages" "$size" \
     "$sessions" "$(nproc) CPUs"
-printf 'OpenDKIM %s signing with a 2048-bit RSA key, relaxed/simple; discard behind\n\n' \
-    "$(opendkim -V 2>&1 | head -1 | awk '{print $NF}')"
+printf 'OpenDKIM %s signing with a 2048-bit RSA key, relaxed/simple, over %s; discard behind\n\n' \
+    "$(opendkim -V 2>&1 | head -1 | awk '{print $NF}')" "$postern_socket"
 printf '%-6s %10s %12s %15s\n' round "none/s" "opendkim/s" "opendkim/none"
 for round in $(seq 1 "$rounds"); do
     n=${rate[none.$round]} d=${rate[opendkim.$round]}
@@ -276,6 +296,8 @@ done | median)
 printf '\nmedian ratio opendkim/none: %s\n' "$m"
 printf '\none session, %d messages: %s ms/msg without, %s ms/msg with OpenDKIM\n' \
     "$seq_messages" "${per_msg[none]}" "${per_msg[opendkim]}"
+printf 'postern CPU (whole run, start-up included): %s us/msg without, %s us/msg with OpenDKIM\n' \
+    "${pg_cpu[none]}" "${pg_cpu[opendkim]}"
 awk -v a="${per_msg[none]}" -v b="${per_msg[opendkim]}" -v c="$dkim_cpu" 'BEGIN {
     w = b - a
     printf "waiting on the milter: %.3f ms/msg, %.0f%% of a message'"'"'s time\n", w, 100 * w / b
