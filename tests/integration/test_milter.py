@@ -20,6 +20,7 @@ store_file behind it:
 """
 
 import os
+import signal
 import sys
 import time
 
@@ -36,6 +37,8 @@ from harness import (  # noqa: E402
     store_plugin,
     wait_until,
 )
+import struct  # noqa: E402
+
 from milter_server import (  # noqa: E402
     ACCEPT,
     CLOSE,
@@ -58,6 +61,7 @@ from milter_server import (  # noqa: E402
     change_header,
     delete_rcpt,
     insert_header,
+    packet,
     quarantine,
     replace_body,
     replycode,
@@ -546,6 +550,80 @@ class MilterTest(PosternTestCase):
         with self.serve([(dead, {"default_action": "reject"})]) as srv:
             got = self.session_reply(srv)
             self.assertEqual((got[0], got[1].code // 100), ("connect", 5))
+
+    def test_bad_negotiation_and_unknown_replies(self):
+        cases = [
+            # version 1, then a version from the future
+            ({}, dict(optneg_reply=[packet("O", struct.pack(">III", 1, 0,
+                                                            0))]),
+             "connect", "version"),
+            ({}, dict(optneg_reply=[packet("O", struct.pack(">III", 6,
+                                                            0x400, 0))]),
+             "connect", "actions"),
+            ({"M": [packet("Z")]}, {}, "mail", "unknown reply"),
+            ({"M": [packet("c", b"x")]}, {}, "mail", "data after"),
+            ({"R": [struct.pack(">I", 1 << 20) + b"c"]}, {}, "rcpt",
+             "bad packet length"),
+            # a change before the end of the message
+            ({"R": [add_header("X", "y")]}, {}, "rcpt", "before the end"),
+            # a change it did not negotiate
+            ({"E": [add_rcpt("<x@example.com>"), CONTINUE]},
+             dict(actions=0x1), "message", "not negotiated"),
+            ({"E": [replycode("250 ok")]}, {}, "message", "4xx or 5xx"),
+        ]
+        for script, kw, stage, reason in cases:
+            with self.subTest(reason=reason), \
+                    MilterServer(script, **kw) as m, self.serve([m]) as srv:
+                got = self.session_reply(srv)
+                self.assertIsNotNone(got)
+                self.assertEqual((got[0], got[1].code // 100), (stage, 4))
+                self.assertFailureLogged(srv, reason)
+                self.assertEqual(srv.messages(), [])
+
+    def test_a_stalled_milter_stalls_only_its_session(self):
+        first = []
+
+        def eom(conn, _):
+            first.append(conn)
+            return [Stall(4), CONTINUE] if len(first) == 1 else [CONTINUE]
+
+        with MilterServer({"E": eom}) as m, self.serve([m]) as srv:
+            slow = srv.client()
+            slow.ehlo()
+            slow.cmd_expect("MAIL FROM:<%s>" % SENDER, 250)
+            slow.cmd_expect("RCPT TO:<%s>" % RCPT, 250)
+            slow.cmd_expect("DATA", 354)
+            slow.send(BODY + b".\r\n")
+            self.assertTrue(wait_until(lambda: first, 10))
+            # while the first waits on its milter, another session goes
+            # through from start to end
+            self.assertEqual(self.send(srv).code, 250)
+            self.assertEqual(len(self.stored(srv)), 1)
+            self.assertEqual(slow.reply().code, 250)
+            slow.close()
+            self.stored(srv, 2)
+
+    def test_stop_while_waiting_on_the_milter(self):
+        with MilterServer({"E": [Stall(20), CONTINUE]}) as m, \
+                self.serve([m]) as srv:
+            c = srv.client()
+            c.ehlo()
+            self.assertEqual(c.cmd("MAIL FROM:<%s>" % SENDER).code, 250)
+            c.cmd_expect("RCPT TO:<%s>" % RCPT, 250)
+            c.cmd_expect("DATA", 354)
+            c.send(BODY + b".\r\n")
+            self.assertTrue(m.wait_command(m.connections[0], "E"))
+            # a first SIGTERM drains (the session waits on its milter), a
+            # second stops now: postern must exit clean, the hook let go
+            srv.proc.send_signal(signal.SIGTERM)
+            self.assertTrue(srv.wait_log(r" draining "))
+            srv.proc.send_signal(signal.SIGTERM)
+            srv.proc.wait(10)
+            problems = srv.stop()
+            self.assertEqual(problems, [])
+            self.assertEqual(srv.proc.returncode, 0)
+            self.assertTrue(srv.wait_log(r"disconnect reason=shutdown"))
+            c.close()
 
     def test_unix_socket_and_client_leaving(self):
         path = os.path.join("/tmp", "postern-milter-%d.sock" % os.getpid())
