@@ -321,6 +321,10 @@ class Rspamd(Daemon):
         except OSError:
             return ""
 
+    def output(self):
+        """Its output, then the end of its log (where it says why)."""
+        return super().output() + self.log_text()[-4000:]
+
     def scans(self):
         """(action, message-id) of every message scanned, in order."""
         return re.findall(r"rspamd_task_write_log: id: <([^>]*)>.*?"

@@ -103,8 +103,9 @@ class OpenDkimTest(RealMilterCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.key = DkimKey("example.test", "sel1")
         cls.daemons = []
+        cls.dns = None
+        cls.key = DkimKey("example.test", "sel1")
         try:
             cls.signer = cls._start(OpenDkimSigner(cls.key))
             cls.dns = DnsServer([cls.key.dns_record()])
@@ -122,7 +123,7 @@ class OpenDkimTest(RealMilterCase):
     def tearDownClass(cls):
         for d in cls.daemons:
             d.cleanup()
-        if getattr(cls, "dns", None):
+        if cls.dns:
             cls.dns.cleanup()
         cls.key.cleanup()
 
@@ -206,9 +207,11 @@ class RspamdTest(RealMilterCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.dns = DnsServer([], zones=RSPAMD_DNS_ZONES)
+        cls.rspamd = Rspamd(cls.dns.port)
         try:
-            cls.rspamd = Rspamd(cls.dns.port).start()
+            cls.rspamd.start()
         except BaseException:
+            cls.rspamd.cleanup()
             cls.dns.cleanup()
             raise
 
