@@ -84,6 +84,10 @@ DEBIAN_PACKAGES = {
     "dnsmasq": "dnsmasq-base",  # /usr/sbin; see dns_server.py
     "nginx": "nginx-light",  # /usr/sbin; an HTTP/2 server for test_http2.py
     "smtp-sink": "postfix",  # /usr/sbin; test_forward.py
+    # /usr/sbin, /usr/bin; real milters (real_milters.py, test_milter_real.py)
+    "opendkim": "opendkim",
+    "opendkim-genkey": "opendkim-tools",
+    "rspamd": "rspamd",
 }
 
 # swaks looks up its own host name (gethostbyname(hostname())) when it
