@@ -80,24 +80,11 @@ postern_body_replace(postern_ctx *ctx)
 static int
 writer_flush(postern_body_writer *w)
 {
-    const char *buf = w->block;
-    size_t len = w->filled;
-
     if (w->fd < 0 && (w->fd = spool_anonymous_file(w->dir)) < 0)
         return -1;
-    while (len > 0) {
-        ssize_t n = pwrite(w->fd, buf, len, (off_t)w->flushed);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            if (n == 0)
-                errno = EIO;
-            return -1;
-        }
-        buf += n;
-        len -= (size_t)n;
-        w->flushed += (uint64_t)n;
-    }
+    if (spool_pwrite_all(w->fd, w->block, w->filled, w->flushed) < 0)
+        return -1;
+    w->flushed += w->filled;
     w->filled = 0;
     return 0;
 }

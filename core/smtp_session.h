@@ -105,7 +105,7 @@ struct transaction {
     bool discarded;        /* a handler answered POSTERN_DISCARD */
     char *discard_by;      /* its instance, or who deleted the last rcpt */
     postern_hook discard_hook;
-    char *quarantine; /* the reason, NULL: not quarantined */
+    char *quarantine;                /* the reason, NULL: not quarantined */
     struct message_content *content; /* parsed on demand (message_content.h) */
 };
 

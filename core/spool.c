@@ -162,6 +162,25 @@ spool_adopt(const char *dir, int fd, uint64_t flushed, char *block,
 
 /* --- the job: create the file if needed, then write one block --- */
 
+int
+spool_pwrite_all(int fd, const char *buf, size_t len, uint64_t off)
+{
+    while (len > 0) {
+        ssize_t n = pwrite(fd, buf, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO;
+            return -1;
+        }
+        buf += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
 static void
 spool_job_work(void *arg)
 {
@@ -174,18 +193,8 @@ spool_job_work(void *arg)
         sp->job_error = errno;
         return;
     }
-    while (len > 0) {
-        ssize_t n = pwrite(sp->fd, buf, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            sp->job_error = errno;
-            return;
-        }
-        buf += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
+    if (spool_pwrite_all(sp->fd, buf, len, off) < 0)
+        sp->job_error = errno;
 }
 
 static void spool_submit(struct spool *sp);

@@ -75,6 +75,9 @@ ssize_t spool_pread(const struct spool *sp, void *buf, size_t len,
  * descriptor, or -1 with errno. */
 int spool_anonymous_file(const char *dir);
 
+/* Write all len bytes at off (blocking); 0, or -1 with errno. */
+int spool_pwrite_all(int fd, const char *buf, size_t len, uint64_t off);
+
 /* A finished spool made of what another writer wrote (loop thread): the
  * file fd (-1: none) holds the first flushed bytes, block (malloc'd,
  * SPOOL_BLOCK_SIZE bytes) the next filled ones. The spool then owns fd
