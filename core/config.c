@@ -260,6 +260,10 @@ static const struct field tls_fields[] = {
     {"client_ca", F_STRING, AT(tls_config, client_ca_file)},
     {"handshake_timeout", F_SECONDS, AT(tls_config, handshake_timeout),
      RANGE(0, 3600), .flags = F_EXCL_MIN},
+    {"session_tickets", F_BOOL, AT(tls_config, session_tickets)},
+    /* gnutls_db_set_cache_expiration() takes whole seconds, at most 7 days */
+    {"session_lifetime", F_SECONDS, AT(tls_config, session_lifetime),
+     RANGE(1, 604800)},
     {.key = NULL},
 };
 
@@ -778,6 +782,8 @@ config_defaults(void)
         .pending_timeout = 600,
     };
     cfg->tls.handshake_timeout = 30;
+    cfg->tls.session_tickets = true;
+    cfg->tls.session_lifetime = 21600; /* GnuTLS's own default: 6 hours */
     cfg->line_endings = SMTP_DATA_STRICT;
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->workers = 1;

@@ -48,6 +48,9 @@ struct tls_config {
     char *priorities;     /* GnuTLS priority string */
     char *client_ca_file; /* verify client certificates when set */
     double handshake_timeout;
+    bool session_tickets;    /* resumption with tickets (TLS 1.2 and 1.3) */
+    double session_lifetime; /* seconds a ticket resumes; the ticket key
+                                period is three times this (GnuTLS) */
 };
 
 /* An IPv4 or IPv6 network, for relay_networks and limit exceptions. */

@@ -3,9 +3,19 @@
  *
  * One credentials object holds every configured certificate; GnuTLS picks
  * the one whose names match the client's SNI, and the first one otherwise.
- * Session tickets (RFC 5077 / TLS 1.3 tickets) give resumption without a
- * server-side cache. After STARTTLS the session forgets everything it
- * learned in plaintext and the client must EHLO again.
+ * After STARTTLS the session forgets everything it learned in plaintext and
+ * the client must EHLO again.
+ *
+ * Resumption uses session tickets (RFC 5077 for TLS 1.2, NewSessionTicket
+ * for TLS 1.3), so no server-side cache. The ticket master key is made
+ * once per daemon start, in tls_init(), before the supervisor forks its
+ * workers: every worker holds the same key, and a ticket issued by one is
+ * accepted by all. GnuTLS never encrypts with the master key itself: for
+ * each period of 3 x session_lifetime seconds since the epoch it derives
+ * the period's key (SHA3-512 of the period number and the master key),
+ * issues tickets under it and still accepts those of the previous period;
+ * a ticket older than session_lifetime is refused anyway. Reloads keep the
+ * master key (clients resume across a SIGHUP); a restart makes a new one.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,8 +38,7 @@ struct tls_creds {
 static struct {
     const struct config *cfg;
     struct tls_creds *current;
-    gnutls_datum_t ticket_key;
-    bool ticket_key_set;
+    gnutls_datum_t ticket_key; /* the master key, data NULL until made */
 } tls;
 
 static void
@@ -111,17 +120,52 @@ tls_needed(const struct config *cfg)
     return false;
 }
 
+/* The master key, once: reloads and re-inits keep it. */
+static int
+ticket_key_make(char *err, size_t errlen)
+{
+    if (tls.ticket_key.data)
+        return 0;
+    int rc = gnutls_session_ticket_key_generate(&tls.ticket_key);
+    if (rc < 0) {
+        tls.ticket_key.data = NULL;
+        snprintf(err, errlen, "TLS: cannot make the session ticket key: %s",
+                 gnutls_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
 int
 tls_init(const struct config *cfg, char *err, size_t errlen)
 {
+    struct tls_creds *fresh = NULL;
+
+    if (tls_needed(cfg)) {
+        fresh = creds_load(cfg, err, errlen);
+        if (!fresh)
+            return -1;
+        if (cfg->tls.session_tickets && ticket_key_make(err, errlen) < 0) {
+            creds_unref(fresh);
+            return -1;
+        }
+    }
+    /* Sessions under way keep the credentials they started with. */
+    creds_unref(tls.current);
+    tls.current = fresh;
     tls.cfg = cfg;
+    return 0;
+}
+
+int
+tls_check(const struct config *cfg, char *err, size_t errlen)
+{
     if (!tls_needed(cfg))
         return 0;
-    tls.current = creds_load(cfg, err, errlen);
-    if (!tls.current)
+    struct tls_creds *c = creds_load(cfg, err, errlen);
+    if (!c)
         return -1;
-    if (gnutls_session_ticket_key_generate(&tls.ticket_key) == 0)
-        tls.ticket_key_set = true;
+    creds_unref(c);
     return 0;
 }
 
@@ -143,10 +187,12 @@ tls_deinit(void)
 {
     creds_unref(tls.current);
     tls.current = NULL;
-    if (tls.ticket_key_set) {
+    tls.cfg = NULL;
+    if (tls.ticket_key.data) {
         gnutls_memset(tls.ticket_key.data, 0, tls.ticket_key.size);
         gnutls_free(tls.ticket_key.data);
-        tls.ticket_key_set = false;
+        tls.ticket_key.data = NULL;
+        tls.ticket_key.size = 0;
     }
 }
 
@@ -173,8 +219,14 @@ tls_session_new(struct session *s)
         gnutls_deinit(g);
         return -1;
     }
-    if (tls.ticket_key_set)
-        gnutls_session_ticket_enable_server(g, &tls.ticket_key);
+    if (s->cfg->tls.session_tickets && tls.ticket_key.data) {
+        /* The lifetime also sets the ticket key's rotation period. */
+        gnutls_db_set_cache_expiration(g, (int)s->cfg->tls.session_lifetime);
+        if (gnutls_session_ticket_enable_server(g, &tls.ticket_key) < 0) {
+            gnutls_deinit(g);
+            return -1;
+        }
+    }
     if (tls.current->verify_clients)
         gnutls_certificate_server_set_request(g, GNUTLS_CERT_REQUEST);
     gnutls_handshake_set_timeout(g, 0); /* the idle timer bounds it */

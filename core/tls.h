@@ -1,6 +1,7 @@
 /*
  * tls.h - TLS for sessions with GnuTLS: credentials (several certificates,
- * picked by SNI), the priority string, session tickets for resumption,
+ * picked by SNI), the priority string, session tickets for resumption
+ * (one master key per daemon start, shared by the workers),
  * optional client certificates, STARTTLS (RFC 3207) and implicit TLS
  * (RFC 8314). Credentials are reference-counted so a reload (SIGHUP)
  * swaps them for new sessions while old sessions keep theirs.
@@ -16,10 +17,21 @@
 
 struct session;
 
-/* Load credentials when any listener uses TLS; 0 or -1 with err. */
+/* Load credentials when any listener uses TLS and, the first time only,
+ * make the session ticket master key; 0 or -1 with err. Call it before
+ * forking workers so they share the key. Called again with a new config
+ * (a reload), it replaces the credentials and keeps the key; on error the
+ * old state stays. cfg must outlive the TLS state (until the next
+ * tls_init or tls_deinit). */
 int tls_init(const struct config *cfg, char *err, size_t errlen);
-/* Re-read certificates and keys; on error the old ones stay. */
+/* Load cfg's credentials and drop them: --check-config and the check of a
+ * new config on reload. Touches no state (unlike tls_init + tls_deinit,
+ * which would wipe the ticket key). 0 or -1 with err. */
+int tls_check(const struct config *cfg, char *err, size_t errlen);
+/* Re-read certificates and keys; on error the old ones stay. The ticket
+ * key is kept. */
 int tls_reload(char *err, size_t errlen);
+/* Drop the credentials and wipe the ticket key (daemon exit). */
 void tls_deinit(void);
 
 bool tls_can_starttls(const struct session *s);

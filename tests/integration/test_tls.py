@@ -3,7 +3,8 @@ and smtplib, swaks and gnutls-cli.
 
 Covers STARTTLS (RFC 3207) and implicit TLS (RFC 8314), tls_required,
 certificate choice by SNI, session resumption with tickets (TLS 1.3 and
-1.2), client certificates checked against tls.client_ca, STARTTLS command
+1.2; tls.session_tickets off; a ticket of another instance; across a
+reload; gnutls-cli --resume), client certificates checked against tls.client_ca, STARTTLS command
 injection (CVE-2011-0411), the state reset after STARTTLS, the Received
 header of a message sent over TLS, close_notify on QUIT, the handshake
 timeout and certificate reload on SIGHUP.
@@ -574,30 +575,59 @@ class SniTest(TlsTestCase):
 
 
 class ResumptionTest(TlsTestCase):
-    def resume(self, srv, max_version, implicit):
-        ctx = self.ctx(max_version=max_version)
+    """Session tickets: on by default, for TLS 1.3 and TLS 1.2 (RFC 5077),
+    over implicit TLS and STARTTLS; off with tls.session_tickets false; a
+    ticket only resumes on the instance whose key made it (all workers of
+    one daemon share it), and the key survives a reload."""
 
-        def connect(session):
-            if implicit:
-                c = implicit_client(srv.port_of("implicit"), ctx, session=session)
-            else:
-                c = Client(srv.port_of("starttls"))
+    TLS12 = ssl.TLSVersion.TLSv1_2
+
+    def connect(self, srv, ctx, implicit, session):
+        if implicit:
+            c = implicit_client(srv.port_of("implicit"), ctx, session=session)
+        else:
+            c = Client(srv.port_of("starttls"))
+            try:
                 c.expect(220)
                 c.ehlo()
                 starttls(c, ctx, session=session)
-            # Read a reply: TLS 1.3 tickets arrive after the handshake.
-            c.ehlo()
-            return c
+            except BaseException:
+                c.close()
+                raise
+        # Read a reply: TLS 1.3 tickets arrive after the handshake.
+        c.ehlo()
+        return c
 
-        with connect(None) as first:
+    def first_session(self, srv, ctx, implicit):
+        """A full handshake; returns the session (with its ticket)."""
+        with self.connect(srv, ctx, implicit, None) as first:
             self.assertFalse(first.sock.session_reused)
             session = first.sock.session
             self.assertIsNotNone(session)
             first.cmd_expect("QUIT", 221)
             first.wait_closed()
+        return session
+
+    def resumed(self, srv, ctx, implicit, session, subject=None):
+        """Connect again with session; True when it was resumed. With
+        subject, send one message over that connection."""
+        with self.connect(srv, ctx, implicit, session) as again:
+            reused = again.sock.session_reused
+            if subject is not None:
+                r = again.transaction("alice@example.org", ["bob@example.com"],
+                                      b"Subject: %s\r\n\r\nx\r\n" % subject)
+                self.assertEqual(r.code, 250, r)
+            else:
+                again.cmd_expect("NOOP", 250)
+            again.cmd_expect("QUIT", 221)
+        return reused
+
+    def resume(self, srv, max_version, implicit):
+        ctx = self.ctx(max_version=max_version)
+        session = self.first_session(srv, ctx, implicit)
         resumed = []
-        for _ in range(2):
-            with connect(session) as again:
+        for n in range(2):
+            with self.connect(srv, ctx, implicit, session) as again:
                 resumed.append(again.sock.session_reused)
                 again.cmd_expect("NOOP", 250)
                 session = again.sock.session
@@ -607,8 +637,9 @@ class ResumptionTest(TlsTestCase):
                          % "\n".join(srv.tls_log_lines()))
         self.assertIsNotNone(srv.wait_log(r" tls version=.* resumed=yes "))
 
-    def server(self):
-        return TlsServer(self.pki, listeners=[("implicit", {}), ("starttls", {})])
+    def server(self, tls=None, plugins=None):
+        return TlsServer(self.pki, listeners=[("implicit", {}), ("starttls", {})],
+                         tls=tls, plugins=plugins)
 
     def test_resumption_tls13_implicit(self):
         with self.server() as srv:
@@ -620,7 +651,72 @@ class ResumptionTest(TlsTestCase):
 
     def test_resumption_tls12_ticket(self):
         with self.server() as srv:
-            self.resume(srv, ssl.TLSVersion.TLSv1_2, True)
+            self.resume(srv, self.TLS12, True)
+
+    def test_resumption_tls12_ticket_starttls(self):
+        with self.server() as srv:
+            self.resume(srv, self.TLS12, False)
+
+    def test_message_over_resumed_session(self):
+        with self.server(plugins=STORE) as srv:
+            for version in (None, self.TLS12):
+                for implicit in (True, False):
+                    ctx = self.ctx(max_version=version)
+                    session = self.first_session(srv, ctx, implicit)
+                    subject = b"resumed %s %s" % (
+                        b"tls12" if version else b"tls13",
+                        b"implicit" if implicit else b"starttls")
+                    self.assertTrue(self.resumed(srv, ctx, implicit, session,
+                                                 subject), subject)
+            msgs = [read_bytes(m) for m in srv.wait_messages(4)]
+            self.assertEqual(len(msgs), 4)
+            for m in msgs:
+                self.assertIn(b" with ESMTPS id ", m)
+            self.assertEqual(srv.count_log(r" tls version=.* resumed=yes "), 4)
+
+    def test_session_tickets_false_no_resumption(self):
+        with self.server(tls={"session_tickets": False},
+                         plugins=STORE) as srv:
+            for version in (None, self.TLS12):
+                for implicit in (True, False):
+                    ctx = self.ctx(max_version=version)
+                    session = self.first_session(srv, ctx, implicit)
+                    # A full handshake each time, and mail still flows.
+                    self.assertFalse(self.resumed(srv, ctx, implicit, session,
+                                                  b"no tickets"),
+                                     (version, implicit))
+            self.assertEqual(len(srv.wait_messages(4)), 4)
+            self.assertEqual(srv.count_log(r" tls version=.* resumed=yes "), 0)
+            self.assertEqual(srv.count_log(r" tls version=.* resumed=no "), 8)
+
+    def test_session_lifetime_accepted(self):
+        with self.server(tls={"session_lifetime": 600}) as srv:
+            self.resume(srv, None, True)
+
+    def test_ticket_of_another_instance_not_accepted(self):
+        with self.server() as a, self.server(plugins=STORE) as b:
+            for version in (None, self.TLS12):
+                ctx = self.ctx(max_version=version)
+                session = self.first_session(a, ctx, True)
+                # b has its own ticket key: a full handshake, mail flows.
+                self.assertFalse(self.resumed(b, ctx, True, session, b"other"),
+                                 version)
+                # The same ticket still resumes on a: the test can fail.
+                self.assertTrue(self.resumed(a, ctx, True, session), version)
+            self.assertEqual(len(b.wait_messages(2)), 2)
+            self.assertEqual(b.count_log(r" tls version=.* resumed=yes "), 0)
+
+    def test_ticket_key_survives_reload(self):
+        with self.server() as srv:
+            for version in (None, self.TLS12):
+                ctx = self.ctx(max_version=version)
+                session = self.first_session(srv, ctx, True)
+                n = srv.count_log(r" reloaded ")
+                srv.proc.send_signal(signal.SIGHUP)
+                self.assertTrue(
+                    wait_until(lambda: srv.count_log(r" reloaded ") > n, 5),
+                    srv.log_tail())
+                self.assertTrue(self.resumed(srv, ctx, True, session), version)
 
 
 class ClientCertificateTest(TlsTestCase):
@@ -783,6 +879,21 @@ class ToolsTest(TlsTestCase):
             self.assertIsNotNone(srv.wait_log(r' command line="STARTTLS"'))
             self.assertIsNotNone(srv.wait_log(r' command line="EHLO gnutls.test"'))
             self.assertIsNotNone(srv.wait_log(r" tls version=TLS1\.[23] "))
+
+    def test_gnutls_cli_resume(self):
+        with TlsServer(self.pki, listeners=[("implicit", {})]) as srv:
+            for version in ("TLS1.3", "TLS1.2"):
+                # --resume: a full handshake, then a second connection that
+                # resumes with the ticket the first one received.
+                prio = "NORMAL:-VERS-ALL:+VERS-" + version
+                rc, out, err = self.gnutls_cli(
+                    srv.port, ["--resume", "--priority", prio], [
+                        (b"\n220 ", b"QUIT\n"),
+                        (b"\n221 ", None),
+                    ])
+                self.assertEqual(rc, 0, "gnutls-cli exit status\n%s" % err)
+                self.assertIn("This is a resumed session", out + err, version)
+            self.assertEqual(srv.count_log(r" tls version=.* resumed=yes "), 2)
 
     def swaks(self, port, *extra):
         return swaks("--server", "127.0.0.1", "--port", str(port),
