@@ -1,40 +1,60 @@
 #!/usr/bin/env bash
 #
-# bench/run.sh - throughput of postern against Postfix's smtp-sink, driven
-# by smtp-source, on loopback.
+# bench/run.sh - the one-run table of postern's throughput, every figure a
+# ratio to a peer measured in the same run (the machine is shared, the
+# absolute figures move):
 #
-# Builds a release postern, then for each storage module (discard,
-# store_file) and each connection pattern (one message per connection,
-# many messages per connection) sends the same load to smtp-sink (a server
-# that throws mail away without even parsing it properly: the ceiling) and
-# to postern, and prints messages/s, the postern/sink ratio and postern's
-# peak RSS. See bench/README.md. Not a test: nothing here passes or fails
-# on speed.
+#   1. discard and store_file (fsync) at 1, 10 and 100 KB, one and many
+#      messages per connection, each against Postfix's smtp-sink (a server
+#      that throws mail away without parsing it: the ceiling), with
+#      smtp-source as the load generator for all;
+#   2. workers=1 against workers=N (discard, 10 KB, many per connection);
+#   3. memory per idle connection (bench/idle_memory.sh, when present);
+#   4. implicit TLS, one message per connection, full handshakes against
+#      resumed ones (TLS 1.3 and 1.2), beside the same load in plaintext
+#      (bench/tls_load.py);
+#   5. one 50 MB message must not cost 50 MB of RSS.
+#
+# See bench/README.md. Not a test: nothing here passes or fails on speed.
 #
 # Environment knobs (defaults in brackets):
-#   BENCH_MESSAGES [5000]   messages per run
-#   BENCH_SESSIONS [20]     parallel SMTP sessions (smtp-source -s)
-#   BENCH_SIZE     [4096]   payload bytes per message (smtp-source -l)
-#   BENCH_FSYNC    [true]   store_file "fsync"
+#   BENCH_PARTS     [throughput workers idle tls large]  parts to run
+#   BENCH_MESSAGES  [4000]  messages per run at 1 and 10 KB
+#   BENCH_MESSAGES_LARGE [BENCH_MESSAGES / 4]  messages per run at 100 KB
+#   BENCH_SESSIONS  [50]    parallel SMTP sessions (smtp-source -s)
+#   BENCH_SIZES     [1024 10240 102400]  payload bytes (smtp-source -l)
+#   BENCH_FSYNC     [true]  store_file "fsync"
+#   BENCH_WORKERS   [nproc] N of the workers=N row
+#   BENCH_IDLE_CONNECTIONS [10000]  passed to bench/idle_memory.sh -s
+#   BENCH_TLS_MESSAGES [1500]  messages per TLS run
+#   BENCH_TLS_CONNECTIONS [20] parallel TLS clients
+#   BENCH_TLS_SIZE  [1024]  TLS message body bytes
+#   BENCH_TLS_KEY   [rsa]   server key: rsa (2048 bits) or ecdsa (P-256)
 #   BENCH_BUILD_DIR [<repo>/build-bench]
-#   BENCH_TIMEOUT  [120]    seconds before a single run is abandoned
+#   BENCH_TIMEOUT   [300]   seconds before a single run is abandoned
+#   BENCH_KEEP      []      non-empty: keep the work directory
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
-messages=${BENCH_MESSAGES:-5000}
-sessions=${BENCH_SESSIONS:-20}
-size=${BENCH_SIZE:-4096}
-fsync=${BENCH_FSYNC:-true}
-build=${BENCH_BUILD_DIR:-$repo/build-bench}
-run_timeout=${BENCH_TIMEOUT:-120}
+. "$(dirname "$0")/lib.sh"
+bench_init bench
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+parts=" ${BENCH_PARTS:-throughput workers idle tls large} "
+messages=${BENCH_MESSAGES:-4000}
+messages_large=${BENCH_MESSAGES_LARGE:-$((messages / 4))}
+sessions=${BENCH_SESSIONS:-50}
+sizes=${BENCH_SIZES:-1024 10240 102400}
+fsync=${BENCH_FSYNC:-true}
+workers_n=${BENCH_WORKERS:-$(nproc)}
+idle_connections=${BENCH_IDLE_CONNECTIONS:-10000}
+tls_messages=${BENCH_TLS_MESSAGES:-1500}
+tls_connections=${BENCH_TLS_CONNECTIONS:-20}
+tls_size=${BENCH_TLS_SIZE:-1024}
+tls_key=${BENCH_TLS_KEY:-rsa}
+run_timeout=${BENCH_TIMEOUT:-300}
+want() { [[ $parts == *" $1 "* ]]; }
 
 # --- tools ------------------------------------------------------------------
 
-export PATH="$PATH:/usr/sbin:/sbin"
 if ! command -v smtp-source >/dev/null || ! command -v smtp-sink >/dev/null
 then
     log "smtp-source/smtp-sink missing: installing postfix"
@@ -44,75 +64,20 @@ then
     postfix stop 2>/dev/null || true
 fi
 command -v smtp-source >/dev/null || die "smtp-source not found"
-command -v python3 >/dev/null || die "python3 not found (free port finder)"
-
-# smtp-sink refuses to run as root without a user to switch to.
-sink_user=()
-if [ "$(id -u)" -eq 0 ]; then
-    if id postfix >/dev/null 2>&1; then sink_user=(-u postfix)
-    else sink_user=(-u nobody); fi
+if want tls && ! command -v certtool >/dev/null; then
+    die "certtool not found (Debian: gnutls-bin)"
 fi
-
-# --- build --------------------------------------------------------------------
-
-if [ ! -f "$build/build.ninja" ]; then
-    log "meson setup $build (release)"
-    meson setup "$build" "$repo" --buildtype=release -Dtests=false >/dev/null
-else
-    meson configure "$build" --buildtype=release -Dtests=false >/dev/null
-fi
-log "building"
-ninja -C "$build" >/dev/null
-postern_bin=$build/postern
-[ -x "$postern_bin" ] || die "no postern binary in $build"
+build_postern
 
 # --- helpers ------------------------------------------------------------------
 
-work=$(mktemp -d /tmp/postern-bench.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Wait (bounded) until something listens on 127.0.0.1:$1; $2 is the pid.
-wait_port() {
-    local port=$1 pid=$2 i
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if python3 - "$port" <<'EOF'
-import sys
-want = "0100007F:%04X" % int(sys.argv[1])
-with open("/proc/net/tcp") as f:
-    sys.exit(0 if any(l.split()[1] == want and l.split()[3] == "0A"
-                      for l in list(f)[1:]) else 1)
-EOF
-        then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-now() { date +%s.%N; }
-
-# run_source PORT MODE: sends the load, prints the elapsed seconds.
+# run_source PORT MODE COUNT SIZE: sends the load, prints the elapsed seconds.
 run_source() {
-    local port=$1 mode=$2 flags=() start end
+    local port=$1 mode=$2 count=$3 size=$4 flags=() start end
     [ "$mode" = many ] && flags=(-d)
     start=$(now)
     if ! timeout "$run_timeout" smtp-source "${flags[@]}" -s "$sessions" \
-        -m "$messages" -l "$size" -M bench.client \
+        -m "$count" -l "$size" -M bench.client \
         -f a@example.org -t b@example.com "127.0.0.1:$port" \
         >"$work/source.out" 2>&1; then
         cat "$work/source.out" >&2
@@ -122,36 +87,24 @@ run_source() {
     awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f\n", b - a }'
 }
 
-rate() { awk -v n="$messages" -v s="$1" 'BEGIN { printf "%.0f\n", n / s }'; }
-
-# --- smtp-sink: the ceiling ---------------------------------------------------
-
-declare -A sink_rate
-for mode in one many; do
-    port=$(free_port)
-    smtp-sink "${sink_user[@]}" -m 1000 "127.0.0.1:$port" 1024 \
-        >"$work/sink.log" 2>&1 &
-    sink_pid=$!
-    pids+=("$sink_pid")
-    wait_port "$port" "$sink_pid" || die "smtp-sink did not start: $(cat "$work/sink.log")"
-    secs=$(run_source "$port" "$mode") || die "smtp-source against smtp-sink failed"
-    sink_rate[$mode]=$(rate "$secs")
-    log "smtp-sink  $mode/conn: ${secs}s, ${sink_rate[$mode]} msg/s"
-    kill "$sink_pid"; wait "$sink_pid" 2>/dev/null || true
-done
-
-# --- postern ------------------------------------------------------------------
-
-# start_postern STORE: writes the config, starts postern, sets $port $pg_pid.
+# start_postern STORE TAG [WORKERS [LISTENER_TLS]]: writes the config,
+# starts postern, sets $port $pg_pid $pg_dir.
 start_postern() {
-    local store=$1 dir=$work/postern-$1-$2
+    local store=$1 dir=$work/postern-$1-$2 workers=${3:-1} mode=${4:-none}
+    local tls=""
     mkdir -p "$dir/plugins.d" "$dir/spool"
     port=$(free_port)
+    if [ "$mode" != none ]; then
+        tls='"tls": {"certificates": [{"cert": "'$work/cert.pem'", "key": "'$work/key.pem'"}]},'
+    fi
     cat >"$dir/postern.json" <<EOF
 {
   "hostname": "bench.postern.test",
-  "listen": [{"address": "127.0.0.1", "port": $port, "tls": "none"}],
+  "listen": [{"address": "127.0.0.1", "port": $port, "tls": "$mode"}],
+  $tls
+  "workers": $workers,
   "limits": {"connections": 2000, "message_size": 104857600},
+  "dns": {"reverse": false},
   "spool_dir": "$dir/spool",
   "plugins_dir": "$dir/plugins.d",
   "module_path": ["$build/modules"]
@@ -170,59 +123,182 @@ EOF
     wait_port "$port" "$pg_pid" || die "postern did not start: $(tail -5 "$dir/postern.log")"
 }
 
-declare -A pg_rate pg_rss
-for store in discard store_file; do
-    for mode in one many; do
-        start_postern "$store" "$mode"
-        secs=$(run_source "$port" "$mode") || die "smtp-source against postern ($store, $mode) failed"
-        pg_rate[$store.$mode]=$(rate "$secs")
-        pg_rss[$store.$mode]=$(awk '/^VmHWM/ {print $2}' "/proc/$pg_pid/status")
-        if [ "$store" = store_file ]; then
-            stored=$(find "$pg_dir/maildir/new" -type f | wc -l)
-            [ "$stored" -eq "$messages" ] ||
-                die "store_file stored $stored of $messages messages"
-        fi
-        log "postern    $store $mode/conn: ${secs}s, ${pg_rate[$store.$mode]} msg/s"
-        kill -TERM "$pg_pid"
-        wait "$pg_pid" 2>/dev/null || true
-        if grep -q -e 'ERROR: AddressSanitizer' -e 'runtime error:' "$pg_dir/postern.log"; then
-            die "sanitizer report in $pg_dir/postern.log"
-        fi
-        rm -rf "$pg_dir/maildir"
+# stop_postern: SIGTERM, reap, and stop on a sanitizer report or a refusal
+# (smtp-source counts a 4xx/5xx as sent).
+stop_postern() {
+    stop "$pg_pid"
+    if grep -q -e 'ERROR: AddressSanitizer' -e 'runtime error:' "$pg_dir/postern.log"; then
+        die "sanitizer report in $pg_dir/postern.log"
+    fi
+    if grep -q -E 'result=(tempfail|reject)' "$pg_dir/postern.log"; then
+        die "postern refused messages: $(grep -m3 -E 'tempfail|reject' "$pg_dir/postern.log")"
+    fi
+}
+
+size_label() { awk -v b="$1" 'BEGIN { printf "%g KB", b / 1024 }'; }
+count_for() { if [ "$1" -ge 102400 ]; then echo "$messages_large"; else echo "$messages"; fi; }
+
+# Every figure goes into $work/report, printed at the end.
+report() { printf "$@" >>"$work/report"; }
+: >"$work/report"
+report '%s, %s CPUs, %s\n' "$("$postern_bin" --version 2>/dev/null | head -1)" \
+    "$(nproc)" "$(date -u '+%Y-%m-%d %H:%M UTC')"
+
+# --- 1. throughput against smtp-sink ------------------------------------------
+
+if want throughput; then
+    report '\n## Throughput (smtp-source -s %d; ratio = postern / smtp-sink, same run; store_file fsync=%s)\n\n' \
+        "$sessions" "$fsync"
+    report '| size | msgs/conn | messages | smtp-sink msg/s | discard msg/s | ratio | store_file msg/s | ratio | store_file / discard |\n'
+    report '|---|---|---:|---:|---:|---:|---:|---:|---:|\n'
+    for size in $sizes; do
+        count=$(count_for "$size")
+        for mode in one many; do
+            sport=$(free_port)
+            sink_start "$sport"
+            secs=$(run_source "$sport" "$mode" "$count" "$size") ||
+                die "smtp-source against smtp-sink failed"
+            stop "$sink_pid"
+            s=$(rate "$count" "$secs")
+            declare -A r=()
+            for store in discard store_file; do
+                start_postern "$store" "$size-$mode"
+                secs=$(run_source "$port" "$mode" "$count" "$size") ||
+                    die "smtp-source against postern ($store, $mode) failed"
+                r[$store]=$(rate "$count" "$secs")
+                if [ "$store" = store_file ]; then
+                    stored=$(find "$pg_dir/maildir/new" -type f | wc -l)
+                    [ "$stored" -eq "$count" ] ||
+                        die "store_file stored $stored of $count messages"
+                fi
+                stop_postern
+                rm -rf "$pg_dir"
+            done
+            log "$(size_label "$size") $mode/conn: smtp-sink $s, discard ${r[discard]}, store_file ${r[store_file]} msg/s"
+            report '| %s | %s | %d | %s | %s | %s | %s | %s | %s |\n' \
+                "$(size_label "$size")" "$mode" "$count" "$s" \
+                "${r[discard]}" "$(ratio "${r[discard]}" "$s")" \
+                "${r[store_file]}" "$(ratio "${r[store_file]}" "$s")" \
+                "$(ratio "${r[store_file]}" "${r[discard]}")"
+        done
     done
-done
+fi
 
-# --- report -------------------------------------------------------------------
+# --- 2. workers=1 against workers=N -------------------------------------------
 
-printf '\n%s vs smtp-sink: %d messages, %d parallel sessions, %d-byte payload, %s, store_file fsync=%s\n\n' \
-    "$("$postern_bin" --version 2>/dev/null | head -1)" "$messages" "$sessions" \
-    "$size" "$(nproc) CPUs" "$fsync"
-printf '%-11s %-9s %12s %12s %8s %14s\n' store msgs/conn "sink msg/s" \
-    "postern msg/s" ratio "peak RSS (KiB)"
-for store in discard store_file; do
-    for mode in one many; do
-        s=${sink_rate[$mode]} p=${pg_rate[$store.$mode]}
-        label=1; [ "$mode" = many ] && label=many
-        printf '%-11s %-9s %12s %12s %8s %14s\n' "$store" "$label" "$s" "$p" \
-            "$(awk -v p="$p" -v s="$s" 'BEGIN { printf "%.2f", p / s }')" "${pg_rss[$store.$mode]}"
+if want workers; then
+    size=10240 count=$messages
+    sport=$(free_port)
+    sink_start "$sport"
+    secs=$(run_source "$sport" many "$count" "$size") || die "smtp-source against smtp-sink failed"
+    stop "$sink_pid"
+    s=$(rate "$count" "$secs")
+    declare -A w=()
+    for n in 1 "$workers_n"; do
+        start_postern discard "workers$n" "$n"
+        secs=$(run_source "$port" many "$count" "$size") ||
+            die "smtp-source against postern (workers=$n) failed"
+        w[$n]=$(rate "$count" "$secs")
+        procs=$(( $(pgrep -c -P "$pg_pid" || true) + 1 ))
+        stop_postern
+        w[$n.procs]=$procs
+        log "workers=$n ($procs processes): ${w[$n]} msg/s"
     done
-done
+    report '\n## Workers (discard, 10 KB, many per connection, %d messages; smtp-sink %s msg/s in the same run)\n\n' \
+        "$count" "$s"
+    report '| workers | processes seen | msg/s | ratio to smtp-sink | ratio to workers=1 |\n|---|---:|---:|---:|---:|\n'
+    for n in 1 "$workers_n"; do
+        report '| %s | %s | %s | %s | %s |\n' "$n" "${w[$n.procs]}" "${w[$n]}" \
+            "$(ratio "${w[$n]}" "$s")" "$(ratio "${w[$n]}" "${w[1]}")"
+    done
+fi
 
-# --- memory: one 50 MB message must not cost 50 MB of RSS -------------------
+# --- 3. idle memory -----------------------------------------------------------
 
-start_postern discard large
-rss_before=$(awk '/^VmHWM/ {print $2}' "/proc/$pg_pid/status")
-python3 - "$port" <<'EOF' || die "the 50 MB message was not accepted"
+if want idle; then
+    report '\n## Memory per idle connection (%d connections)\n\n' "$idle_connections"
+    if [ -x "$here/idle_memory.sh" ]; then
+        log "bench/idle_memory.sh -s $idle_connections"
+        if BENCH_BUILD_DIR=$build "$here/idle_memory.sh" -s "$idle_connections" \
+            >"$work/idle.out" 2>"$work/idle.err"; then
+            report '```\n%s\n```\n' "$(cat "$work/idle.out")"
+        else
+            report 'bench/idle_memory.sh failed: %s\n' "$(tail -3 "$work/idle.err")"
+        fi
+    else
+        report 'not measured (no executable bench/idle_memory.sh)\n'
+    fi
+fi
+
+# --- 4. TLS with and without resumption ---------------------------------------
+
+if want tls; then
+    if [ "$tls_key" = rsa ]; then keyopt=(--key-type=rsa --bits=2048)
+    else keyopt=(--key-type=ecdsa); fi
+    certtool --generate-privkey "${keyopt[@]}" --outfile "$work/key.pem" 2>/dev/null
+    printf 'cn = "bench.postern.test"\ndns_name = "bench.postern.test"\nexpiration_days = 2\ntls_www_server\nsigning_key\nencryption_key\n' \
+        >"$work/cert.tmpl"
+    certtool --generate-self-signed --load-privkey "$work/key.pem" \
+        --template "$work/cert.tmpl" --outfile "$work/cert.pem" 2>/dev/null
+    start_postern discard tls 1 implicit
+    tls_port=$port tls_pid=$pg_pid tls_dir=$pg_dir
+    start_postern discard plain 1 none
+    plain_port=$port
+    # tls_run NAME PORT FLAGS...: one tls_load.py run, its JSON in $work.
+    tls_run() {
+        local name=$1 p=$2
+        shift 2
+        timeout "$run_timeout" python3 "$here/tls_load.py" --port "$p" \
+            --messages "$tls_messages" --connections "$tls_connections" \
+            --size "$tls_size" "$@" >"$work/tls-$name.json" ||
+            die "tls_load.py $name failed: $(cat "$work/tls-$name.json")"
+        log "tls $name: $(cat "$work/tls-$name.json")"
+    }
+    field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$work/tls-$1.json" "$2"; }
+    tls_run plain "$plain_port" --plain
+    tls_run tls13-full "$tls_port"
+    tls_run tls13-resumed "$tls_port" --resume
+    tls_run tls12-full "$tls_port" --tls12
+    tls_run tls12-resumed "$tls_port" --tls12 --resume
+    stop_postern                        # the plaintext one
+    pg_pid=$tls_pid pg_dir=$tls_dir
+    stop_postern
+    plain=$(field plain msg_per_s)
+    report '\n## TLS (implicit TLS, one %d-byte message per connection, %d clients, %d messages, %s server key; discard)\n\n' \
+        "$tls_size" "$tls_connections" "$tls_messages" "$tls_key"
+    report '| load | msg/s | resumed handshakes | ratio to plaintext | resumed / full |\n|---|---:|---:|---:|---:|\n'
+    report '| plaintext, same load | %s | | 1.00 | |\n' "$plain"
+    for v in tls13 tls12; do
+        full=$(field "$v-full" msg_per_s)
+        res=$(field "$v-resumed" msg_per_s)
+        label="TLS 1.3"; [ "$v" = tls12 ] && label="TLS 1.2"
+        report '| %s, full handshake | %s | %s | %s | |\n' "$label" "$full" \
+            "$(field "$v-full" resumed_fraction)" "$(ratio "$full" "$plain")"
+        report '| %s, resumed (ticket) | %s | %s | %s | %s |\n' "$label" "$res" \
+            "$(field "$v-resumed" resumed_fraction)" "$(ratio "$res" "$plain")" \
+            "$(ratio "$res" "$full")"
+    done
+fi
+
+# --- 5. one 50 MB message must not cost 50 MB of RSS -------------------------
+
+if want large; then
+    start_postern discard large
+    rss_before=$(awk '/^VmHWM/ {print $2}' "/proc/$pg_pid/status")
+    python3 - "$port" <<'EOF' || die "the 50 MB message was not accepted"
 import smtplib, sys
 body = b"Subject: large\r\n\r\n" + (b"x" * 998 + b"\r\n") * 52000
 with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), local_hostname="bench.client",
                   timeout=120) as s:
     s.sendmail("a@example.org", ["b@example.com"], body)
 EOF
-rss_after=$(awk '/^VmHWM/ {print $2}' "/proc/$pg_pid/status")
-kill -TERM "$pg_pid"
-wait "$pg_pid" 2>/dev/null || true
-growth=$((rss_after - rss_before))
-printf '\n50 MB message (discard): postern peak RSS %s KiB before, %s KiB after: +%s KiB (%s%% of the message size)\n' \
-    "$rss_before" "$rss_after" "$growth" \
-    "$(awk -v g="$growth" 'BEGIN { printf "%.2f", g * 1024 * 100 / 52000016 }')"
+    rss_after=$(awk '/^VmHWM/ {print $2}' "/proc/$pg_pid/status")
+    stop_postern
+    growth=$((rss_after - rss_before))
+    report '\n## One 50 MB message (discard)\n\npostern peak RSS %s KiB before, %s KiB after: +%s KiB (%s%% of the message size)\n' \
+        "$rss_before" "$rss_after" "$growth" \
+        "$(awk -v g="$growth" 'BEGIN { printf "%.2f", g * 1024 * 100 / 52000016 }')"
+fi
+
+printf '\n'
+cat "$work/report"
