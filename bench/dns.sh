@@ -26,23 +26,18 @@
 #                             "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%m"
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
+. "$(dirname "$0")/lib.sh"
+bench_init bench-dns
 messages=${BENCH_MESSAGES:-10000}
 connections=${BENCH_CONNECTIONS:-50}
 size=${BENCH_SIZE:-10240}
 rounds=${BENCH_ROUNDS:-3}
 procs=${BENCH_PROCS:-2}
-build=${BENCH_BUILD_DIR:-$repo/build-bench}
 run_timeout=${BENCH_TIMEOUT:-300}
 domains=50
 
-log() { printf '[bench-dns] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # --- tools ------------------------------------------------------------------
 
-export PATH="$PATH:/usr/sbin:/sbin"
 if ! command -v dnsmasq >/dev/null; then
     log "dnsmasq missing: installing dnsmasq-base"
     [ "$(id -u)" -eq 0 ] || die "run as root to install dnsmasq-base, or install it"
@@ -53,16 +48,7 @@ command -v python3 >/dev/null || die "python3 not found"
 
 # --- build ------------------------------------------------------------------
 
-if [ ! -f "$build/build.ninja" ]; then
-    log "meson setup $build (release)"
-    meson setup "$build" "$repo" --buildtype=release -Dtests=false >/dev/null
-else
-    meson configure "$build" --buildtype=release -Dtests=false >/dev/null
-fi
-log "building"
-ninja -C "$build" >/dev/null
-postern_bin=$build/postern
-[ -x "$postern_bin" ] || die "no postern binary in $build"
+build_postern
 [ -f "$build/modules/spf.so" ] || die "no spf module in $build/modules"
 # dnsbl is on when its module is built: in the bench build, or else in the
 # repo's ordinary build/ (then that directory comes second in module_path).
@@ -75,35 +61,6 @@ fi
 log "dnsbl module: $dnsbl"
 
 # --- helpers ----------------------------------------------------------------
-
-work=$(mktemp -d /tmp/postern-bench-dns.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    [ -n "${BENCH_KEEP:-}" ] && log "kept $work" || rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {   # free for TCP and UDP on 127.0.0.1
-    python3 -c 'import socket
-for _ in range(50):
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
-    p = u.getsockname()[1]; t = socket.socket()
-    try: t.bind(("127.0.0.1", p))
-    except OSError: continue
-    print(p); break'
-}
-
-wait_tcp() {    # wait_tcp PORT PID
-    local i
-    for i in $(seq 1 300); do
-        kill -0 "$2" 2>/dev/null || return 1
-        python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 wait_dns() {    # wait_dns PORT PID: an answer to a query for d0.bench.test TXT
     python3 - "$1" <<'PY'
@@ -195,7 +152,7 @@ JSON
     "${wrapper[@]}" "$postern_bin" -c "$dir/postern.json" 2>"$dir/postern.log" &
     pg_pid=$!
     pids+=("$pg_pid")
-    wait_tcp "$port" "$pg_pid" || die "postern did not start: $(tail -5 "$dir/postern.log")"
+    wait_port "$port" "$pg_pid" || die "postern did not start: $(tail -5 "$dir/postern.log")"
     local c0; c0=$(cpu_ticks "$pg_pid")
     out=$(timeout "$run_timeout" python3 "$here/smtp_load.py" 127.0.0.1 "$port" \
         --connections "$connections" --messages "$messages" --size "$size" \

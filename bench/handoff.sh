@@ -22,21 +22,16 @@
 #   BENCH_TIMEOUT   [300]   seconds before a single run is abandoned
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
+. "$(dirname "$0")/lib.sh"
+bench_init bench-handoff
 messages=${BENCH_MESSAGES:-10000}
 sessions=${BENCH_SESSIONS:-20}
 size=${BENCH_SIZE:-10240}
 rounds=${BENCH_ROUNDS:-3}
-build=${BENCH_BUILD_DIR:-$repo/build-bench}
 run_timeout=${BENCH_TIMEOUT:-300}
-
-log() { printf '[bench-handoff] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 # --- tools ------------------------------------------------------------------
 
-export PATH="$PATH:/usr/sbin:/sbin"
 need=""
 command -v smtp-source >/dev/null || need="$need postfix"
 command -v nginx >/dev/null || need="$need nginx-light"
@@ -60,63 +55,14 @@ for p in smtp-source smtp-sink nginx wrk python3; do
     command -v $p >/dev/null || die "$p not found"
 done
 
-# smtp-sink refuses to run as root without a user to switch to.
-sink_user=()
-if [ "$(id -u)" -eq 0 ]; then
-    if id postfix >/dev/null 2>&1; then sink_user=(-u postfix)
-    else sink_user=(-u nobody); fi
-fi
-
 # --- build ------------------------------------------------------------------
 
-if [ ! -f "$build/build.ninja" ]; then
-    log "meson setup $build (release)"
-    meson setup "$build" "$repo" --buildtype=release -Dtests=false >/dev/null
-else
-    meson configure "$build" --buildtype=release -Dtests=false >/dev/null
-fi
-log "building"
-ninja -C "$build" >/dev/null
-postern_bin=$build/postern
+build_postern
 for m in discard store_http forward; do
     [ -f "$build/modules/$m.so" ] || die "no $m module in $build/modules"
 done
 
 # --- helpers ----------------------------------------------------------------
-
-work=$(mktemp -d /tmp/postern-bench-handoff.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Wait (bounded) until something listens on 127.0.0.1:$1; $2 is the pid.
-wait_port() {
-    local port=$1 pid=$2 i
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if python3 - "$port" <<'EOF'
-import sys
-want = "0100007F:%04X" % int(sys.argv[1])
-with open("/proc/net/tcp") as f:
-    sys.exit(0 if any(l.split()[1] == want and l.split()[3] == "0A"
-                      for l in list(f)[1:]) else 1)
-EOF
-        then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-now() { date +%s.%N; }
 
 # run_source PORT: sends the load (many per connection), prints the seconds.
 run_source() {
@@ -131,8 +77,6 @@ run_source() {
     end=$(now)
     awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f\n", b - a }'
 }
-
-rate() { awk -v n="$messages" -v s="$1" 'BEGIN { printf "%.0f\n", n / s }'; }
 
 # --- the receivers ------------------------------------------------------------
 
@@ -166,10 +110,7 @@ pids+=("$!")
 wait_port "$http_port" "$!" || die "nginx did not start: $(cat "$work/nginx/stderr" "$work/nginx/error.log" 2>/dev/null)"
 
 sink_port=$(free_port)
-smtp-sink "${sink_user[@]}" -m 1000 "127.0.0.1:$sink_port" 1024 \
-    >"$work/sink.log" 2>&1 &
-pids+=("$!")
-wait_port "$sink_port" "$!" || die "smtp-sink did not start: $(cat "$work/sink.log")"
+sink_start "$sink_port"
 
 # One store_http document for a 10 KB message is about 4/3 of it in base64
 # plus a kilobyte of envelope.
@@ -182,7 +123,7 @@ EOF
 nginx_rate=$(wrk -t1 -c"$sessions" -d5s -s "$work/post.lua" \
     "http://127.0.0.1:$http_port/" | awk '/^Requests\/sec/ {printf "%.0f", $2}')
 sink_secs=$(run_source "$sink_port") || die "smtp-source against smtp-sink failed"
-sink_rate=$(rate "$sink_secs")
+sink_rate=$(rate "$messages" "$sink_secs")
 log "ceilings: nginx ${nginx_rate} req/s (wrk, $doc_bytes-byte POST), smtp-sink ${sink_rate} msg/s"
 
 # --- postern ------------------------------------------------------------------
@@ -223,14 +164,13 @@ for round in $(seq 1 "$rounds"); do
     for store in discard store_http forward; do
         start_postern "$store" "$round"
         secs=$(run_source "$port") || die "smtp-source against postern ($store) failed: $(tail -5 "$pg_dir/postern.log")"
-        pg_rate[$store.$round]=$(rate "$secs")
+        pg_rate[$store.$round]=$(rate "$messages" "$secs")
         # smtp-source counts a 4xx/5xx as sent: make sure none happened.
         if grep -q -E 'result=(tempfail|reject)|status=(4|5)[0-9][0-9]' "$pg_dir/postern.log"; then
             die "$store refused messages: $(grep -m3 -E 'tempfail|reject' "$pg_dir/postern.log")"
         fi
         log "round $round $store: ${secs}s, ${pg_rate[$store.$round]} msg/s"
-        kill -TERM "$pg_pid"
-        wait "$pg_pid" 2>/dev/null || true
+        stop "$pg_pid"
     done
 done
 

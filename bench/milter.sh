@@ -31,24 +31,19 @@
 #   BENCH_KEEP          []      non-empty: keep the work dir (logs, the check maildir)
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
+. "$(dirname "$0")/lib.sh"
+bench_init bench-milter
 messages=${BENCH_MESSAGES:-5000}
 sessions=${BENCH_SESSIONS:-20}
 seq_messages=${BENCH_SEQ_MESSAGES:-1000}
 size=${BENCH_SIZE:-10240}
 rounds=${BENCH_ROUNDS:-3}
-build=${BENCH_BUILD_DIR:-$repo/build-bench}
 run_timeout=${BENCH_TIMEOUT:-300}
 socket_kind=${BENCH_SOCKET:-inet}
 case $socket_kind in inet | unix) ;; *) echo "BENCH_SOCKET: inet or unix" >&2; exit 2 ;; esac
 
-log() { printf '[bench-milter] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # --- tools ------------------------------------------------------------------
 
-export PATH="$PATH:/usr/sbin:/sbin"
 need=""
 command -v smtp-source >/dev/null || need="$need postfix"
 command -v opendkim >/dev/null || need="$need opendkim"
@@ -77,54 +72,12 @@ done
 
 # --- build ------------------------------------------------------------------
 
-if [ ! -f "$build/build.ninja" ]; then
-    log "meson setup $build (release)"
-    meson setup "$build" "$repo" --buildtype=release -Dtests=false >/dev/null
-else
-    meson configure "$build" --buildtype=release -Dtests=false >/dev/null
-fi
-log "building"
-ninja -C "$build" >/dev/null
-postern_bin=$build/postern
+build_postern
 for m in discard milter store_file; do
     [ -f "$build/modules/$m.so" ] || die "no $m module in $build/modules"
 done
 
 # --- helpers ----------------------------------------------------------------
-
-work=$(mktemp -d /tmp/postern-bench-milter.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    [ -n "${BENCH_KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Wait (bounded) until something listens on 127.0.0.1:$1; $2 is the pid.
-wait_port() {
-    local port=$1 pid=$2 i
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if python3 - "$port" <<'EOF'
-import sys
-want = "0100007F:%04X" % int(sys.argv[1])
-with open("/proc/net/tcp") as f:
-    sys.exit(0 if any(l.split()[1] == want and l.split()[3] == "0A"
-                      for l in list(f)[1:]) else 1)
-EOF
-        then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-now() { date +%s.%N; }
 
 # run_source PORT SESSIONS MESSAGES: sends the load (many per connection),
 # prints the seconds. The From: domain is the one OpenDKIM signs for.
@@ -222,10 +175,7 @@ EOF
     wait_port "$port" "$pg_pid" || die "postern did not start: $(tail -5 "$dir/postern.log")"
 }
 
-stop_postern() {
-    kill -TERM "$pg_pid"
-    wait "$pg_pid" 2>/dev/null || true
-}
+stop_postern() { stop "$pg_pid"; }
 
 # smtp-source counts a 4xx/5xx as sent: make sure none happened, and that
 # the milter never failed (default_action would hide it as a 4xx).
