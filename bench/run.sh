@@ -221,7 +221,7 @@ if want idle; then
         log "bench/idle_memory.sh -s $idle_connections"
         if BENCH_BUILD_DIR=$build "$here/idle_memory.sh" -s "$idle_connections" \
             >"$work/idle.out" 2>"$work/idle.err"; then
-            report '```\n%s\n```\n' "$(cat "$work/idle.out")"
+            report '```\n%s\n```\n' "$(sed '/./,$!d' "$work/idle.out")"
         else
             report 'bench/idle_memory.sh failed: %s\n' "$(tail -3 "$work/idle.err")"
         fi

@@ -151,6 +151,8 @@ test_defaults(void **state)
                                              "+VERS-TLS1.2:%SERVER_PRECEDENCE");
     assert_null(cfg->tls.client_ca_file);
     assert_true(cfg->tls.handshake_timeout == 30);
+    assert_true(cfg->tls.session_tickets);
+    assert_true(cfg->tls.session_lifetime == 21600);
     assert_int_equal(cfg->limits.message_size, 10485760);
     assert_int_equal(cfg->limits.header_size, 102400);
     assert_int_equal(cfg->limits.recipients, 1000);
@@ -201,7 +203,8 @@ static const char full_file[] =
     "                     {\"cert\": \"b.pem\", \"key\": \"b.key\"}],\n"
     "    \"priorities\": \"SECURE256\",\n"
     "    \"client_ca\": \"ca.pem\",\n"
-    "    \"handshake_timeout\": 2.5\n"
+    "    \"handshake_timeout\": 2.5,\n"
+    "    \"session_tickets\": false, \"session_lifetime\": 600\n"
     "  },\n"
     "  \"limits\": {\n"
     "    \"message_size\": 1099511627776, \"header_size\": 1024,\n"
@@ -253,6 +256,8 @@ test_full_file(void **state)
     assert_string_equal(cfg->tls.priorities, "SECURE256");
     assert_string_equal(cfg->tls.client_ca_file, "ca.pem");
     assert_true(cfg->tls.handshake_timeout == 2.5);
+    assert_false(cfg->tls.session_tickets);
+    assert_true(cfg->tls.session_lifetime == 600);
     assert_true(cfg->limits.message_size == 1ull << 40);
     assert_int_equal(cfg->limits.header_size, 1024);
     assert_int_equal(cfg->limits.recipients, 7);
@@ -532,6 +537,9 @@ test_error_ranges(void **state)
     expect_error("{\"tls\": {\"handshake_timeout\": 0}}",
                  "$.tls.handshake_timeout: expected a number of seconds above "
                  "0, at most 3600, got 0");
+    expect_error("{\"tls\": {\"session_lifetime\": 604801}}",
+                 "$.tls.session_lifetime: expected a number of seconds between "
+                 "1 and 604800, got 604801");
     expect_error("{\"workers\": 9223372036854775807}",
                  "$.workers: expected an integer between 1 and 64, got "
                  "9223372036854775807");
