@@ -243,40 +243,51 @@ if want tls; then
     start_postern discard tls 1 implicit
     tls_port=$port tls_pid=$pg_pid tls_dir=$pg_dir
     start_postern discard plain 1 none
-    plain_port=$port
-    # tls_run NAME PORT FLAGS...: one tls_load.py run, its JSON in $work.
+    plain_port=$port plain_pid=$pg_pid
+    # postern's CPU time (user + system, clock ticks), steadier than msg/s
+    # on a shared machine.
+    cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+    declare -A tls_us=()
+    # tls_run NAME PORT PID FLAGS...: one tls_load.py run, its JSON in
+    # $work, postern's CPU microseconds per message in tls_us[NAME].
     tls_run() {
-        local name=$1 p=$2
-        shift 2
+        local name=$1 p=$2 pid=$3 c0 c1
+        shift 3
+        c0=$(cpu_ticks "$pid")
         timeout "$run_timeout" python3 "$here/tls_load.py" --port "$p" \
             --messages "$tls_messages" --connections "$tls_connections" \
             --size "$tls_size" "$@" >"$work/tls-$name.json" ||
             die "tls_load.py $name failed: $(cat "$work/tls-$name.json")"
-        log "tls $name: $(cat "$work/tls-$name.json")"
+        c1=$(cpu_ticks "$pid")
+        tls_us[$name]=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" \
+            -v n="$tls_messages" 'BEGIN { printf "%.0f", (b - a) * 1e6 / hz / n }')
+        log "tls $name: $(cat "$work/tls-$name.json"), postern ${tls_us[$name]} us CPU/msg"
     }
     field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$work/tls-$1.json" "$2"; }
-    tls_run plain "$plain_port" --plain
-    tls_run tls13-full "$tls_port"
-    tls_run tls13-resumed "$tls_port" --resume
-    tls_run tls12-full "$tls_port" --tls12
-    tls_run tls12-resumed "$tls_port" --tls12 --resume
+    tls_run plain "$plain_port" "$plain_pid" --plain
+    tls_run tls13-full "$tls_port" "$tls_pid"
+    tls_run tls13-resumed "$tls_port" "$tls_pid" --resume
+    tls_run tls12-full "$tls_port" "$tls_pid" --tls12
+    tls_run tls12-resumed "$tls_port" "$tls_pid" --tls12 --resume
     stop_postern                        # the plaintext one
     pg_pid=$tls_pid pg_dir=$tls_dir
     stop_postern
     plain=$(field plain msg_per_s)
     report '\n## TLS (implicit TLS, one %d-byte message per connection, %d clients, %d messages, %s server key; discard)\n\n' \
         "$tls_size" "$tls_connections" "$tls_messages" "$tls_key"
-    report '| load | msg/s | resumed handshakes | ratio to plaintext | resumed / full |\n|---|---:|---:|---:|---:|\n'
-    report '| plaintext, same load | %s | | 1.00 | |\n' "$plain"
+    report '| load | msg/s | resumed handshakes | ratio to plaintext | resumed / full | postern CPU us/msg | CPU resumed / full |\n|---|---:|---:|---:|---:|---:|---:|\n'
+    report '| plaintext, same load | %s | | 1.00 | | %s | |\n' "$plain" "${tls_us[plain]}"
     for v in tls13 tls12; do
         full=$(field "$v-full" msg_per_s)
         res=$(field "$v-resumed" msg_per_s)
         label="TLS 1.3"; [ "$v" = tls12 ] && label="TLS 1.2"
-        report '| %s, full handshake | %s | %s | %s | |\n' "$label" "$full" \
-            "$(field "$v-full" resumed_fraction)" "$(ratio "$full" "$plain")"
-        report '| %s, resumed (ticket) | %s | %s | %s | %s |\n' "$label" "$res" \
+        report '| %s, full handshake | %s | %s | %s | | %s | |\n' "$label" "$full" \
+            "$(field "$v-full" resumed_fraction)" "$(ratio "$full" "$plain")" \
+            "${tls_us[$v-full]}"
+        report '| %s, resumed (ticket) | %s | %s | %s | %s | %s | %s |\n' "$label" "$res" \
             "$(field "$v-resumed" resumed_fraction)" "$(ratio "$res" "$plain")" \
-            "$(ratio "$res" "$full")"
+            "$(ratio "$res" "$full")" "${tls_us[$v-resumed]}" \
+            "$(ratio "${tls_us[$v-resumed]}" "${tls_us[$v-full]}")"
     done
 fi
 
