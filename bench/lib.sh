@@ -11,6 +11,7 @@
 #   now                 seconds since the epoch, with nanoseconds
 #   rate N SECS         N / SECS, rounded
 #   ratio A B           A / B with two decimals
+#   median V...         the median of the numbers given
 #   build_postern       release build in $build (BENCH_BUILD_DIR, default
 #                       <repo>/build-bench); sets $postern_bin
 #   sink_start PORT     Postfix's smtp-sink on 127.0.0.1:PORT (as postfix
@@ -73,6 +74,12 @@ now() { date +%s.%N; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f\n", n / s }'; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+        END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              printf (m == int(m) ? "%d" : "%.2f"), m }'
+}
 
 build_postern() {
     if [ ! -f "$build/build.ninja" ]; then

@@ -19,6 +19,8 @@
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_PARTS     [throughput workers idle tls large]  parts to run
+#   BENCH_ROUNDS    [1]     rounds of the throughput and workers parts
+#                           (medians are printed)
 #   BENCH_MESSAGES  [4000]  messages per run at 1 and 10 KB
 #   BENCH_MESSAGES_LARGE [BENCH_MESSAGES / 4]  messages per run at 100 KB
 #   BENCH_SESSIONS  [50]    parallel SMTP sessions (smtp-source -s)
@@ -39,6 +41,7 @@ set -euo pipefail
 bench_init bench
 
 parts=" ${BENCH_PARTS:-throughput workers idle tls large} "
+rounds=${BENCH_ROUNDS:-1}
 messages=${BENCH_MESSAGES:-4000}
 messages_large=${BENCH_MESSAGES_LARGE:-$((messages / 4))}
 sessions=${BENCH_SESSIONS:-50}
@@ -135,6 +138,7 @@ stop_postern() {
     fi
 }
 
+mrate() { printf '%.0f' "$(median "$@")"; }   # a median msg/s
 size_label() { awk -v b="$1" 'BEGIN { printf "%g KB", b / 1024 }'; }
 count_for() { if [ "$1" -ge 102400 ]; then echo "$messages_large"; else echo "$messages"; fi; }
 
@@ -147,39 +151,48 @@ report '%s, %s CPUs, %s\n' "$("$postern_bin" --version 2>/dev/null | head -1)" \
 # --- 1. throughput against smtp-sink ------------------------------------------
 
 if want throughput; then
-    report '\n## Throughput (smtp-source -s %d; ratio = postern / smtp-sink, same run; store_file fsync=%s)\n\n' \
-        "$sessions" "$fsync"
+    report '\n## Throughput (smtp-source -s %d; ratio = postern / smtp-sink, same run; store_file fsync=%s; median of %d round(s))\n\n' \
+        "$sessions" "$fsync" "$rounds"
     report '| size | msgs/conn | messages | smtp-sink msg/s | discard msg/s | ratio | store_file msg/s | ratio | store_file / discard |\n'
     report '|---|---|---:|---:|---:|---:|---:|---:|---:|\n'
     for size in $sizes; do
         count=$(count_for "$size")
         for mode in one many; do
-            sport=$(free_port)
-            sink_start "$sport"
-            secs=$(run_source "$sport" "$mode" "$count" "$size") ||
-                die "smtp-source against smtp-sink failed"
-            stop "$sink_pid"
-            s=$(rate "$count" "$secs")
-            declare -A r=()
-            for store in discard store_file; do
-                start_postern "$store" "$size-$mode"
-                secs=$(run_source "$port" "$mode" "$count" "$size") ||
-                    die "smtp-source against postern ($store, $mode) failed"
-                r[$store]=$(rate "$count" "$secs")
-                if [ "$store" = store_file ]; then
-                    stored=$(find "$pg_dir/maildir/new" -type f | wc -l)
-                    [ "$stored" -eq "$count" ] ||
-                        die "store_file stored $stored of $count messages"
-                fi
-                stop_postern
-                rm -rf "$pg_dir"
+            sl=() dl=() fl=() dr=() fr=() fd=()
+            for round in $(seq 1 "$rounds"); do
+                # smtp-sink, discard, store_file one after the other: the
+                # ratios of a round share the machine's state.
+                sport=$(free_port)
+                sink_start "$sport"
+                secs=$(run_source "$sport" "$mode" "$count" "$size") ||
+                    die "smtp-source against smtp-sink failed"
+                stop "$sink_pid"
+                s=$(rate "$count" "$secs")
+                declare -A r=()
+                for store in discard store_file; do
+                    start_postern "$store" "$size-$mode-$round"
+                    secs=$(run_source "$port" "$mode" "$count" "$size") ||
+                        die "smtp-source against postern ($store, $mode) failed"
+                    r[$store]=$(rate "$count" "$secs")
+                    if [ "$store" = store_file ]; then
+                        stored=$(find "$pg_dir/maildir/new" -type f | wc -l)
+                        [ "$stored" -eq "$count" ] ||
+                            die "store_file stored $stored of $count messages"
+                    fi
+                    stop_postern
+                    rm -rf "$pg_dir"
+                done
+                log "$(size_label "$size") $mode/conn round $round: smtp-sink $s, discard ${r[discard]}, store_file ${r[store_file]} msg/s"
+                sl+=("$s") dl+=("${r[discard]}") fl+=("${r[store_file]}")
+                dr+=("$(ratio "${r[discard]}" "$s")")
+                fr+=("$(ratio "${r[store_file]}" "$s")")
+                fd+=("$(ratio "${r[store_file]}" "${r[discard]}")")
             done
-            log "$(size_label "$size") $mode/conn: smtp-sink $s, discard ${r[discard]}, store_file ${r[store_file]} msg/s"
             report '| %s | %s | %d | %s | %s | %s | %s | %s | %s |\n' \
-                "$(size_label "$size")" "$mode" "$count" "$s" \
-                "${r[discard]}" "$(ratio "${r[discard]}" "$s")" \
-                "${r[store_file]}" "$(ratio "${r[store_file]}" "$s")" \
-                "$(ratio "${r[store_file]}" "${r[discard]}")"
+                "$(size_label "$size")" "$mode" "$count" "$(mrate "${sl[@]}")" \
+                "$(mrate "${dl[@]}")" "$(median "${dr[@]}")" \
+                "$(mrate "${fl[@]}")" "$(median "${fr[@]}")" \
+                "$(median "${fd[@]}")"
         done
     done
 fi
@@ -188,29 +201,34 @@ fi
 
 if want workers; then
     size=10240 count=$messages
-    sport=$(free_port)
-    sink_start "$sport"
-    secs=$(run_source "$sport" many "$count" "$size") || die "smtp-source against smtp-sink failed"
-    stop "$sink_pid"
-    s=$(rate "$count" "$secs")
-    declare -A w=()
-    for n in 1 "$workers_n"; do
-        start_postern discard "workers$n" "$n"
-        secs=$(run_source "$port" many "$count" "$size") ||
-            die "smtp-source against postern (workers=$n) failed"
-        w[$n]=$(rate "$count" "$secs")
-        procs=$(( $(pgrep -c -P "$pg_pid" || true) + 1 ))
-        stop_postern
-        w[$n.procs]=$procs
-        log "workers=$n ($procs processes): ${w[$n]} msg/s"
+    sl=() w1=() wn=() r1=() rn=() rr=()
+    for round in $(seq 1 "$rounds"); do
+        sport=$(free_port)
+        sink_start "$sport"
+        secs=$(run_source "$sport" many "$count" "$size") || die "smtp-source against smtp-sink failed"
+        stop "$sink_pid"
+        s=$(rate "$count" "$secs")
+        declare -A w=()
+        for n in 1 "$workers_n"; do
+            start_postern discard "workers$n-$round" "$n"
+            secs=$(run_source "$port" many "$count" "$size") ||
+                die "smtp-source against postern (workers=$n) failed"
+            w[$n]=$(rate "$count" "$secs")
+            procs=$(( $(pgrep -c -P "$pg_pid" || true) + 1 ))
+            stop_postern
+            w[$n.procs]=$procs
+            log "workers=$n round $round ($procs processes): ${w[$n]} msg/s"
+        done
+        sl+=("$s") w1+=("${w[1]}") wn+=("${w[$workers_n]}")
+        r1+=("$(ratio "${w[1]}" "$s")") rn+=("$(ratio "${w[$workers_n]}" "$s")")
+        rr+=("$(ratio "${w[$workers_n]}" "${w[1]}")")
     done
-    report '\n## Workers (discard, 10 KB, many per connection, %d messages; smtp-sink %s msg/s in the same run)\n\n' \
-        "$count" "$s"
+    report '\n## Workers (discard, 10 KB, many per connection, %d messages; smtp-sink %s msg/s in the same run; median of %d round(s))\n\n' \
+        "$count" "$(mrate "${sl[@]}")" "$rounds"
     report '| workers | processes seen | msg/s | ratio to smtp-sink | ratio to workers=1 |\n|---|---:|---:|---:|---:|\n'
-    for n in 1 "$workers_n"; do
-        report '| %s | %s | %s | %s | %s |\n' "$n" "${w[$n.procs]}" "${w[$n]}" \
-            "$(ratio "${w[$n]}" "$s")" "$(ratio "${w[$n]}" "${w[1]}")"
-    done
+    report '| 1 | %s | %s | %s | 1.00 |\n' "${w[1.procs]}" "$(mrate "${w1[@]}")" "$(median "${r1[@]}")"
+    report '| %s | %s | %s | %s | %s |\n' "$workers_n" "${w[$workers_n.procs]}" \
+        "$(mrate "${wn[@]}")" "$(median "${rn[@]}")" "$(median "${rr[@]}")"
 fi
 
 # --- 3. idle memory -----------------------------------------------------------
