@@ -244,6 +244,11 @@ static const struct field listener_fields[] = {
     {"tls_required", F_BOOL, AT(listener_config, tls_required)},
     {"auth_plaintext", F_BOOL, AT(listener_config, auth_plaintext)},
     {"auth_required", F_BOOL, AT(listener_config, auth_required)},
+    {"proxy_protocol", F_BOOL, AT(listener_config, proxy_protocol)},
+    {"proxy_networks",
+     ARRAY_OF(listener_config, proxy_networks, n_proxy_networks, F_CIDR)},
+    {"proxy_timeout", F_SECONDS, AT(listener_config, proxy_timeout),
+     RANGE(0, 300), .flags = F_EXCL_MIN},
     {.key = NULL},
 };
 
@@ -838,6 +843,19 @@ config_check(struct vctx *c, const struct config *cfg, const json_t *root)
                          "%s.tls_required: expected false when the "
                          "listener's tls is \"none\", got true",
                          path);
+        }
+        if (l->proxy_protocol && l->n_proxy_networks == 0) {
+            /* Anyone could claim any client address. */
+            char key[PATH_LEN + 20];
+            path_index(path, sizeof path, "$.listen", i);
+            snprintf(key, sizeof key, "%s.proxy_networks", path);
+            return fail_expected(
+                c, key,
+                "a non-empty array of the networks allowed to send the "
+                "PROXY header, as proxy_protocol is true",
+                json_object_get(
+                    json_array_get(json_object_get(root, "listen"), i),
+                    "proxy_networks"));
         }
         if (l->tls != TLS_MODE_NONE && cfg->tls.n_certs == 0) {
             const json_t *certs =

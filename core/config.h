@@ -33,7 +33,13 @@ struct listener_config {
     bool tls_required;   /* starttls: MAIL/AUTH before STARTTLS -> 530 */
     bool auth_plaintext; /* offer AUTH without TLS (default false) */
     bool auth_required;  /* MAIL needs AUTH first (submission) */
-    bool proxy_protocol; /* reserved; must be false for now */
+    /* PROXY protocol (session_proxy.c): a v1 or v2 header comes first,
+     * only from proxy_networks, within proxy_timeout seconds (0: the
+     * default, SESSION_PROXY_TIMEOUT_DEFAULT). */
+    bool proxy_protocol;
+    struct cidr *proxy_networks;
+    size_t n_proxy_networks;
+    double proxy_timeout;
 };
 
 struct tls_cert_config {
