@@ -88,6 +88,7 @@ DEBIAN_PACKAGES = {
     "opendkim": "opendkim",
     "opendkim-genkey": "opendkim-tools",
     "rspamd": "rspamd",
+    "haproxy": "haproxy",  # /usr/sbin; a balancer for test_proxy.py
 }
 
 # swaks looks up its own host name (gethostbyname(hostname())) when it
