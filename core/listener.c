@@ -96,9 +96,13 @@ listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
                           postern_log_value(strerror(errno)));
             return;
         }
-        bool per_ip;
+        bool per_ip = false;
+        /* Behind a balancer the peer is the balancer: the session counts
+         * the real client once the PROXY header names it. */
         client_limit_verdict v =
-            client_limit_acquire(cfg, (struct sockaddr *)&peer, &per_ip);
+            l->lc->proxy_protocol
+                ? CLIENT_LIMIT_OK
+                : client_limit_acquire(cfg, (struct sockaddr *)&peer, &per_ip);
         if (v != CLIENT_LIMIT_OK) {
             snprintf(reply, sizeof(reply),
                      "421 4.7.0 %s Error: too many connections%s\r\n",

@@ -10,6 +10,7 @@
  * ordinary read path (early talkers are caught, pipelining works), and on
  * an implicit TLS listener the handshake reads its ClientHello itself.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,27 @@ session_proxy_fail(struct session *s, const char *reason)
     session_close(s, "proxy_failed");
 }
 
+/* The client's address for the log, before session_open() sets
+ * s->client_ip. */
+static void
+session_proxy_peer_text(const struct session *s, char *ip, size_t len,
+                        int *port)
+{
+    const struct sockaddr_storage *ss = &s->conn.peer;
+
+    ip[0] = '\0';
+    *port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &in->sin_addr, ip, (socklen_t)len);
+        *port = ntohs(in->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, (socklen_t)len);
+        *port = ntohs(in6->sin6_port);
+    }
+}
+
 /* The client is known: count it as if it had connected directly. */
 static void
 session_proxy_admit(struct session *s)
@@ -49,8 +71,7 @@ session_proxy_admit(struct session *s)
     if (v != CLIENT_LIMIT_OK) {
         char client[INET6_ADDRSTRLEN];
         int port;
-        memcpy(client, s->client_ip, sizeof(client));
-        port = s->client_port;
+        session_proxy_peer_text(s, client, sizeof(client), &port);
         smtp_reply(&s->conn, 421, "4.7.0", "%s Error: too many connections%s",
                    s->cfg->hostname,
                    v == CLIENT_LIMIT_PER_IP ? " from your address" : "");
