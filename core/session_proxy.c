@@ -138,7 +138,12 @@ session_proxy_on_readable(struct ev_loop *loop, ev_io *w, int revents)
     }
     /* Take the header bytes out of the socket, and only those. */
     size_t take = st == PROXY_PROTOCOL_DONE ? used - p->len : (size_t)n;
-    ssize_t got = take ? recv(w->fd, p->buf + p->len, take, 0) : 0;
+    ssize_t got = 0;
+    if (take > 0) {
+        do
+            got = recv(w->fd, p->buf + p->len, take, 0);
+        while (got < 0 && errno == EINTR);
+    }
     if (got != (ssize_t)take) {
         session_proxy_fail(s, "io_error");
         return;
