@@ -125,7 +125,7 @@ class HAProxy:
         self.tmp = tempfile.mkdtemp(prefix="postern-haproxy-")
         self.port = free_port()
         self.log_path = os.path.join(self.tmp, "haproxy.log")
-        check_opts = " check inter 500ms" if check else ""
+        check_opts = " check inter 1s fall 3" if check else ""
         servers = "\n".join(
             "    server p%d 127.0.0.1:%d send-proxy-v2 source %s%s"
             % (i, p, PROXY_IP, check_opts)
@@ -140,6 +140,7 @@ defaults
     timeout connect 5s
     timeout client 30s
     timeout server 30s
+    timeout check 5s
 
 frontend smtp
     bind 127.0.0.1:%d
@@ -329,6 +330,32 @@ class RawHeaderTest(PosternTestCase):
                     c.cmd_expect("QUIT", 221)
             self.assertIsNotNone(srv.wait_log(r" connect client=192\.0\.2\.9 "))
             self.assertIsNotNone(srv.wait_log(r" connect client=192\.0\.2\.10 "))
+
+    def test_ipv6_client(self):
+        # An IPv6 client behind an IPv4 balancer: counted per /64, so a
+        # second address of the same network meets the limit of one.
+        config = {"limits": {"connections_per_ip": 1, "exempt_networks": []}}
+        with proxied_server(config=config) as srv:
+            srv.start()
+            first = raw_client(srv.port)
+            src = socket.inet_pton(socket.AF_INET6, "2001:db8:1::5")
+            dst = socket.inet_pton(socket.AF_INET6, "2001:db8:ffff::25")
+            body = src + dst + struct.pack("!HH", 40002, 25)
+            first.send(V2_SIGNATURE + b"\x21\x21"
+                       + struct.pack("!H", len(body)) + body)
+            first.expect(220)
+            with raw_client(srv.port) as again:
+                again.send(b"PROXY TCP6 2001:db8:1::6 2001:db8:ffff::25 "
+                           b"40003 25\r\n")
+                r = again.reply()
+                self.assertEqual(r.code, 421, r)
+            first.cmd_expect("QUIT", 221)
+            first.close()
+            self.assertIsNotNone(srv.wait_log(
+                r" connect client=2001:db8:1::5 port=40002 "))
+            self.assertIsNotNone(srv.wait_log(
+                r"connection_refused reason=per_ip_limit "
+                r"client=2001:db8:1::6 port=40003"))
 
     def test_local_and_unknown_keep_the_connection_address(self):
         with proxied_server(plugins={"20-store": store_plugin()}) as srv:
