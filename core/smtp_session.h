@@ -8,6 +8,7 @@
  * at most one wait (what the session waits for before it reads the next
  * command). The code is split by concern:
  *   session.c          life cycle, states and waits, the input loop
+ *   session_proxy.c    the PROXY protocol header, before the session opens
  *   smtp_commands.c    the command table and the simple commands
  *   smtp_envelope.c    MAIL and RCPT, their parameters
  *   relay_policy.c     which recipients may be accepted without a module
