@@ -59,11 +59,18 @@ static struct {
 static size_t
 entry_home(const unsigned char key[16], unsigned owner)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (int i = 0; i < 16; i++)
-        h = (h ^ key[i]) * 1099511628211ULL;
-    h = (h ^ owner) * 1099511628211ULL;
-    return (size_t)(h ^ (h >> 29)) & (state.h->capacity - 1);
+    uint64_t lo, hi;
+    memcpy(&lo, key, 8);
+    memcpy(&hi, key + 8, 8);
+    /* multiply-xorshift: two loads and a few multiplies, on the accept
+     * path; the keys are addresses, not attacker-chosen bytes past what a
+     * client can pick from its own /64 */
+    uint64_t h = (lo ^ 0x9e3779b97f4a7c15ULL) * 0xbf58476d1ce4e5b9ULL;
+    h ^= (hi + owner) * 0x94d049bb133111ebULL;
+    h ^= h >> 31;
+    h *= 0xd6e8feb86659fd93ULL;
+    h ^= h >> 32;
+    return (size_t)h & (state.h->capacity - 1);
 }
 
 /* The entry of (key, owner), or NULL with *hole at the empty entry where

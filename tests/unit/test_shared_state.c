@@ -200,7 +200,7 @@ test_churn_never_passes_limit(void **state)
             shared_state_enter_slot((unsigned)i + 1);
             int held[4] = {0};
             unsigned seed = (unsigned)i * 7919u + 1;
-            for (int n = 0; n < 20000; n++) {
+            for (int n = 0; n < 10000; n++) {
                 seed = seed * 1103515245u + 12345u;
                 int a = (int)((seed >> 16) % 4), k = a < 2 ? a : 2;
                 bool per_ip;
