@@ -782,7 +782,7 @@ config_defaults(void)
         .connections_per_ip_ipv6_prefix = 64,
         /* per client address; see docs/configuration.md for why */
         .connection_rate = 10,
-        .connection_rate_burst = 50,
+        .connection_rate_burst = 100,
         .message_rate = 600,
         .auth_failure_rate = 30,
         .command_timeout = 300, /* RFC 5321 4.5.3.2.7 */
