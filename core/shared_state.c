@@ -7,8 +7,9 @@
  * PTHREAD_MUTEX_ROBUST. A worker killed while holding it does not wedge
  * the others: the next locker gets EOWNERDEAD, rebuilds the table from
  * what is in it (the dead process may have stopped half-way through an
- * insert or a backward shift, leaving a duplicate or a broken probe chain)
- * and recomputes every derived count, then marks the mutex consistent.
+ * insert or a backward shift, leaving a duplicate or a broken probe chain;
+ * an entry is marked used only once it is whole, so none is ever torn) and
+ * recomputes every derived count, then marks the mutex consistent.
  *
  * What each worker holds is booked under its slot (a holding entry per
  * slot and client, and a per-slot total); a client's open connections and
@@ -96,28 +97,40 @@ entry_find(const unsigned char key[16], unsigned owner,
     return NULL;
 }
 
+/* An entry becomes used only once it is whole (a release store after the
+ * fields), so a process killed half-way leaves it unused, never a mix of
+ * two entries. */
+static void
+entry_publish(struct shared_entry *e)
+{
+    __atomic_store_n(&e->used, (uint16_t)1, __ATOMIC_RELEASE);
+}
+
 static struct shared_entry *
 entry_insert(struct shared_entry *hole, const unsigned char key[16],
              unsigned owner)
 {
-    memset(hole, 0, sizeof(*hole));
-    memcpy(hole->key, key, 16);
-    hole->owner = (uint16_t)owner;
+    struct shared_entry e = {.owner = (uint16_t)owner};
+    memcpy(e.key, key, 16);
     for (int r = 0; r < SHARED_RATES; r++)
-        hole->tokens[r] = -1; /* unset: client_limit.c fills the bucket */
-    hole->used = 1;
+        e.tokens[r] = -1; /* unset: client_limit.c fills the bucket */
+    *hole = e;            /* used still 0 */
+    entry_publish(hole);
     state.h->used++;
     return hole;
 }
 
 /* Backward-shift deletion: pull later entries of the probe chain into the
- * hole so no lookup ever stops early. */
+ * hole so no lookup ever stops early. The hole is unused while it is
+ * written, so a process killed mid-way leaves at worst an entry twice
+ * (which a rebuild drops), never a torn one. */
 static void
 entry_erase(size_t i)
 {
     struct shared_header *h = state.h;
     size_t mask = h->capacity - 1;
 
+    __atomic_store_n(&h->entries[i].used, (uint16_t)0, __ATOMIC_RELEASE);
     for (size_t j = i, n = 0; n < h->capacity; n++) {
         j = (j + 1) & mask;
         struct shared_entry *e = &h->entries[j];
@@ -126,11 +139,14 @@ entry_erase(size_t i)
         size_t k = entry_home(e->key, e->owner);
         bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
         if (!stays) {
-            h->entries[i] = *e;
+            struct shared_entry moved = *e;
+            moved.used = 0;
+            h->entries[i] = moved;
+            entry_publish(&h->entries[i]);
+            __atomic_store_n(&e->used, (uint16_t)0, __ATOMIC_RELEASE);
             i = j;
         }
     }
-    h->entries[i].used = 0;
     h->used--;
 }
 
@@ -186,9 +202,13 @@ static void
 table_rebuild(unsigned skip)
 {
     struct shared_header *h = state.h;
-    struct shared_entry *copy = malloc(h->used * sizeof(*copy) + 1);
-    size_t n = 0;
+    size_t n = 0, live = 0;
 
+    /* count afresh: a process killed mid-insert may have left h->used
+     * behind the entries marked used */
+    for (size_t i = 0; i < h->capacity; i++)
+        live += h->entries[i].used != 0;
+    struct shared_entry *copy = malloc(live * sizeof(*copy) + 1);
     if (copy) {
         for (size_t i = 0; i < h->capacity; i++) {
             struct shared_entry *e = &h->entries[i];
@@ -220,9 +240,12 @@ table_rebuild(unsigned skip)
     }
 
     h->counts.counted = 0;
-    for (size_t i = 0; i < h->capacity; i++)
+    h->used = 0;
+    for (size_t i = 0; i < h->capacity; i++) {
+        h->used += h->entries[i].used != 0;
         if (h->entries[i].used && h->entries[i].owner == SHARED_CLIENT)
             h->entries[i].conns = 0;
+    }
     for (size_t i = 0; i < h->capacity; i++) {
         struct shared_entry *e = &h->entries[i], *hole;
         if (!e->used || e->owner == SHARED_CLIENT)
