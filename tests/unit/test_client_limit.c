@@ -3,7 +3,9 @@
  * and per client address, where an IPv6 client counts per network of
  * limits.connections_per_ip_ipv6_prefix bits (/64 by default: one
  * customer, one LAN, gets a /64 and can use its 2^64 addresses to slip
- * past a per-/128 limit), IPv4 and IPv4-mapped IPv6 per address.
+ * past a per-/128 limit), IPv4 and IPv4-mapped IPv6 per address; and the
+ * rate limits (token buckets) on an injected clock. Across processes:
+ * test_shared_state.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
