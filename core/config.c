@@ -201,6 +201,7 @@ enum ftype {
     F_SIZE,        /* size_t in [min, max] */
     F_U64,         /* uint64_t in [min, max] */
     F_SECONDS,     /* double in [min, max] ((min, max] with F_EXCL_MIN) */
+    F_NUMBER,      /* double in [min, max] */
     F_ENUM,        /* int-sized enum: index into names */
     F_CIDR,        /* struct cidr */
     F_SERVER,      /* char *, config_server_parse() accepts it */
@@ -284,6 +285,14 @@ static const struct field limits_fields[] = {
      AT(limits_config, connections_per_ip_ipv6_prefix), RANGE(1, 128)},
     {"exempt_networks",
      ARRAY_OF(limits_config, exempt_networks, n_exempt_networks, F_CIDR)},
+    {"connection_rate", F_NUMBER, AT(limits_config, connection_rate),
+     RANGE(0, 1000000)},
+    {"connection_rate_burst", F_UNSIGNED,
+     AT(limits_config, connection_rate_burst), RANGE(1, 1000000)},
+    {"message_rate", F_UNSIGNED, AT(limits_config, message_rate),
+     RANGE(0, 1000000)},
+    {"auth_failure_rate", F_UNSIGNED, AT(limits_config, auth_failure_rate),
+     RANGE(0, 1000000)},
     {"command_timeout", F_SECONDS, AT(limits_config, command_timeout),
      RANGE(1, 3600)},
     {"data_timeout", F_SECONDS, AT(limits_config, data_timeout),
@@ -407,6 +416,9 @@ describe(const struct field *f, char *buf, size_t len)
         else
             snprintf(buf, len, "a number of seconds between %g and %g", f->min,
                      f->max);
+        return buf;
+    case F_NUMBER:
+        snprintf(buf, len, "a number between %g and %g", f->min, f->max);
         return buf;
     case F_ENUM:
         n = (size_t)snprintf(buf, len, "one of");
@@ -575,6 +587,7 @@ parse_value(struct vctx *c, const char *path, const struct field *f,
         store_int(f, p, json_integer_value(v));
         return 0;
     case F_SECONDS:
+    case F_NUMBER:
         d = json_number_value(v);
         if (!json_is_number(v) || d < f->min || d > f->max ||
             ((f->flags & F_EXCL_MIN) && d == f->min))
@@ -772,6 +785,11 @@ config_defaults(void)
         .connections = 1000,
         .connections_per_ip = 100,
         .connections_per_ip_ipv6_prefix = 64,
+        /* per client address; see docs/configuration.md for why */
+        .connection_rate = 10,
+        .connection_rate_burst = 100,
+        .message_rate = 600,
+        .auth_failure_rate = 30,
         .command_timeout = 300, /* RFC 5321 4.5.3.2.7 */
         .data_timeout = 180,    /* RFC 5321 4.5.3.2.6, per data block */
         .errors = 20,           /* Postfix smtpd_hard_error_limit */

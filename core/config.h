@@ -75,6 +75,11 @@ struct limits_config {
     unsigned connections_per_ip_ipv6_prefix;
     struct cidr *exempt_networks; /* not counted per IP (loopback) */
     size_t n_exempt_networks;
+    /* Per client address (as connections_per_ip), token buckets; 0 off. */
+    double connection_rate;         /* new connections per second; 421 */
+    unsigned connection_rate_burst; /* ... of which at once */
+    unsigned message_rate;          /* MAIL per minute; 450 */
+    unsigned auth_failure_rate;     /* failed AUTH per hour; 421 */
     double command_timeout; /* seconds waiting for a command */
     double data_timeout;    /* seconds between DATA reads */
     unsigned errors;        /* bad commands before 421 */

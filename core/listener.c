@@ -104,13 +104,18 @@ listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
                 ? CLIENT_LIMIT_OK
                 : client_limit_acquire(cfg, (struct sockaddr *)&peer, &per_ip);
         if (v != CLIENT_LIMIT_OK) {
+            /* The reply and the log name the limits key that refused. */
             snprintf(reply, sizeof(reply),
-                     "421 4.7.0 %s Error: too many connections%s\r\n",
+                     "421 4.7.0 %s Error: too many connections%s (%s)\r\n",
                      cfg->hostname,
-                     v == CLIENT_LIMIT_PER_IP ? " from your address" : "");
-            log_event(LOG_LEVEL_INFO, NULL, "connection_refused", "reason=%s",
-                      v == CLIENT_LIMIT_PER_IP ? "per_ip_limit"
-                                               : "total_limit");
+                     v == CLIENT_LIMIT_TOTAL ? "" : " from your address",
+                     client_limit_name(v));
+            log_event(LOG_LEVEL_INFO, NULL, "connection_refused",
+                      "reason=%s limit=%s",
+                      v == CLIENT_LIMIT_PER_IP  ? "per_ip_limit"
+                      : v == CLIENT_LIMIT_RATE ? "rate_limit"
+                                               : "total_limit",
+                      client_limit_name(v));
             listener_refuse(fd, reply);
             continue;
         }

@@ -29,6 +29,7 @@
 #include "pool.h"
 #include "server.h"
 #include "services.h"
+#include "shared_state.h"
 #include "smtp_session.h"
 #include "spool.h"
 #include "tls.h"
@@ -151,6 +152,12 @@ server_prepare(const struct config *cfg)
 
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
+    /* Connection and rate limits shared by all processes; the supervisor
+     * makes this before forking workers once it exists. */
+    if (shared_state_create(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
+        return -1;
+    }
     /* Keys and privileged ports while still root; then the user. */
     if (tls_init(cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "postern: %s\n", err);
@@ -233,4 +240,5 @@ server_cleanup(void)
     listeners_close();
     spool_spares_free();
     tls_deinit();
+    shared_state_destroy();
 }

@@ -72,16 +72,19 @@ session_proxy_admit(struct session *s)
         char client[INET6_ADDRSTRLEN];
         int port;
         session_proxy_peer_text(s, client, sizeof(client), &port);
-        smtp_reply(&s->conn, 421, "4.7.0", "%s Error: too many connections%s",
-                   s->cfg->hostname,
-                   v == CLIENT_LIMIT_PER_IP ? " from your address" : "");
+        /* As the listener words it: the reply names the limits key. */
+        smtp_reply(&s->conn, 421, "4.7.0",
+                   "%s Error: too many connections%s (%s)", s->cfg->hostname,
+                   v == CLIENT_LIMIT_TOTAL ? "" : " from your address",
+                   client_limit_name(v));
         conn_flush(&s->conn);
         log_event(LOG_LEVEL_INFO, s->id, "connection_refused",
-                  "reason=%s client=%s port=%d",
+                  "reason=%s limit=%s client=%s port=%d",
                   v == CLIENT_LIMIT_PER_IP  ? "per_ip_limit"
+                  : v == CLIENT_LIMIT_RATE  ? "rate_limit"
                   : v == CLIENT_LIMIT_TOTAL ? "total_limit"
                                             : "limit",
-                  client, port);
+                  client_limit_name(v), client, port);
         session_close(s, "connection_limit");
         return;
     }
