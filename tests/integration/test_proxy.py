@@ -256,7 +256,7 @@ class BehindHAProxyTest(PosternTestCase):
                     self.assertIn("from your address", r.text)
                     self.assertTrue(again.wait_closed())
                 self.assertIsNotNone(srv.wait_log(
-                    r"connection_refused reason=per_ip_limit "
+                    r"connection_refused reason=per_ip_limit limit=connections_per_ip "
                     r"client=127\.0\.0\.2 "))
                 # Another client behind the same balancer has its own count.
                 with hap.client(OTHER_CLIENT_IP) as other:
@@ -354,7 +354,7 @@ class RawHeaderTest(PosternTestCase):
             self.assertIsNotNone(srv.wait_log(
                 r" connect client=2001:db8:1::5 port=40002 "))
             self.assertIsNotNone(srv.wait_log(
-                r"connection_refused reason=per_ip_limit "
+                r"connection_refused reason=per_ip_limit limit=connections_per_ip "
                 r"client=2001:db8:1::6 port=40003"))
 
     def test_local_and_unknown_keep_the_connection_address(self):
