@@ -415,9 +415,17 @@ static void
 stop_all(int signo)
 {
     sup.stop_signals++;
-    if (sup.stop_signals == 1)
+    if (sup.stop_signals == 1) {
         log_event(LOG_LEVEL_INFO, NULL, "supervisor_stopping",
                   "signal=%s workers=%u", signal_name(signo), live_workers());
+        /* No worker will start again: the supervisor's copies of the
+         * sockets go now, so the port closes when the workers let go. */
+        for (size_t i = 0; i < sup.n_sockets; i++) {
+            close(sup.sockets[i].fd);
+            free(sup.sockets[i].address);
+        }
+        sup.n_sockets = 0;
+    }
     for (size_t i = 0; i < MAX_WORKERS; i++)
         sup.restart_at[i] = 0;
     for (size_t i = 0; i < SHARED_STATE_MAX_SLOTS; i++)
