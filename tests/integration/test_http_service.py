@@ -347,7 +347,8 @@ class CapTest(HttpTestCase):
     def test_max_in_flight_queues_the_rest(self):
         with HttpServer() as web, Server(
                 plugins={"10-http": http_plugin(web.url())},
-                config={"http": {"max_in_flight": 2}}) as srv:
+                # max_in_flight is per worker process
+                config={"http": {"max_in_flight": 2}, "workers": 1}) as srv:
             clients, results = [], []
             try:
                 for i in range(5):
