@@ -394,7 +394,8 @@ class CancelTest(HttpTestCase):
     def test_queued_call_of_a_gone_client_is_never_sent(self):
         with HttpServer() as web, Server(
                 plugins={"10-http": http_plugin(web.url())},
-                config={"http": {"max_in_flight": 1}}) as srv:
+                # the queue is per worker process
+                config={"http": {"max_in_flight": 1}, "workers": 1}) as srv:
             first, second = srv.client(), srv.client()
             try:
                 for c, path in ((first, "hold-first"), (second, "queued")):
