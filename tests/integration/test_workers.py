@@ -250,6 +250,24 @@ class ReloadTest(PosternTestCase):
                 IO_TIMEOUT), srv.log_tail())
             self.assertEqual(srv.count_log(r" reloaded "), 0)
             self.assertEqual(worker_pids(srv), before)
+
+            # A config that passes the check but whose workers cannot
+            # start (a spool under a regular file): the new workers fail,
+            # the old ones serve on.
+            os.unlink(os.path.join(srv.plugins_dir, "50-bad.json"))
+            cfg = json.loads(good)
+            cfg["spool_dir"] = os.path.join(srv.config_path, "spool")
+            with open(srv.config_path, "w") as f:
+                json.dump(cfg, f)
+            srv.proc.send_signal(signal.SIGHUP)
+            self.assertTrue(wait_until(
+                lambda: srv.count_log(r"reload_failed .*spool_dir") == 1,
+                IO_TIMEOUT), srv.log_tail())
+            # the other new worker fails too, or retires: then only the
+            # old ones are left
+            self.assertTrue(wait_until(lambda: worker_pids(srv) == before,
+                                       IO_TIMEOUT), srv.log_tail())
+            self.assertEqual(srv.count_log(r" reloaded "), 0)
             with srv.client() as c:
                 r = c.transaction("a@example.org", ["b@example.com"],
                                   b"Subject: still\r\n\r\nhere\r\n", ehlo=True)
