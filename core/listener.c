@@ -37,6 +37,8 @@ struct listener {
 };
 
 #define ACCEPT_BACKOFF 0.1 /* seconds without accepting after EMFILE */
+#define BIND_RETRIES 20    /* EADDRINUSE: 20 x 50 ms */
+#define BIND_RETRY_USEC 50000
 
 static struct {
     struct ev_loop *loop;
@@ -154,7 +156,15 @@ listener_socket_open(const struct listener_config *lc, char *err, size_t errlen)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 511) != 0) {
+    /* The workers of a postern killed a moment ago may still hold the
+     * port: they die from their supervisor's death (PR_SET_PDEATHSIG),
+     * but only once the kernel runs them. Give them a moment. */
+    int rc;
+    for (int tries = 0; (rc = bind(fd, (struct sockaddr *)&ss, len)) != 0 &&
+                        errno == EADDRINUSE && tries < BIND_RETRIES;
+         tries++)
+        usleep(BIND_RETRY_USEC);
+    if (rc != 0 || listen(fd, 511) != 0) {
         snprintf(err, errlen, "listen %s port %d: %s", lc->address, lc->port,
                  strerror(errno));
         close(fd);

@@ -22,6 +22,24 @@
 #include "shared_state.h"
 #include "worker.h"
 
+static pid_t parent;
+static const int *parent_fds;
+static size_t n_parent_fds;
+
+/* The supervisor died (PR_SET_PDEATHSIG): close the listening sockets
+ * first, in the handler, so that they stop listening now rather than when
+ * the kernel has torn down this whole process, then go. Any thread may
+ * run this; _exit ends them all. */
+static void
+on_parent_death(int signo)
+{
+    if (getppid() == parent)
+        return; /* not from the kernel: the supervisor lives */
+    for (size_t i = 0; i < n_parent_fds; i++)
+        close(parent_fds[i]);
+    _exit(1);
+}
+
 static void
 worker_report(int fd, const char *msg, size_t len)
 {
@@ -51,11 +69,23 @@ worker_main(const struct worker_start *w)
     struct module_set *modules = NULL;
     char err[2048];
 
-    /* A supervisor killed with SIGKILL takes its workers with it, so the
-     * port is free for the next postern at once. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* A supervisor killed with SIGKILL takes its workers with it, and
+     * the port is free for the next postern at once. */
+    parent = w->supervisor;
+    parent_fds = w->listen_fds;
+    n_parent_fds = cfg->n_listeners;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_parent_death;
+    sigfillset(&sa.sa_mask);
+    sigaction(SIGUSR2, &sa, NULL);
+    prctl(PR_SET_PDEATHSIG, SIGUSR2);
     if (getppid() != w->supervisor)
         _exit(1);
+    sigset_t death;
+    sigemptyset(&death);
+    sigaddset(&death, SIGUSR2);
+    sigprocmask(SIG_UNBLOCK, &death, NULL);
     signal(SIGPIPE, SIG_IGN);
     /* SIGINT from a terminal reaches the whole group: the supervisor
      * decides and forwards SIGTERM. SIGHUP is the supervisor's. */

@@ -336,6 +336,8 @@ class CrashTest(PosternTestCase):
             self.assertEqual(stop_and_wait(srv), 0)
 
     def test_killed_supervisor_takes_its_workers(self):
+        """SIGKILL the supervisor: its workers die with it, and a new
+        postern started at once on the same port binds it and serves."""
         with Server(plugins={"store": store_plugin()},
                     config={"workers": 2}) as srv:
             self.assertIsNotNone(srv.wait_log(r"supervisor_ready", IO_TIMEOUT))
@@ -346,13 +348,24 @@ class CrashTest(PosternTestCase):
             srv.proc = None  # the harness would call SIGKILL a crash
             srv._log.close()
             srv._log = None
-            self.assertTrue(wait_until(
-                lambda: not any(pid_alive(p) for p in workers), IO_TIMEOUT))
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", srv.port))
-            s.listen(1)
-            s.close()
+            listen = [{"address": "127.0.0.1", "port": srv.port,
+                       "tls": "none"}]
+            again = Server(plugins={"store": store_plugin()},
+                           config={"workers": 2, "listen": listen},
+                           start=False)
+            again.port = srv.port
+            with again:
+                again.start()
+                with Client(srv.port) as c:
+                    c.expect(220)
+                    r = c.transaction("a@example.org", ["b@example.com"],
+                                      b"Subject: again\r\n\r\nhi\r\n",
+                                      ehlo=True)
+                    self.assertEqual(r.code, 250)
+                self.assertEqual(len(again.wait_messages(1)), 1)
+                self.assertEqual(srv.messages(), [])
+                self.assertFalse(any(pid_alive(p) for p in workers))
+                self.assertEqual(stop_and_wait(again), 0)
 
 
 if __name__ == "__main__":
