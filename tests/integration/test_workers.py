@@ -152,6 +152,7 @@ class DrainTest(PosternTestCase):
             srv.proc.send_signal(signal.SIGTERM)
             r = c.reply(timeout=IO_TIMEOUT)
             self.assertEqual(r.code, 421)
+            c.close()
             self.assertEqual(srv.proc.wait(STOP_TIMEOUT), 0)
             self.assertEqual(srv.messages(), [])
 
@@ -169,6 +170,7 @@ class DrainTest(PosternTestCase):
             srv.proc.send_signal(signal.SIGTERM)
             r = c.reply(timeout=IO_TIMEOUT)
             self.assertEqual(r.code, 421)
+            c.close()
             self.assertEqual(srv.proc.wait(STOP_TIMEOUT), 0)
 
 
