@@ -79,6 +79,7 @@ static struct {
     int sigpipe[2];
     bool starting; /* the first generation is not ready yet */
     bool start_failed;
+    bool reload_wanted; /* SIGHUP came */
     unsigned stop_signals;
     unsigned next_gen_id;
     int exit_code;
@@ -536,10 +537,6 @@ reload_begin(void)
 {
     char err[2048];
 
-    if (sup.next) {
-        reload_failed("a reload is already in progress");
-        return;
-    }
     log_event(LOG_LEVEL_INFO, NULL, "reloading", "config=%s",
               postern_log_value(sup.config_path ? sup.config_path
                                                 : "(built-in defaults)"));
@@ -721,9 +718,8 @@ handle_signals(void)
                 reap_children();
             else if (sigs[i] == SIGTERM || sigs[i] == SIGINT)
                 stop_all(sigs[i]);
-            else if (sigs[i] == SIGHUP && sup.stop_signals == 0 &&
-                     !sup.starting)
-                reload_begin();
+            else if (sigs[i] == SIGHUP)
+                sup.reload_wanted = true; /* see supervisor_loop */
         }
     }
 }
@@ -785,6 +781,13 @@ supervisor_loop(void)
         }
         if (sup.next && generation_ready(sup.next))
             reload_commit();
+        /* One reload at a time, and not before the first generation
+         * serves: a SIGHUP meanwhile waits its turn. */
+        if (sup.reload_wanted && !sup.starting && !sup.next &&
+            sup.stop_signals == 0) {
+            sup.reload_wanted = false;
+            reload_begin();
+        }
         if (sup.stop_signals == 0)
             restarts_due();
     }
