@@ -328,6 +328,17 @@ class CrashTest(PosternTestCase):
                 lambda: len(worker_pids(srv)) == 2
                 and before[0] not in worker_pids(srv), IO_TIMEOUT))
             self.assertIn(before[1], worker_pids(srv))
+            # A second quick death doubles the delay before the restart.
+            again = [p for p in worker_pids(srv) if p not in before]
+            os.kill(again[0], signal.SIGKILL)
+            self.assertIsNotNone(srv.wait_log(
+                r"worker_died pid=%d .*signal=SIGKILL" % again[0], IO_TIMEOUT))
+            self.assertTrue(wait_until(lambda: len(worker_pids(srv)) == 2,
+                                       IO_TIMEOUT), srv.log_tail())
+            delays = [float(f["delay"]) for e, f in log_events(srv)
+                      if e == "worker_restart"]
+            self.assertEqual(len(delays), 2, srv.log_tail())
+            self.assertLess(delays[0], delays[1])
             for i in range(6):
                 with srv.client() as c:
                     r = c.transaction("a@example.org", ["b@example.com"],
