@@ -320,6 +320,15 @@ class CrashTest(PosternTestCase):
                     config={"workers": 2}) as srv:
             self.assertIsNotNone(srv.wait_log(r"supervisor_ready", IO_TIMEOUT))
             before = worker_pids(srv)
+            # Each worker's lines name it; the supervisor's name the pid.
+            self.assertTrue(wait_until(
+                lambda: srv.count_log(r" started version=") == 2, IO_TIMEOUT))
+            events = log_events(srv)
+            spawned = {f["worker"]: int(f["pid"]) for e, f in events
+                       if e == "worker_started"}
+            self.assertEqual(sorted(spawned.values()), before)
+            self.assertEqual(sorted(f["worker"] for e, f in events
+                                    if e == "started"), sorted(spawned))
             os.kill(before[0], signal.SIGKILL)
             m = srv.wait_log(r"worker_died pid=%d .*signal=SIGKILL"
                              % before[0], IO_TIMEOUT)
