@@ -3,11 +3,13 @@
  *
  * This is one worker process (supervisor.h starts them). SIGTERM stops
  * accepting, answers 421 to sessions between transactions and lets
- * transactions in flight finish within drain_timeout; a second SIGTERM
- * closes everything at once. SIGUSR1 (reload) stops accepting and lets
- * sessions run on for reload_drain_timeout, then drains as SIGTERM does.
- * Sessions closed during a loop iteration are freed in an ev_check
- * watcher, after every callback that might still hold them has returned.
+ * transactions in flight finish within drain_timeout; a second SIGTERM,
+ * or SIGQUIT (the supervisor's second signal: two SIGTERMs close together
+ * would arrive as one), closes everything at once. SIGUSR1 (reload) stops
+ * accepting and lets sessions run on for reload_drain_timeout, then drains as
+ * SIGTERM does. Sessions closed during a loop iteration are freed in an
+ * ev_check watcher, after every callback that might still hold them has
+ * returned.
  */
 #include <errno.h>
 #include <grp.h>
@@ -38,7 +40,7 @@
 
 static struct {
     const struct config *cfg;
-    ev_signal sigterm, sigretire;
+    ev_signal sigterm, sigquit, sigretire;
     ev_check reaper;
     ev_timer drain;
     double stop_started;   /* SIGTERM: transactions get drain_timeout */
@@ -94,8 +96,11 @@ on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    if (srv.stopping) {
-        ev_break(loop, EVBREAK_ALL); /* second signal: now */
+    if (srv.stopping || w->signum == SIGQUIT) {
+        /* second signal, or SIGQUIT: close every session now */
+        if (!srv.stopping)
+            server_begin_stop(loop, "signal");
+        ev_break(loop, EVBREAK_ALL);
         return;
     }
     server_begin_stop(loop, "signal");
@@ -184,8 +189,10 @@ server_start(const struct config *cfg, struct module_set *modules, char *err,
         curl_loop_init(loop, &cfg->http, err, errlen) < 0)
         return -1;
     ev_signal_init(&srv.sigterm, on_stop_signal, SIGTERM);
+    ev_signal_init(&srv.sigquit, on_stop_signal, SIGQUIT);
     ev_signal_init(&srv.sigretire, on_retire_signal, SIGUSR1);
     ev_signal_start(loop, &srv.sigterm);
+    ev_signal_start(loop, &srv.sigquit);
     ev_signal_start(loop, &srv.sigretire);
     ev_check_init(&srv.reaper, on_reap);
     ev_check_start(loop, &srv.reaper);
@@ -217,6 +224,7 @@ server_stop(struct module_set *modules)
         ev_check_stop(loop, &srv.reaper);
         ev_timer_stop(loop, &srv.drain);
         ev_signal_stop(loop, &srv.sigterm);
+        ev_signal_stop(loop, &srv.sigquit);
         ev_signal_stop(loop, &srv.sigretire);
         srv.cfg = NULL;
     }

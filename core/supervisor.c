@@ -429,10 +429,13 @@ stop_all(int signo)
     }
     for (size_t i = 0; i < MAX_WORKERS; i++)
         sup.restart_at[i] = 0;
+    /* The second: SIGQUIT, as two SIGTERMs close together could reach a
+     * worker as one. */
+    int forward = sup.stop_signals == 1 ? SIGTERM : SIGQUIT;
     for (size_t i = 0; i < SHARED_STATE_MAX_SLOTS; i++)
         if (sup.workers[i].pid > 0) {
             sup.workers[i].retiring = true;
-            kill(sup.workers[i].pid, SIGTERM);
+            kill(sup.workers[i].pid, forward);
         }
 }
 
