@@ -216,6 +216,16 @@ class ReloadTest(PosternTestCase):
             self.assertLess(accepted[0], reloaded)
             self.assertLess(reloaded, accepted[-1])
             self.assertEqual(srv.count_log(r" refused| tempfail "), 0)
+            # Both generations received mail: the old until the new took
+            # over (with -d, the old one's sessions run to the end).
+            fields = log_events(srv)
+            new = {f["worker"] for e, f in fields
+                   if e == "worker_started" and f["generation"] == "2"}
+            by_new = sum(1 for e, f in fields
+                         if e == "accepted" and f["worker"] in new)
+            self.assertGreater(n - by_new, 0)
+            if not many:
+                self.assertGreater(by_new, 0)
             self.assertEqual(stop_and_wait(srv), 0)
 
     def test_reload_under_load_one_message_per_connection(self):
