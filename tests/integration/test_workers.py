@@ -239,6 +239,7 @@ class ReloadTest(PosternTestCase):
         is logged naming the problem, the same workers go on serving."""
         with Server(plugins={"store": store_plugin()},
                     config={"workers": 2}) as srv:
+            srv.worker_deaths_expected = True  # the new ones, on reload
             self.assertIsNotNone(srv.wait_log(r"supervisor_ready", IO_TIMEOUT))
             before = worker_pids(srv)
             self.assertEqual(len(before), 2)
@@ -328,6 +329,7 @@ class CrashTest(PosternTestCase):
     def test_killed_worker_is_restarted(self):
         with Server(plugins={"store": store_plugin()},
                     config={"workers": 2}) as srv:
+            srv.worker_deaths_expected = True
             self.assertIsNotNone(srv.wait_log(r"supervisor_ready", IO_TIMEOUT))
             before = worker_pids(srv)
             # Each worker's lines name it; the supervisor's name the pid.
