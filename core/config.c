@@ -348,6 +348,9 @@ static const struct field main_fields[] = {
     {"log_level", F_ENUM, AT(config, log_level), .names = log_level_names},
     {"user", F_STRING_NULL, AT(config, user)},
     {"workers", F_UNSIGNED, AT(config, workers), RANGE(1, 64)},
+    {"drain_timeout", F_SECONDS, AT(config, drain_timeout), RANGE(0, 3600)},
+    {"reload_drain_timeout", F_SECONDS, AT(config, reload_drain_timeout),
+     RANGE(0, 86400)},
     {"pool_threads", F_UNSIGNED, AT(config, pool_threads), RANGE(1, 64)},
     {"spool_threads", F_UNSIGNED, AT(config, spool_threads), RANGE(1, 64)},
     {"dns", F_OBJECT, AT(config, dns), .sub = dns_fields},
@@ -803,7 +806,10 @@ config_defaults(void)
     cfg->tls.handshake_timeout = 30;
     cfg->line_endings = SMTP_DATA_STRICT;
     cfg->log_level = LOG_LEVEL_INFO;
-    cfg->workers = 1;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->workers = cpus < 1 ? 1 : cpus > 64 ? 64 : (unsigned)cpus;
+    cfg->drain_timeout = 30;
+    cfg->reload_drain_timeout = 300;
     cfg->pool_threads = 4;
     cfg->spool_threads = 2;
     cfg->dns = (struct dns_config){

@@ -126,7 +126,9 @@ struct config {
     size_t n_module_path;
     log_level log_level;
     char *user;             /* drop privileges to this user after binding */
-    unsigned workers;       /* reserved for the supervisor; 1 today */
+    unsigned workers;       /* worker processes (supervisor.h) */
+    double drain_timeout;   /* SIGTERM: transactions finish within this */
+    double reload_drain_timeout; /* SIGHUP: old workers' sessions */
     unsigned pool_threads;  /* the shared module pool (pool.h) */
     unsigned spool_threads; /* the core pool: spool writes */
     struct dns_config dns;

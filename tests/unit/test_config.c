@@ -181,7 +181,10 @@ test_defaults(void **state)
     assert_string_equal(cfg->module_path[0], POSTERN_MODULE_DIR);
     assert_int_equal(cfg->log_level, LOG_LEVEL_INFO);
     assert_null(cfg->user);
-    assert_int_equal(cfg->workers, 1);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 64 ? 64 : cpus);
+    assert_true(cfg->drain_timeout == 30);
+    assert_true(cfg->reload_drain_timeout == 300);
     assert_int_equal(cfg->pool_threads, 4);
     config_free(cfg);
     config_free(NULL);
@@ -311,7 +314,8 @@ test_partial_file(void **state)
     /* An empty module_path adds nothing to the default. */
     assert_int_equal(cfg->n_module_path, 1);
     assert_string_equal(cfg->module_path[0], POSTERN_MODULE_DIR);
-    assert_int_equal(cfg->workers, 1);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 64 ? 64 : cpus);
     config_free(cfg);
 }
 
