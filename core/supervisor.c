@@ -650,6 +650,9 @@ worker_reaped(struct worker *w, int status)
     else
         snprintf(how, sizeof(how), "exit_code=%d", WEXITSTATUS(status));
     bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    /* Before the log line: once a death is logged, what the worker held
+     * no longer counts. */
+    shared_state_release_slot(slot);
     if (w->retiring && clean)
         log_event(LOG_LEVEL_INFO, NULL, "worker_exited",
                   "pid=%ld worker=%u generation=%u %s", (long)w->pid, slot,
@@ -659,7 +662,6 @@ worker_reaped(struct worker *w, int status)
                   "pid=%ld worker=%u generation=%u %s%s%s", (long)w->pid, slot,
                   g->id, how, w->errlen ? " error=" : "",
                   w->errlen ? postern_log_value(w->err) : "");
-    shared_state_release_slot(slot);
     g->alive--;
     if (!clean && sup.stop_signals > 0)
         sup.exit_code = 1;

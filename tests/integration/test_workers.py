@@ -402,5 +402,60 @@ class CrashTest(PosternTestCase):
                 self.assertEqual(stop_and_wait(again), 0)
 
 
+class SharedLimitsTest(PosternTestCase):
+    def test_per_address_limit_holds_across_workers_and_a_dead_worker_frees_its_share(self):
+        """connections_per_ip counts the connections of every worker; the
+        ones a killed worker held stop counting, no more."""
+        limit = 8
+        with Server(plugins={"store": store_plugin()},
+                    config={"workers": 2,
+                            "limits": {"connections_per_ip": limit,
+                                       "connection_rate": 0,
+                                       "exempt_networks": []}}) as srv:
+            srv.worker_deaths_expected = True
+            self.assertIsNotNone(srv.wait_log(r"supervisor_ready", IO_TIMEOUT))
+            workers = {f["worker"]: int(f["pid"])
+                       for e, f in log_events(srv) if e == "worker_started"}
+            clients = []
+            try:
+                # Fill the limit; the kernel spreads the accepts, so keep
+                # going until both workers hold some (bounded).
+                for _ in range(limit):
+                    c = srv.client()
+                    self.assertEqual(c.cmd("EHLO test.example").code, 250)
+                    clients.append(c)
+                held = {}
+                for e, f in log_events(srv):
+                    if e == "connect":
+                        held[f["worker"]] = held.get(f["worker"], 0) + 1
+                self.assertEqual(sum(held.values()), limit)
+                # One more, whichever worker takes it, is over the limit.
+                extra = srv.client(greet=False)
+                line = extra.read_line()
+                self.assertTrue(line.startswith("421 "), line)
+                self.assertIn("(connections_per_ip)", line)
+                extra.close()
+                # Usually both workers hold some; the check below holds
+                # either way.
+                victim = min(held, key=lambda w: held[w])
+                os.kill(workers[victim], signal.SIGKILL)
+                self.assertIsNotNone(srv.wait_log(
+                    r"worker_died pid=%d " % workers[victim], IO_TIMEOUT))
+                # Exactly the victim's share is free again.
+                freed = []
+                for _ in range(held[victim] + 1):
+                    c = srv.client(greet=False)
+                    freed.append((c, c.read_line()))
+                codes = [line[:3] for _, line in freed]
+                self.assertEqual(codes, ["220"] * held[victim] + ["421"],
+                                 srv.log_tail())
+                for c, _ in freed:
+                    c.close()
+            finally:
+                for c in clients:
+                    c.close()
+            self.assertEqual(stop_and_wait(srv), 0)
+
+
 if __name__ == "__main__":
     main()
