@@ -201,6 +201,7 @@ enum ftype {
     F_SIZE,        /* size_t in [min, max] */
     F_U64,         /* uint64_t in [min, max] */
     F_SECONDS,     /* double in [min, max] ((min, max] with F_EXCL_MIN) */
+    F_NUMBER,      /* double in [min, max] */
     F_ENUM,        /* int-sized enum: index into names */
     F_CIDR,        /* struct cidr */
     F_SERVER,      /* char *, config_server_parse() accepts it */
@@ -244,6 +245,11 @@ static const struct field listener_fields[] = {
     {"tls_required", F_BOOL, AT(listener_config, tls_required)},
     {"auth_plaintext", F_BOOL, AT(listener_config, auth_plaintext)},
     {"auth_required", F_BOOL, AT(listener_config, auth_required)},
+    {"proxy_protocol", F_BOOL, AT(listener_config, proxy_protocol)},
+    {"proxy_networks",
+     ARRAY_OF(listener_config, proxy_networks, n_proxy_networks, F_CIDR)},
+    {"proxy_timeout", F_SECONDS, AT(listener_config, proxy_timeout),
+     RANGE(0, 300), .flags = F_EXCL_MIN},
     {.key = NULL},
 };
 
@@ -283,6 +289,14 @@ static const struct field limits_fields[] = {
      AT(limits_config, connections_per_ip_ipv6_prefix), RANGE(1, 128)},
     {"exempt_networks",
      ARRAY_OF(limits_config, exempt_networks, n_exempt_networks, F_CIDR)},
+    {"connection_rate", F_NUMBER, AT(limits_config, connection_rate),
+     RANGE(0, 1000000)},
+    {"connection_rate_burst", F_UNSIGNED,
+     AT(limits_config, connection_rate_burst), RANGE(1, 1000000)},
+    {"message_rate", F_UNSIGNED, AT(limits_config, message_rate),
+     RANGE(0, 1000000)},
+    {"auth_failure_rate", F_UNSIGNED, AT(limits_config, auth_failure_rate),
+     RANGE(0, 1000000)},
     {"command_timeout", F_SECONDS, AT(limits_config, command_timeout),
      RANGE(1, 3600)},
     {"data_timeout", F_SECONDS, AT(limits_config, data_timeout),
@@ -338,6 +352,9 @@ static const struct field main_fields[] = {
     {"log_level", F_ENUM, AT(config, log_level), .names = log_level_names},
     {"user", F_STRING_NULL, AT(config, user)},
     {"workers", F_UNSIGNED, AT(config, workers), RANGE(1, 64)},
+    {"drain_timeout", F_SECONDS, AT(config, drain_timeout), RANGE(0, 3600)},
+    {"reload_drain_timeout", F_SECONDS, AT(config, reload_drain_timeout),
+     RANGE(0, 86400)},
     {"pool_threads", F_UNSIGNED, AT(config, pool_threads), RANGE(1, 64)},
     {"spool_threads", F_UNSIGNED, AT(config, spool_threads), RANGE(1, 64)},
     {"dns", F_OBJECT, AT(config, dns), .sub = dns_fields},
@@ -406,6 +423,9 @@ describe(const struct field *f, char *buf, size_t len)
         else
             snprintf(buf, len, "a number of seconds between %g and %g", f->min,
                      f->max);
+        return buf;
+    case F_NUMBER:
+        snprintf(buf, len, "a number between %g and %g", f->min, f->max);
         return buf;
     case F_ENUM:
         n = (size_t)snprintf(buf, len, "one of");
@@ -574,6 +594,7 @@ parse_value(struct vctx *c, const char *path, const struct field *f,
         store_int(f, p, json_integer_value(v));
         return 0;
     case F_SECONDS:
+    case F_NUMBER:
         d = json_number_value(v);
         if (!json_is_number(v) || d < f->min || d > f->max ||
             ((f->flags & F_EXCL_MIN) && d == f->min))
@@ -771,6 +792,11 @@ config_defaults(void)
         .connections = 1000,
         .connections_per_ip = 100,
         .connections_per_ip_ipv6_prefix = 64,
+        /* per client address; see docs/configuration.md for why */
+        .connection_rate = 10,
+        .connection_rate_burst = 100,
+        .message_rate = 600,
+        .auth_failure_rate = 30,
         .command_timeout = 300, /* RFC 5321 4.5.3.2.7 */
         .data_timeout = 180,    /* RFC 5321 4.5.3.2.6, per data block */
         .errors = 20,           /* Postfix smtpd_hard_error_limit */
@@ -786,7 +812,10 @@ config_defaults(void)
     cfg->tls.session_lifetime = 21600; /* GnuTLS's own default: 6 hours */
     cfg->line_endings = SMTP_DATA_STRICT;
     cfg->log_level = LOG_LEVEL_INFO;
-    cfg->workers = 1;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->workers = cpus < 1 ? 1 : cpus > 64 ? 64 : (unsigned)cpus;
+    cfg->drain_timeout = 30;
+    cfg->reload_drain_timeout = 300;
     cfg->pool_threads = 4;
     cfg->spool_threads = 2;
     cfg->dns = (struct dns_config){
@@ -844,6 +873,19 @@ config_check(struct vctx *c, const struct config *cfg, const json_t *root)
                          "%s.tls_required: expected false when the "
                          "listener's tls is \"none\", got true",
                          path);
+        }
+        if (l->proxy_protocol && l->n_proxy_networks == 0) {
+            /* Anyone could claim any client address. */
+            char key[PATH_LEN + 20];
+            path_index(path, sizeof path, "$.listen", i);
+            snprintf(key, sizeof key, "%s.proxy_networks", path);
+            return fail_expected(
+                c, key,
+                "a non-empty array of the networks allowed to send the "
+                "PROXY header, as proxy_protocol is true",
+                json_object_get(
+                    json_array_get(json_object_get(root, "listen"), i),
+                    "proxy_networks"));
         }
         if (l->tls != TLS_MODE_NONE && cfg->tls.n_certs == 0) {
             const json_t *certs =

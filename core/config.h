@@ -33,7 +33,13 @@ struct listener_config {
     bool tls_required;   /* starttls: MAIL/AUTH before STARTTLS -> 530 */
     bool auth_plaintext; /* offer AUTH without TLS (default false) */
     bool auth_required;  /* MAIL needs AUTH first (submission) */
-    bool proxy_protocol; /* reserved; must be false for now */
+    /* PROXY protocol (session_proxy.c): a v1 or v2 header comes first,
+     * only from proxy_networks, within proxy_timeout seconds (0: the
+     * default, SESSION_PROXY_TIMEOUT_DEFAULT). */
+    bool proxy_protocol;
+    struct cidr *proxy_networks;
+    size_t n_proxy_networks;
+    double proxy_timeout;
 };
 
 struct tls_cert_config {
@@ -72,6 +78,11 @@ struct limits_config {
     unsigned connections_per_ip_ipv6_prefix;
     struct cidr *exempt_networks; /* not counted per IP (loopback) */
     size_t n_exempt_networks;
+    /* Per client address (as connections_per_ip), token buckets; 0 off. */
+    double connection_rate;         /* new connections per second; 421 */
+    unsigned connection_rate_burst; /* ... of which at once */
+    unsigned message_rate;          /* MAIL per minute; 450 */
+    unsigned auth_failure_rate;     /* failed AUTH per hour; 421 */
     double command_timeout; /* seconds waiting for a command */
     double data_timeout;    /* seconds between DATA reads */
     unsigned errors;        /* bad commands before 421 */
@@ -118,7 +129,9 @@ struct config {
     size_t n_module_path;
     log_level log_level;
     char *user;             /* drop privileges to this user after binding */
-    unsigned workers;       /* reserved for the supervisor; 1 today */
+    unsigned workers;       /* worker processes (supervisor.h) */
+    double drain_timeout;   /* SIGTERM: transactions finish within this */
+    double reload_drain_timeout; /* SIGHUP: old workers' sessions */
     unsigned pool_threads;  /* the shared module pool (pool.h) */
     unsigned spool_threads; /* the core pool: spool writes */
     struct dns_config dns;

@@ -1,6 +1,13 @@
 /*
  * listener.c - listening sockets and accept (see listener.h).
  *
+ * The supervisor binds every socket once; the workers it forks inherit
+ * them and all accept on the same sockets (no SO_REUSEPORT). A socket
+ * with its one accept queue outlives any worker: a worker that dies or
+ * retires on reload leaves the connections waiting in the queue to the
+ * others, where per-worker SO_REUSEPORT sockets would take their queued
+ * connections down with them (reset) and hash new ones by address.
+ *
  * A connection over a limit gets its 421 written straight to the fresh
  * socket (it is tiny and the socket buffer is empty) and is closed; it
  * never costs a session.
@@ -30,6 +37,8 @@ struct listener {
 };
 
 #define ACCEPT_BACKOFF 0.1 /* seconds without accepting after EMFILE */
+#define BIND_RETRIES 20    /* EADDRINUSE: 20 x 50 ms */
+#define BIND_RETRY_USEC 50000
 
 static struct {
     struct ev_loop *loop;
@@ -96,17 +105,26 @@ listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
                           postern_log_value(strerror(errno)));
             return;
         }
-        bool per_ip;
+        bool per_ip = false;
+        /* Behind a balancer the peer is the balancer: the session counts
+         * the real client once the PROXY header names it. */
         client_limit_verdict v =
-            client_limit_acquire(cfg, (struct sockaddr *)&peer, &per_ip);
+            l->lc->proxy_protocol
+                ? CLIENT_LIMIT_OK
+                : client_limit_acquire(cfg, (struct sockaddr *)&peer, &per_ip);
         if (v != CLIENT_LIMIT_OK) {
+            /* The reply and the log name the limits key that refused. */
             snprintf(reply, sizeof(reply),
-                     "421 4.7.0 %s Error: too many connections%s\r\n",
+                     "421 4.7.0 %s Error: too many connections%s (%s)\r\n",
                      cfg->hostname,
-                     v == CLIENT_LIMIT_PER_IP ? " from your address" : "");
-            log_event(LOG_LEVEL_INFO, NULL, "connection_refused", "reason=%s",
-                      v == CLIENT_LIMIT_PER_IP ? "per_ip_limit"
-                                               : "total_limit");
+                     v == CLIENT_LIMIT_TOTAL ? "" : " from your address",
+                     client_limit_name(v));
+            log_event(LOG_LEVEL_INFO, NULL, "connection_refused",
+                      "reason=%s limit=%s",
+                      v == CLIENT_LIMIT_PER_IP  ? "per_ip_limit"
+                      : v == CLIENT_LIMIT_RATE ? "rate_limit"
+                                               : "total_limit",
+                      client_limit_name(v));
             listener_refuse(fd, reply);
             continue;
         }
@@ -116,8 +134,8 @@ listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-static int
-listener_bind(const struct listener_config *lc, char *err, size_t errlen)
+int
+listener_socket_open(const struct listener_config *lc, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -147,18 +165,28 @@ listener_bind(const struct listener_config *lc, char *err, size_t errlen)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 511) != 0) {
+    /* The workers of a postern killed a moment ago may still hold the
+     * port: they die from their supervisor's death (PR_SET_PDEATHSIG),
+     * but only once the kernel runs them. Give them a moment. */
+    int rc;
+    for (int tries = 0; (rc = bind(fd, (struct sockaddr *)&ss, len)) != 0 &&
+                        errno == EADDRINUSE && tries < BIND_RETRIES;
+         tries++)
+        usleep(BIND_RETRY_USEC);
+    if (rc != 0 || listen(fd, 511) != 0) {
         snprintf(err, errlen, "listen %s port %d: %s", lc->address, lc->port,
                  strerror(errno));
         close(fd);
         return -1;
     }
+    log_event(LOG_LEVEL_INFO, NULL, "listening", "address=%s port=%d",
+              postern_log_value(lc->address), lc->port);
     return fd;
 }
 
 int
-listeners_open(struct ev_loop *loop, const struct config *cfg, char *err,
-               size_t errlen)
+listeners_start(struct ev_loop *loop, const struct config *cfg, const int *fds,
+                char *err, size_t errlen)
 {
     listeners.loop = loop;
     listeners.cfg = cfg;
@@ -170,23 +198,11 @@ listeners_open(struct ev_loop *loop, const struct config *cfg, char *err,
         return -1;
     }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
-        const struct listener_config *lc = &cfg->listeners[i];
-        int fd = listener_bind(lc, err, errlen);
-        if (fd < 0) {
-            listeners_close();
-            return -1;
-        }
         struct listener *l = &listeners.items[listeners.n++];
-        l->fd = fd;
-        l->lc = lc;
-        ev_io_init(&l->w, listener_on_accept, fd, EV_READ);
+        l->fd = fds[i];
+        l->lc = &cfg->listeners[i];
+        ev_io_init(&l->w, listener_on_accept, l->fd, EV_READ);
         ev_io_start(loop, &l->w);
-        log_event(LOG_LEVEL_INFO, NULL, "listening",
-                  "address=%s port=%d tls=%s", postern_log_value(lc->address),
-                  lc->port,
-                  lc->tls == TLS_MODE_NONE       ? "none"
-                  : lc->tls == TLS_MODE_STARTTLS ? "starttls"
-                                                 : "implicit");
     }
     return 0;
 }

@@ -13,6 +13,7 @@
 #include "log.h"
 
 static log_level log_threshold = LOG_LEVEL_INFO;
+static char log_worker_field[24]; /* " worker=N" in a worker process */
 
 static const char *const log_level_names[] = {"error", "warning", "info",
                                               "debug"};
@@ -21,6 +22,12 @@ void
 log_set_level(log_level level)
 {
     log_threshold = level;
+}
+
+void
+log_set_worker(unsigned slot)
+{
+    snprintf(log_worker_field, sizeof(log_worker_field), " worker=%u", slot);
 }
 
 bool
@@ -50,8 +57,11 @@ log_write_line(log_level level, const char *sid, const char *event,
         if (k > 0)
             n += (size_t)k;
     }
-    if (n > sizeof(line) - 2)
-        n = sizeof(line) - 2; /* truncated: keep the newline */
+    size_t tag = strlen(log_worker_field);
+    if (n > sizeof(line) - 2 - tag)
+        n = sizeof(line) - 2 - tag; /* truncated: keep the tag, newline */
+    memcpy(line + n, log_worker_field, tag);
+    n += tag;
     /* Control characters from untrusted input never reach the terminal. */
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)

@@ -12,15 +12,10 @@
 #include "postern/module.h"
 
 #include "config.h"
-#include "curl_loop.h"
-#include "hook.h"
+#include "config_check.h"
 #include "log.h"
-#include "loop_call.h"
-#include "module.h"
 #include "postern_build.h"
-#include "server.h"
-#include "services.h"
-#include "tls.h"
+#include "supervisor.h"
 
 static void
 usage(FILE *out)
@@ -44,34 +39,20 @@ usage(FILE *out)
         "  -h, --help          this text\n");
 }
 
-/*
- * --check-config: what start-up does, minus the sockets and the spool. The
- * TLS credentials are read as the user postern was started as (the daemon
- * reads its keys before it gives up root), then, as the daemon does before
- * it loads modules, postern becomes "user": every create() runs with the
- * rights it will have in service, never as root. 0 or 1 (exit code).
- */
+/* --check-config: 0 or 1 (exit code). */
 static int
 check_config(const struct config *cfg)
 {
     char err[2048];
-    struct module_set *modules = NULL;
+    size_t n;
 
-    int rc = tls_init(cfg, err, sizeof(err));
-    tls_deinit();
-    if (rc == 0)
-        rc = server_become_user(cfg, true, err, sizeof(err));
-    if (rc == 0)
-        rc = module_set_load(cfg, true, &modules, err, sizeof(err));
-    if (rc < 0) {
+    if (services_start(err, sizeof(err)) < 0 ||
+        config_check(cfg, &n, err, sizeof(err)) < 0) {
         fprintf(stderr, "postern: %s\n", err);
         return 1;
     }
     printf("postern: configuration %s is valid (%zu module instance%s)\n",
-           cfg->source, modules->n, modules->n == 1 ? "" : "s");
-    loop_call_shutdown(); /* what create() queued runs before destroy() */
-    module_set_free(modules);
-    hook_orphans_free();
+           cfg->source, n, n == 1 ? "" : "s");
     return 0;
 }
 
@@ -162,43 +143,9 @@ main(int argc, char **argv)
     }
     log_set_level(cfg->log_level);
 
-    /* The loop exists before modules are created: create() may start
-     * timers or read the clock. */
-    struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
-    if (!loop) {
-        fprintf(stderr, "postern: cannot start the event loop\n");
-        config_free(cfg);
-        return 1;
-    }
-    services_init(loop);
-    loop_call_init(loop); /* create() may already hand calls to the loop */
-    /* Before modules: their create() may make libcurl easy handles. */
-    if (curl_loop_global_init(err, sizeof(err)) < 0) {
-        fprintf(stderr, "postern: %s\n", err);
-        config_free(cfg);
-        return 1;
-    }
-
-    if (check_only) {
-        int rc = check_config(cfg);
-        config_free(cfg);
-        return rc;
-    }
-    if (server_prepare(cfg) < 0) {
-        server_cleanup();
-        config_free(cfg);
-        return 1;
-    }
-    struct module_set *modules = NULL;
-    if (module_set_load(cfg, false, &modules, err, sizeof(err)) < 0) {
-        fprintf(stderr, "postern: %s\n", err);
-        server_cleanup();
-        config_free(cfg);
-        return 1;
-    }
-    int rc = server_run(cfg, modules);
-    module_set_free(modules);
-    hook_orphans_free();
+    if (!check_only)
+        return supervisor_run(config_path, cfg); /* it owns cfg */
+    int rc = check_config(cfg);
     config_free(cfg);
     return rc;
 }

@@ -44,6 +44,14 @@ message_finished(struct session *s)
 {
     transaction_end(s);
     session_set_state(s, SESSION_HELO);
+    if (session_draining()) {
+        /* Shutting down: goodbye right after the message's reply, in the
+         * same write (RFC 5321 3.8). */
+        smtp_reply(&s->conn, 421, "4.3.2",
+                   "%s Service shutting down, closing channel",
+                   session_hostname(s));
+        session_quit(s);
+    }
 }
 
 /* The message is dropped (POSTERN_DISCARD, or every recipient deleted):

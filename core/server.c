@@ -1,10 +1,15 @@
 /*
  * server.c - start-up, the loop and shutdown.
  *
- * SIGTERM/SIGINT stop accepting and let sessions finish (up to a drain
- * timeout, then they are closed); SIGHUP reloads the TLS certificates.
- * Sessions closed during a loop iteration are freed in an ev_check
- * watcher, after every callback that might still hold them has returned.
+ * This is one worker process (supervisor.h starts them). SIGTERM stops
+ * accepting, answers 421 to sessions between transactions and lets
+ * transactions in flight finish within drain_timeout; a second SIGTERM,
+ * or SIGQUIT (the supervisor's second signal: two SIGTERMs close together
+ * would arrive as one), closes everything at once. SIGUSR1 (reload) stops
+ * accepting and lets sessions run on for reload_drain_timeout, then drains as
+ * SIGTERM does. Sessions closed during a loop iteration are freed in an
+ * ev_check watcher, after every callback that might still hold them has
+ * returned.
  */
 #include <errno.h>
 #include <grp.h>
@@ -33,15 +38,17 @@
 #include "spool.h"
 #include "tls.h"
 
-#define DRAIN_TIMEOUT 30.0
-
 static struct {
-    ev_signal sigterm, sigint, sighup;
+    const struct config *cfg;
+    ev_signal sigterm, sigquit, sigretire;
     ev_check reaper;
     ev_timer drain;
-    double drain_started;
-    bool draining;
+    double stop_started;   /* SIGTERM: transactions get drain_timeout */
+    double retire_started; /* SIGUSR1: sessions get reload_drain_timeout */
+    bool stopping, retiring;
 } srv;
+
+static void on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents);
 
 static void
 on_reap(struct ev_loop *loop, ev_check *w, int revents)
@@ -50,48 +57,72 @@ on_reap(struct ev_loop *loop, ev_check *w, int revents)
 }
 
 static void
+server_stop_listening(struct ev_loop *loop)
+{
+    if (srv.retiring || srv.stopping)
+        return;
+    listeners_close();
+    ev_timer_init(&srv.drain, on_drain_tick, 0., 0.1);
+    ev_timer_again(loop, &srv.drain);
+}
+
+/* Stop: idle sessions get 421 now, the others after their transaction. */
+static void
+server_begin_stop(struct ev_loop *loop, const char *why)
+{
+    server_stop_listening(loop);
+    srv.stopping = true;
+    srv.stop_started = ev_now(loop);
+    log_event(LOG_LEVEL_INFO, NULL, "draining", "reason=%s sessions=%u", why,
+              session_count());
+    session_drain();
+}
+
+static void
 on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    double now = ev_now(loop);
     if (session_count() == 0 ||
-        ev_now(loop) - srv.drain_started > DRAIN_TIMEOUT) {
+        (srv.stopping && now - srv.stop_started > srv.cfg->drain_timeout)) {
         log_event(LOG_LEVEL_INFO, NULL, "stopping", "open_sessions=%u",
                   session_count());
         ev_break(loop, EVBREAK_ALL);
+    } else if (!srv.stopping &&
+               now - srv.retire_started > srv.cfg->reload_drain_timeout) {
+        server_begin_stop(loop, "reload_drain_timeout");
     }
 }
 
 static void
 on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    if (srv.draining) {
-        ev_break(loop, EVBREAK_ALL); /* second signal: now */
+    if (srv.stopping || w->signum == SIGQUIT) {
+        /* second signal, or SIGQUIT: close every session now */
+        if (!srv.stopping)
+            server_begin_stop(loop, "signal");
+        ev_break(loop, EVBREAK_ALL);
         return;
     }
-    srv.draining = true;
-    srv.drain_started = ev_now(loop);
-    log_event(LOG_LEVEL_INFO, NULL, "draining", "signal=%d sessions=%u",
-              w->signum, session_count());
-    listeners_close();
-    session_drain();
-    ev_timer_init(&srv.drain, on_drain_tick, 0., 0.1);
-    ev_timer_again(loop, &srv.drain);
+    server_begin_stop(loop, "signal");
 }
 
+/* Reload: a new generation of workers has taken over the listeners; this
+ * one stops accepting and lets its sessions run to their end. */
 static void
-on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+on_retire_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    char err[512];
-    if (tls_reload(err, sizeof(err)) < 0)
-        log_event(LOG_LEVEL_ERROR, NULL, "reload_failed", "error=%s",
-                  postern_log_value(err));
-    else
-        log_event(LOG_LEVEL_INFO, NULL, "reloaded", "what=tls");
+    if (srv.retiring || srv.stopping)
+        return;
+    server_stop_listening(loop);
+    srv.retiring = true;
+    srv.retire_started = ev_now(loop);
+    log_event(LOG_LEVEL_INFO, NULL, "retiring", "sessions=%u", session_count());
 }
 
 /* One descriptor per client plus spool and store files: use what the
  * hard limit allows rather than the usual soft 1024. */
-static void
-raise_fd_limit(void)
+void
+server_raise_fd_limit(void)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -124,92 +155,79 @@ server_become_user(const struct config *cfg, bool check_only, char *err,
     return 0;
 }
 
-/* Check the spool works for the user postern now runs as. */
-static int
-spool_check(const struct config *cfg)
+int
+server_spool_check(const struct config *cfg, char *err, size_t errlen)
 {
     if (spool_prepare_dir(cfg->spool_dir) < 0) {
-        fprintf(stderr, "postern: %s: $.spool_dir: cannot create %s: %s\n",
-                cfg->source, cfg->spool_dir, strerror(errno));
+        snprintf(err, errlen, "%s: $.spool_dir: cannot create %s: %s",
+                 cfg->source, cfg->spool_dir, strerror(errno));
         return -1;
     }
     if (spool_check_dir(cfg->spool_dir) < 0) {
-        fprintf(stderr,
-                "postern: %s: $.spool_dir: cannot create files in %s%s%s: "
-                "%s\n",
-                cfg->source, cfg->spool_dir, cfg->user ? " as user " : "",
-                cfg->user ? cfg->user : "", strerror(errno));
+        snprintf(err, errlen,
+                 "%s: $.spool_dir: cannot create files in %s%s%s: %s",
+                 cfg->source, cfg->spool_dir, cfg->user ? " as user " : "",
+                 cfg->user ? cfg->user : "", strerror(errno));
         return -1;
     }
     return 0;
 }
 
 int
-server_prepare(const struct config *cfg)
+server_start(const struct config *cfg, struct module_set *modules, char *err,
+             size_t errlen)
 {
-    char err[1024];
+    struct ev_loop *loop = services_loop();
 
-    signal(SIGPIPE, SIG_IGN);
-    raise_fd_limit();
-    /* Keys and privileged ports while still root; then the user. */
-    if (tls_init(cfg, err, sizeof(err)) < 0) {
-        fprintf(stderr, "postern: %s\n", err);
+    srv.cfg = cfg;
+    if (hook_chains_build(modules) < 0 ||
+        pools_start(loop, cfg->spool_threads, cfg->pool_threads, modules) < 0) {
+        snprintf(err, errlen, "out of memory at start-up");
         return -1;
     }
-    if (listeners_open(services_loop(), cfg, err, sizeof(err)) < 0) {
-        fprintf(stderr, "postern: %s\n", err);
+    if (dns_init(loop, &cfg->dns, err, errlen) < 0 ||
+        curl_loop_init(loop, &cfg->http, err, errlen) < 0)
         return -1;
-    }
-    if (server_become_user(cfg, false, err, sizeof(err)) < 0) {
-        fprintf(stderr, "postern: %s\n", err);
-        return -1;
-    }
-    return spool_check(cfg);
+    ev_signal_init(&srv.sigterm, on_stop_signal, SIGTERM);
+    ev_signal_init(&srv.sigquit, on_stop_signal, SIGQUIT);
+    ev_signal_init(&srv.sigretire, on_retire_signal, SIGUSR1);
+    ev_signal_start(loop, &srv.sigterm);
+    ev_signal_start(loop, &srv.sigquit);
+    ev_signal_start(loop, &srv.sigretire);
+    ev_check_init(&srv.reaper, on_reap);
+    ev_check_start(loop, &srv.reaper);
+    ev_unref(loop); /* the reaper alone must not keep the loop running */
+    return 0;
 }
 
 int
 server_run(const struct config *cfg, struct module_set *modules)
 {
     struct ev_loop *loop = services_loop();
-    int rc = 1;
-
-    char err[512];
-
-    if (hook_chains_build(modules) < 0 ||
-        pools_start(loop, cfg->spool_threads, cfg->pool_threads, modules) < 0) {
-        fprintf(stderr, "postern: out of memory at start-up\n");
-        goto out;
-    }
-    if (dns_init(loop, &cfg->dns, err, sizeof(err)) < 0 ||
-        curl_loop_init(loop, &cfg->http, err, sizeof(err)) < 0) {
-        fprintf(stderr, "postern: %s\n", err);
-        goto out;
-    }
-
-    ev_signal_init(&srv.sigterm, on_stop_signal, SIGTERM);
-    ev_signal_init(&srv.sigint, on_stop_signal, SIGINT);
-    ev_signal_init(&srv.sighup, on_reload_signal, SIGHUP);
-    ev_signal_start(loop, &srv.sigterm);
-    ev_signal_start(loop, &srv.sigint);
-    ev_signal_start(loop, &srv.sighup);
-    ev_check_init(&srv.reaper, on_reap);
-    ev_check_start(loop, &srv.reaper);
-    ev_unref(loop); /* the reaper alone must not keep the loop running */
 
     log_event(LOG_LEVEL_INFO, NULL, "started", "version=%s hostname=%s",
               POSTERN_VERSION, postern_log_value(cfg->hostname));
     ev_run(loop, 0);
-    rc = 0;
     session_close_all("shutdown");
     session_reap();
+    server_stop(modules);
+    return 0;
+}
 
-    ev_ref(loop);
-    ev_check_stop(loop, &srv.reaper);
-    ev_timer_stop(loop, &srv.drain);
-    ev_signal_stop(loop, &srv.sigterm);
-    ev_signal_stop(loop, &srv.sigint);
-    ev_signal_stop(loop, &srv.sighup);
-out:
+void
+server_stop(struct module_set *modules)
+{
+    struct ev_loop *loop = services_loop();
+
+    if (srv.cfg) {
+        ev_ref(loop);
+        ev_check_stop(loop, &srv.reaper);
+        ev_timer_stop(loop, &srv.drain);
+        ev_signal_stop(loop, &srv.sigterm);
+        ev_signal_stop(loop, &srv.sigquit);
+        ev_signal_stop(loop, &srv.sigretire);
+        srv.cfg = NULL;
+    }
     /* Lookups and HTTP calls still running are told (modules still
      * exist), and the sessions orphaned meanwhile are freed. */
     curl_loop_shutdown();
@@ -224,7 +242,6 @@ out:
     session_reap();
     hook_chains_free();
     server_cleanup();
-    return rc;
 }
 
 void

@@ -1,6 +1,6 @@
 /*
- * server.h - the running daemon: one libev loop with its listeners,
- * sessions, thread pool and signal handling.
+ * server.h - one worker process: a libev loop with its listeners,
+ * sessions, thread pools and signal handling.
  */
 #ifndef POSTERN_SERVER_H
 #define POSTERN_SERVER_H
@@ -13,14 +13,6 @@
 struct module_set;
 
 /*
- * Before the modules load: TLS credentials, listening sockets (privileged
- * ports), then the switch to cfg->user, then a check that the spool works
- * for that user. So modules create their files as the user that will use
- * them. 0, or -1 after a message on stderr.
- */
-int server_prepare(const struct config *cfg);
-
-/*
  * Switch to cfg->user (its groups, gid and uid); nothing when it is unset.
  * With check_only, as --check-config: the user must exist, and the switch
  * is made only by root (anyone else has nothing to give up and could not).
@@ -29,10 +21,26 @@ int server_prepare(const struct config *cfg);
 int server_become_user(const struct config *cfg, bool check_only, char *err,
                        size_t errlen);
 
-/* Run until SIGTERM/SIGINT has drained the sessions. 0 or 1 (exit code). */
+/* Allow as many descriptors as the hard limit does. */
+void server_raise_fd_limit(void);
+
+/* Can the user postern now runs as create files in the spool? 0, or -1
+ * with one line in err. */
+int server_spool_check(const struct config *cfg, char *err, size_t errlen);
+
+/* In a worker, once the modules are loaded and the listeners started:
+ * hook chains, thread pools, DNS, HTTP and the signal watchers. 0, or -1
+ * with err (then server_stop() undoes what was done). */
+int server_start(const struct config *cfg, struct module_set *modules,
+                 char *err, size_t errlen);
+
+/* Run until SIGTERM has drained the sessions, then server_stop(). 0. */
 int server_run(const struct config *cfg, struct module_set *modules);
 
-/* Undo server_prepare() (also after a failed start). */
+/* Stop the services server_start() started (modules still exist). */
+void server_stop(struct module_set *modules);
+
+/* Close the listeners, free spool spares and TLS credentials. */
 void server_cleanup(void);
 
 #endif

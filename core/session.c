@@ -22,6 +22,7 @@
 #include "log.h"
 #include "message_receipt.h"
 #include "notes.h"
+#include "session_proxy.h"
 #include "services.h"
 #include "smtp_auth.h"
 #include "smtp_commands.h"
@@ -324,7 +325,8 @@ session_close_all(const char *why)
     while (live_list) {
         struct session *s = live_list;
         /* RFC 5321 3.8: tell the client before going away. */
-        if (!s->conn.tls_handshaking && s->state != SESSION_QUITTING) {
+        if (!s->conn.tls_handshaking && s->state != SESSION_QUITTING &&
+            s->wait != SESSION_WAIT_PROXY) {
             smtp_reply(&s->conn, 421, "4.3.2",
                        "%s Service shutting down, closing channel",
                        session_hostname(s));
@@ -363,6 +365,7 @@ session_close(struct session *s, const char *why)
     postern_timer_cancel(s->greet_timer);
     s->greet_timer = NULL;
     client_rdns_cancel(s);
+    session_proxy_cancel(s);
     if (hook_ctx_pending(s->ctx)) {
         /* The module finishes later; it gets an orphaned context. */
         hook_ctx_release(s->ctx);
@@ -387,7 +390,9 @@ session_close(struct session *s, const char *why)
               s->errors);
     s->state = SESSION_CLOSED;
     s->wait = SESSION_WAIT_NONE;
-    client_limit_release((const struct sockaddr *)&s->conn.peer, s->counted_ip);
+    if (s->counted)
+        client_limit_release((const struct sockaddr *)&s->conn.peer,
+                             s->counted_ip);
     conn_close(&s->conn);
     tls_session_release(s);
     smtp_auth_free(s);
@@ -566,6 +571,13 @@ static void
 on_timeout(struct conn *c, void *owner)
 {
     struct session *s = owner;
+    if (s->wait == SESSION_WAIT_PROXY) {
+        /* Nothing was said yet, and no SMTP is owed to a balancer. */
+        log_event(LOG_LEVEL_INFO, s->id, "proxy_failed",
+                  "reason=timeout proxy=%s", s->client_ip);
+        session_close(s, "proxy_timeout");
+        return;
+    }
     if (!c->tls_handshaking) {
         smtp_reply(c, 421, "4.4.2", "%s Error: timeout exceeded",
                    session_hostname(s));
@@ -651,12 +663,13 @@ session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
         else
             close(fd);
         free(s);
-        if (peer)
+        if (peer && !listener->proxy_protocol)
             client_limit_release(peer, counted_ip);
         return;
     }
     s->cfg = cfg;
     s->listener = listener;
+    s->counted = !listener->proxy_protocol;
     s->counted_ip = counted_ip;
     s->state = SESSION_GREETING;
     id_generate(s->id);
@@ -670,13 +683,28 @@ session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
     if (live_list)
         live_list->live_prev = s;
     live_list = s;
+    if (listener->proxy_protocol) {
+        session_proxy_start(s); /* session_open() once the header is in */
+        return;
+    }
+    session_open(s);
+}
+
+void
+session_open(struct session *s)
+{
+    const struct config *cfg = s->cfg;
+
+    /* The PROXY header may have replaced the address accept() gave. */
+    sockaddr_to_text(&s->conn.peer, s->client_ip, sizeof(s->client_ip),
+                     &s->client_port);
     log_event(LOG_LEVEL_INFO, s->id, "connect", "client=%s port=%d local=%s:%d",
               s->client_ip, s->client_port, s->local_ip, s->local_port);
     conn_set_reading(&s->conn, true);
     conn_touch(&s->conn, cfg->limits.command_timeout);
     if (cfg->dns.reverse)
         client_rdns_start(s, on_rdns_done);
-    if (listener->tls == TLS_MODE_IMPLICIT) {
+    if (s->listener->tls == TLS_MODE_IMPLICIT) {
         s->wait = SESSION_WAIT_TLS;
         if (tls_start(s) < 0)
             session_close(s, "tls_setup_failed");

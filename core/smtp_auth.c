@@ -18,6 +18,7 @@
 #include "postern/services.h"
 #include "postern/session.h"
 
+#include "client_limit.h"
 #include "hook.h"
 #include "log.h"
 #include "smtp_auth.h"
@@ -163,7 +164,7 @@ auth_reply_failure(struct session *s)
                "Error: authentication credentials invalid");
     if (s->auth_failures >= s->cfg->limits.auth_failures) {
         smtp_reply(&s->conn, 421, "4.7.0",
-                   "%s Error: too many authentication failures",
+                   "%s Error: too many authentication failures (auth_failures)",
                    s->cfg->hostname);
         session_quit(s);
     }
@@ -202,6 +203,8 @@ on_auth_done(struct session *s, postern_result r,
         /* REJECT, or no module said yes: a failure, replied after a
          * delay that grows with each failure. */
         s->auth_failures++;
+        client_limit_auth_failed(s->cfg,
+                                 (const struct sockaddr *)&s->conn.peer);
         log_event(LOG_LEVEL_INFO, s->id, "auth_failed",
                   "mechanism=%s user=%s failures=%u",
                   st->mech == SASL_PLAIN ? "PLAIN" : "LOGIN",
@@ -329,6 +332,20 @@ smtp_auth_command(struct session *s, const struct smtp_command *cmd)
     if (!smtp_auth_offered(s)) {
         smtp_reply(&s->conn, 538, "5.7.11",
                    "Error: encryption required for authentication");
+        return;
+    }
+    /* Failures across sessions from this address (the per-session
+     * count is auth_failures). */
+    if (client_limit_auth_check(s->cfg,
+                                (const struct sockaddr *)&s->conn.peer) !=
+        CLIENT_LIMIT_OK) {
+        smtp_reply(&s->conn, 421, "4.7.0",
+                   "%s Error: too many authentication failures from your "
+                   "address (%s)",
+                   s->cfg->hostname, client_limit_name(CLIENT_LIMIT_AUTH_RATE));
+        log_event(LOG_LEVEL_INFO, s->id, "auth_refused", "limit=%s",
+                  client_limit_name(CLIENT_LIMIT_AUTH_RATE));
+        session_quit(s);
         return;
     }
     /* "AUTH mechanism [initial-response]" */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "client_limit.h"
 #include "log.h"
 #include "relay_policy.h"
 #include "smtp_envelope.h"
@@ -203,6 +204,15 @@ envelope_mail(struct session *s, const struct smtp_command *cmd)
         s->transactions >= s->cfg->limits.transactions) {
         smtp_reply(&s->conn, 452, "4.5.3",
                    "Error: too many messages in this session");
+        return;
+    }
+    if (client_limit_message(s->cfg, (const struct sockaddr *)&s->conn.peer) !=
+        CLIENT_LIMIT_OK) {
+        smtp_reply(&s->conn, 450, "4.7.1",
+                   "Error: too many messages from your address (%s)",
+                   client_limit_name(CLIENT_LIMIT_MESSAGE_RATE));
+        log_event(LOG_LEVEL_INFO, s->id, "mail_refused", "limit=%s",
+                  client_limit_name(CLIENT_LIMIT_MESSAGE_RATE));
         return;
     }
     struct transaction *tx = transaction_new();

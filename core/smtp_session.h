@@ -8,6 +8,7 @@
  * at most one wait (what the session waits for before it reads the next
  * command). The code is split by concern:
  *   session.c          life cycle, states and waits, the input loop
+ *   session_proxy.c    the PROXY protocol header, before the session opens
  *   smtp_commands.c    the command table and the simple commands
  *   smtp_envelope.c    MAIL and RCPT, their parameters
  *   relay_policy.c     which recipients may be accepted without a module
@@ -60,7 +61,9 @@ typedef enum session_wait {
     SESSION_WAIT_TIMER,        /* a deliberate delay (AUTH failure) */
     SESSION_WAIT_STARTTLS,     /* 220 queued; handshake once it is sent */
     SESSION_WAIT_TLS,          /* TLS handshake */
-    SESSION_WAIT_SPOOL         /* spool file creation or writes (pool) */
+    SESSION_WAIT_SPOOL,        /* spool file creation or writes (pool) */
+    SESSION_WAIT_PROXY         /* the PROXY protocol header, before
+                                  anything else (session_proxy.c) */
 } session_wait;
 
 /* BDAT (RFC 3030): the chunk whose bytes are being read. */
@@ -112,6 +115,7 @@ struct transaction {
 struct sasl_state;
 struct tls_creds;
 struct client_rdns;
+struct session_proxy;
 
 struct session {
     struct conn conn; /* first: the transport */
@@ -127,11 +131,13 @@ struct session {
     session_wait wait;
     hook_done_fn hook_done; /* the running hook's outcome handler */
     bool esmtp;
+    bool counted;    /* holds a connection slot (client_limit.h) */
     bool counted_ip; /* holds a per-IP connection slot */
     unsigned holds;  /* orphaned hook contexts that still borrow from us */
     bool reaped;     /* closed and off the dead list; the last hold frees */
     char *rdns;      /* forward-confirmed client name; NULL: unknown */
     struct client_rdns *rdns_lookup; /* while it runs (client_rdns.c) */
+    struct session_proxy *proxy;     /* reading the PROXY header */
     char *helo;
     char *auth_user;
     struct note *notes;
@@ -164,10 +170,17 @@ struct session {
 /* Serve a new client on fd (already non-blocking). peer is the address
  * accept() gave (NULL: ask the socket). The client holds a connection
  * slot (client_limit.h; counted_ip: a per-address one too), released when
- * the session ends, or here if it cannot start. */
+ * the session ends, or here if it cannot start. On a proxy_protocol
+ * listener it holds none yet: the session reads the PROXY header first
+ * and counts the real client then (session_proxy.c). */
 void session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
                    const struct listener_config *listener,
                    const struct config *cfg, bool counted_ip);
+
+/* The client's address in s->conn.peer is final (after the PROXY header,
+ * if any): log the connection, start the reverse lookup, then implicit
+ * TLS or the greeting. */
+void session_open(struct session *s);
 
 /* For tls.c: the handshake finished; implicit TLS greets, STARTTLS resets
  * what the client said (RFC 3207 4.2); what modules noted about the

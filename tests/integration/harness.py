@@ -88,6 +88,7 @@ DEBIAN_PACKAGES = {
     "opendkim": "opendkim",
     "opendkim-genkey": "opendkim-tools",
     "rspamd": "rspamd",
+    "haproxy": "haproxy",  # /usr/sbin; a balancer for test_proxy.py
 }
 
 # swaks looks up its own host name (gethostbyname(hostname())) when it
@@ -288,6 +289,8 @@ class Server:
         self.proc = None
         self._log = None
         self._autostart = start
+        # Set by tests that kill workers or make them fail on purpose.
+        self.worker_deaths_expected = False
         self.config = {
             "hostname": HOSTNAME,
             "listen": [{"address": "127.0.0.1", "port": self.port, "tls": "none"}],
@@ -391,6 +394,10 @@ class Server:
             self._log = None
         text = self.log_text()
         for line in text.splitlines():
+            # A worker that crashes is restarted by the supervisor, so its
+            # death shows only in the log.
+            if " worker_died " in line and not self.worker_deaths_expected:
+                problems.append("a worker died: " + line.strip())
             if any(p in line for p in SANITIZER_PATTERNS):
                 problems.append("sanitizer: " + line.strip())
             if "ERROR SUMMARY:" in line and "ERROR SUMMARY: 0 errors" not in line:

@@ -68,7 +68,8 @@ class AsyncApiTest(PosternTestCase):
     def test_create_lines_name_the_instance(self):
         # Issue 10: lines from create() said module=-.
         plugins = [("10-threads", threads_plugin("never"))]
-        with Server(plugins=plugins) as srv:
+        # Each worker process creates its own instance: count one.
+        with Server(plugins=plugins, config={"workers": 1}) as srv:
             self.assertTrue(srv.wait_log(r"test_threads create_call ran"),
                             srv.log_tail())
             for text in ("test_threads created", "test_threads create_call"):

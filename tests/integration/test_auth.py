@@ -618,8 +618,10 @@ class ReloadTest(AuthTestCase):
                                "config": {"file": users,
                                           "reload_interval": 0}},
                    "20-store": store_plugin()}
+        # One worker: the table and its re-read belong to one process's
+        # instance, and the FIFO has room for one reader.
         with TlsServer(self.pki, listeners=[("none", {"auth_plaintext": True})],
-                       plugins=plugins) as srv:
+                       plugins=plugins, config={"workers": 1}) as srv:
             try:
                 with srv.client() as a:
                     a.ehlo()

@@ -25,6 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (  # noqa: E402
+    IO_TIMEOUT,
     PosternTestCase,
     Server,
     async_plugin,
@@ -33,6 +34,7 @@ from harness import (  # noqa: E402
     read_envelope,
     require_programs,
     store_plugin,
+    wait_until,
 )
 from test_tls import PKI, TlsServer, client_context, starttls  # noqa: E402
 
@@ -307,10 +309,25 @@ class SlowDiskTest(PosternTestCase):
 
     def test_slow_spool_writes_do_not_stall_other_sessions(self):
         strace = shutil.which("strace")
+        # One worker, and strace on it: the loop that must not wait is
+        # the worker's (the supervisor only watches).
         with Server(plugins={"20-discard": {"module": "discard"}},
-                    config={"log_level": "error"}) as srv:
+                    config={"log_level": "error", "workers": 1}) as srv:
+            pid = srv.proc.pid
+
+            def worker():
+                try:
+                    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                        return f.read().split()
+                except OSError:
+                    return []
+
+            self.assertTrue(wait_until(worker, IO_TIMEOUT))
+            # Its modules are loaded once it accepts.
+            with srv.client() as c:
+                c.cmd_expect("NOOP", 250)
             tracer = subprocess.Popen(
-                [strace, "-f", "-p", str(srv.proc.pid), "-o", "/dev/null",
+                [strace, "-f", "-p", worker()[0], "-o", "/dev/null",
                  "-e", "trace=write,pwrite64",
                  "-e", "inject=write,pwrite64:delay_enter=%d"
                  % int(self.DELAY * 1e6)],

@@ -113,7 +113,9 @@ class Http2Test(hs.HttpTestCase):
             ca, cert, key = hs.TlsTest.make_certs(self, tmp)
             with hs.HttpServer() as web, Nginx(tmp, cert, key, web.port) as ngx, \
                     Server(plugins={"10-http": hs.http_plugin(ngx.url(),
-                                                           ca_file=ca)}) as srv:
+                                                           ca_file=ca)},
+                           # the HTTP/2 connection is per worker process
+                           config={"workers": 1}) as srv:
                 r = self.rcpt(srv, "post=first")
                 self.assertEqual(
                     r.text, "2.0.0 http status=ok code=200 version=20 "

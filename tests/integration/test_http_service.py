@@ -347,7 +347,8 @@ class CapTest(HttpTestCase):
     def test_max_in_flight_queues_the_rest(self):
         with HttpServer() as web, Server(
                 plugins={"10-http": http_plugin(web.url())},
-                config={"http": {"max_in_flight": 2}}) as srv:
+                # max_in_flight is per worker process
+                config={"http": {"max_in_flight": 2}, "workers": 1}) as srv:
             clients, results = [], []
             try:
                 for i in range(5):
@@ -393,7 +394,8 @@ class CancelTest(HttpTestCase):
     def test_queued_call_of_a_gone_client_is_never_sent(self):
         with HttpServer() as web, Server(
                 plugins={"10-http": http_plugin(web.url())},
-                config={"http": {"max_in_flight": 1}}) as srv:
+                # the queue is per worker process
+                config={"http": {"max_in_flight": 1}, "workers": 1}) as srv:
             first, second = srv.client(), srv.client()
             try:
                 for c, path in ((first, "hold-first"), (second, "queued")):

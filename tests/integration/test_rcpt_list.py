@@ -26,7 +26,10 @@ class RcptListReloadTest(PosternTestCase):
         srv = Server(plugins={
             "10-rcpt": {"module": "rcpt_list",
                         "config": {"file": "{tmp}/recipients"}},
-            "20-store": store_plugin()}, start=False)
+            "20-store": store_plugin()},
+            # One worker: the list and its re-read belong to one process's
+            # instance, and the FIFO has room for one reader.
+            config={"workers": 1}, start=False)
         path = os.path.join(srv.tmp, "recipients")
         with open(path, "w") as f:
             f.write("alice@example.com\n")

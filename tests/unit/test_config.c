@@ -183,7 +183,10 @@ test_defaults(void **state)
     assert_string_equal(cfg->module_path[0], POSTERN_MODULE_DIR);
     assert_int_equal(cfg->log_level, LOG_LEVEL_INFO);
     assert_null(cfg->user);
-    assert_int_equal(cfg->workers, 1);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 64 ? 64 : cpus);
+    assert_true(cfg->drain_timeout == 30);
+    assert_true(cfg->reload_drain_timeout == 300);
     assert_int_equal(cfg->pool_threads, 4);
     config_free(cfg);
     config_free(NULL);
@@ -316,7 +319,8 @@ test_partial_file(void **state)
     /* An empty module_path adds nothing to the default. */
     assert_int_equal(cfg->n_module_path, 1);
     assert_string_equal(cfg->module_path[0], POSTERN_MODULE_DIR);
-    assert_int_equal(cfg->workers, 1);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 64 ? 64 : cpus);
     config_free(cfg);
 }
 
@@ -560,6 +564,50 @@ test_error_keys(void **state)
     expect_error("{\"tls\": {\"certificates\": [{\"cert\": \"a.pem\"}]}}",
                  "$.tls.certificates[0].key: expected a non-empty string, got "
                  "nothing");
+}
+
+/* PROXY protocol listeners: a header is believed only from the networks
+ * named, so naming none is an error. */
+static void
+test_proxy_listener(void **state)
+{
+    const char *path = write_file(
+        "proxy.json",
+        "{\"listen\": [{\"address\": \"127.0.0.1\", \"port\": 25,"
+        " \"proxy_protocol\": true, \"proxy_networks\": [\"10.0.0.0/8\","
+        " \"::1\"], \"proxy_timeout\": 2.5},"
+        " {\"address\": \"127.0.0.1\", \"port\": 26}]}");
+    struct config *cfg = config_load(path, err, sizeof err);
+
+    assert_non_null(cfg);
+    assert_true(cfg->listeners[0].proxy_protocol);
+    assert_int_equal(cfg->listeners[0].n_proxy_networks, 2);
+    assert_true(match(cfg->listeners[0].proxy_networks, 2, "10.1.2.3"));
+    assert_false(match(cfg->listeners[0].proxy_networks, 2, "192.0.2.1"));
+    assert_true(cfg->listeners[0].proxy_timeout == 2.5);
+    assert_false(cfg->listeners[1].proxy_protocol);
+    assert_int_equal(cfg->listeners[1].n_proxy_networks, 0);
+    config_free(cfg);
+
+    expect_error("{\"listen\": [{\"address\": \"::1\", \"port\": 25,"
+                 " \"proxy_protocol\": true}]}",
+                 "$.listen[0].proxy_networks: expected a non-empty array of "
+                 "the networks allowed to send the PROXY header, as "
+                 "proxy_protocol is true, got nothing");
+    expect_error("{\"listen\": [{\"address\": \"::1\", \"port\": 25,"
+                 " \"proxy_protocol\": true, \"proxy_networks\": []}]}",
+                 "$.listen[0].proxy_networks: expected a non-empty array of "
+                 "the networks allowed to send the PROXY header, as "
+                 "proxy_protocol is true, got []");
+    expect_error("{\"listen\": [{\"address\": \"::1\", \"port\": 25,"
+                 " \"proxy_networks\": [\"10.0.0.0/33\"]}]}",
+                 "$.listen[0].proxy_networks[0]: expected a network such as "
+                 "\"192.0.2.0/24\" or \"2001:db8::/32\", got "
+                 "\"10.0.0.0/33\"");
+    expect_error("{\"listen\": [{\"address\": \"::1\", \"port\": 25,"
+                 " \"proxy_timeout\": 0}]}",
+                 "$.listen[0].proxy_timeout: expected a number of seconds "
+                 "above 0, at most 300, got 0");
 }
 
 static void
@@ -921,6 +969,7 @@ main(void)
         cmocka_unit_test(test_error_types),
         cmocka_unit_test(test_error_ranges),
         cmocka_unit_test(test_error_keys),
+        cmocka_unit_test(test_proxy_listener),
         cmocka_unit_test(test_error_enums_and_networks),
         cmocka_unit_test(test_error_rules),
         cmocka_unit_test(test_error_long_value),
