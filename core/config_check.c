@@ -36,8 +36,7 @@ config_check(const struct config *cfg, size_t *n_modules, char *err,
 {
     struct module_set *modules = NULL;
 
-    int rc = tls_init(cfg, err, errlen);
-    tls_deinit();
+    int rc = tls_check(cfg, err, errlen);
     if (rc == 0)
         rc = server_become_user(cfg, true, err, errlen);
     if (rc == 0)

@@ -523,12 +523,12 @@ reload_failed(const char *why)
               postern_log_value(why));
 }
 
-/* Back to the current generation's TLS credentials and log level. */
+/* Back to the current generation's TLS credentials and log level (the
+ * session ticket key never changed). */
 static void
 reload_undo(void)
 {
     char err[1024];
-    tls_deinit();
     if (tls_init(sup.current->cfg, err, sizeof(err)) < 0)
         log_event(LOG_LEVEL_ERROR, NULL, "tls_reread_failed", "error=%s",
                   postern_log_value(err));
@@ -552,8 +552,9 @@ reload_begin(void)
         reload_failed(err);
         return;
     }
-    /* Keys are read here, with the supervisor's rights. */
-    tls_deinit();
+    /* Keys are read here, with the supervisor's rights. tls_init keeps
+     * the session ticket key, so clients resume across the reload, and
+     * leaves the old credentials in place when it fails. */
     if (tls_init(cfg, err, sizeof(err)) < 0 ||
         shared_state_create(cfg, err, sizeof(err)) < 0) {
         config_free(cfg);

@@ -43,6 +43,7 @@ from harness import (  # noqa: E402
     free_port,
     is_listening,
     main,
+    parse_log_line,
     read_bytes,
     require_programs,
     require_swaks_tls,
@@ -290,6 +291,17 @@ def run_dialogue(argv, steps, timeout=TOOL_TIMEOUT):
                 argv[0], steps[step][0], timeout,
                 out.decode("utf-8", "replace"), err.decode("utf-8", "replace")))
     return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def log_events(srv):
+    """(event, fields) for every log line, in order."""
+    out = []
+    for line in srv.log_text().splitlines():
+        try:
+            out.append(parse_log_line(line))
+        except ValueError:
+            pass
+    return out
 
 
 def reply_lines(text):
@@ -705,6 +717,31 @@ class ResumptionTest(TlsTestCase):
                 self.assertTrue(self.resumed(a, ctx, True, session), version)
             self.assertEqual(len(b.wait_messages(2)), 2)
             self.assertEqual(b.count_log(r" tls version=.* resumed=yes "), 0)
+
+    def test_ticket_resumes_on_another_worker(self):
+        """The key is made before the workers are forked: a ticket from a
+        worker that died resumes on the worker restarted in its place (and
+        on any other)."""
+        with TlsServer(self.pki, listeners=[("implicit", {})],
+                       config={"workers": 2}) as srv:
+            srv.worker_deaths_expected = True
+            self.assertIsNotNone(srv.wait_log(r"supervisor_ready", IO_TIMEOUT))
+            for version in (None, self.TLS12):
+                ctx = self.ctx(max_version=version)
+                session = self.first_session(srv, ctx, True)
+                issuer = [f for e, f in log_events(srv) if e == "tls"][-1]
+                pid = [int(f["pid"]) for e, f in log_events(srv)
+                       if e == "worker_started"
+                       and f["worker"] == issuer["worker"]][-1]
+                os.kill(pid, signal.SIGKILL)
+                self.assertIsNotNone(srv.wait_log(
+                    r"worker_died pid=%d " % pid, IO_TIMEOUT), srv.log_tail())
+                self.assertTrue(wait_until(lambda: [
+                    e for e, f in log_events(srv) if e == "worker_started"
+                    and int(f["pid"]) != pid
+                    and f["worker"] == issuer["worker"]], IO_TIMEOUT),
+                    srv.log_tail())
+                self.assertTrue(self.resumed(srv, ctx, True, session), version)
 
     def test_ticket_key_survives_reload(self):
         with self.server() as srv:
