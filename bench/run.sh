@@ -262,9 +262,16 @@ if want tls; then
     tls_port=$port tls_pid=$pg_pid tls_dir=$pg_dir
     start_postern discard plain 1 none
     plain_port=$port plain_pid=$pg_pid
-    # postern's CPU time (user + system, clock ticks), steadier than msg/s
-    # on a shared machine.
-    cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+    # postern's CPU time (user + system, clock ticks) over the process and
+    # its children (the supervisor's workers), steadier than msg/s on a
+    # shared machine.
+    cpu_ticks() {
+        local p t=0
+        for p in "$1" $(pgrep -P "$1" || true); do
+            t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+        done
+        echo "$t"
+    }
     declare -A tls_us=()
     # tls_run NAME PORT PID FLAGS...: one tls_load.py run, its JSON in
     # $work, postern's CPU microseconds per message in tls_us[NAME].
