@@ -19,7 +19,8 @@
  * are in new/ and on disk. On any failure the client gets 451 and retries,
  * and what no reader can have seen is unlinked: files in tmp/, and the
  * envelopes of messages that are not in new/. A copy already in new/ is
- * never taken back (see sf_work() for a rename failing half way).
+ * never taken back (see sf_place_envelopes() for a rename failing half
+ * way).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -49,6 +50,10 @@ struct store_file {
     bool envelope;
     bool fsync;
     char host[256]; /* sanitised host name, for unique file names */
+    /* Group commit, on the loop thread only (see sf_batch_submit()). */
+    struct sf_job *queue, **queue_tail; /* waiting for a batch */
+    unsigned in_flight;                 /* batches in the pool */
+    unsigned long commits, committed;   /* batches done, their deliveries */
 };
 
 /* Unique names within this process, across instances and threads. */
@@ -195,10 +200,12 @@ struct sf_target {
     char *dir;      /* the maildir */
     char *envelope; /* JSON text, or NULL with "envelope": false */
     char *tmp, *new, *env_tmp, *env;
+    int fd, env_fd; /* written, awaiting the commit's fdatasync; or -1 */
     bool tmp_made, env_tmp_made, env_placed, delivered;
 };
 
 struct sf_job {
+    struct sf_job *next; /* in the instance's queue, or in a batch */
     const struct store_file *sf;
     postern_ctx *ctx;
     postern_message_reader *reader;
@@ -212,10 +219,24 @@ struct sf_job {
 };
 
 static void
+sf_close_fds(struct sf_job *job)
+{
+    for (size_t i = 0; i < job->n_targets; i++) {
+        struct sf_target *t = &job->targets[i];
+        if (t->fd >= 0)
+            close(t->fd);
+        if (t->env_fd >= 0)
+            close(t->env_fd);
+        t->fd = t->env_fd = -1;
+    }
+}
+
+static void
 sf_job_free(struct sf_job *job)
 {
     if (job == NULL)
         return;
+    sf_close_fds(job);
     postern_message_close(job->reader);
     for (size_t i = 0; i < job->n_targets; i++) {
         struct sf_target *t = &job->targets[i];
@@ -245,14 +266,21 @@ sf_create(const char *path, struct sf_error *e)
     return fd;
 }
 
-/* fsync (when enabled) and close a file just written. */
+/*
+ * A file just written: with fsync, keep it open in *slot for the group
+ * commit's fdatasync, and start its writeback now, so its blocks are being
+ * written (and allocated, in the running journal transaction) while the
+ * other deliveries of the batch are written. Without fsync, close it.
+ */
 static int
-sf_finish_file(struct sf_job *job, int fd, const char *path)
+sf_finish_file(struct sf_job *job, int fd, const char *path, int *slot)
 {
-    if (job->sf->fsync && fsync(fd) != 0) {
-        int err = errno;
-        close(fd);
-        return sf_fail(&job->error, "fsync", path, err);
+    if (job->sf->fsync) {
+#ifdef SYNC_FILE_RANGE_WRITE
+        (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+#endif
+        *slot = fd;
+        return 0;
     }
     if (close(fd) != 0)
         return sf_fail(&job->error, "close", path, errno);
@@ -303,7 +331,7 @@ sf_read_fd(void *src, void *buf, size_t len)
     return read(*(int *)src, buf, len);
 }
 
-/* Step 1 for the first target: the message from the reader. */
+/* The message from the reader into the first target's tmp/. */
 static int
 sf_write_message(struct sf_job *job, struct sf_target *t)
 {
@@ -317,11 +345,12 @@ sf_write_message(struct sf_job *job, struct sf_target *t)
         close(fd);
         return -1;
     }
-    return sf_finish_file(job, fd, t->tmp);
+    return sf_finish_file(job, fd, t->tmp, &t->fd);
 }
 
-/* Step 1 for the other targets: a hard link to the first copy, or a copy
- * of it when the link cannot be made (another file system, no links). */
+/* The other targets: a hard link to the first copy (one inode: the first
+ * copy's fdatasync covers it), or a copy of it when the link cannot be
+ * made (another file system, no links). */
 static int
 sf_link_or_copy(struct sf_job *job, const struct sf_target *first,
                 struct sf_target *t)
@@ -348,10 +377,10 @@ sf_link_or_copy(struct sf_job *job, const struct sf_target *first,
         close(out);
         return -1;
     }
-    return sf_finish_file(job, out, t->tmp);
+    return sf_finish_file(job, out, t->tmp, &t->fd);
 }
 
-/* Step 2: the envelope, tmp then rename, before any message is in new/. */
+/* The envelope into tmp/; sf_place_envelope() renames it. */
 static int
 sf_write_envelope(struct sf_job *job, struct sf_target *t)
 {
@@ -365,21 +394,19 @@ sf_write_envelope(struct sf_job *job, struct sf_target *t)
         close(fd);
         return sf_fail(&job->error, "write", t->env_tmp, err);
     }
-    if (sf_finish_file(job, fd, t->env_tmp) != 0)
-        return -1;
+    return sf_finish_file(job, fd, t->env_tmp, &t->env_fd);
+}
+
+static int
+sf_place_envelope(struct sf_job *job, struct sf_target *t)
+{
     if (rename(t->env_tmp, t->env) != 0)
         return sf_fail(&job->error, "rename", t->env_tmp, errno);
     t->env_placed = true;
-    if (!job->sf->fsync)
-        return 0;
-    char *dir = sf_path(t->dir, "envelope", NULL);
-    int rc = dir ? sf_sync_dir(dir, &job->error)
-                 : sf_fail(&job->error, "fsync", t->dir, ENOMEM);
-    free(dir);
-    return rc;
+    return 0;
 }
 
-/* Step 3: into new/, the moment the message becomes visible. */
+/* Into new/, the moment the message becomes visible. */
 static int
 sf_deliver(struct sf_job *job, struct sf_target *t)
 {
@@ -387,17 +414,6 @@ sf_deliver(struct sf_job *job, struct sf_target *t)
         return sf_fail(&job->error, "rename", t->tmp, errno);
     t->delivered = true;
     return 0;
-}
-
-/* Step 4: make the renames into new/ durable. */
-static int
-sf_sync_new(struct sf_job *job, const struct sf_target *t)
-{
-    char *dir = sf_path(t->dir, "new", NULL);
-    int rc = dir ? sf_sync_dir(dir, &job->error)
-                 : sf_fail(&job->error, "fsync", t->dir, ENOMEM);
-    free(dir);
-    return rc;
 }
 
 /*
@@ -411,6 +427,7 @@ sf_sync_new(struct sf_job *job, const struct sf_target *t)
 static void
 sf_undo(struct sf_job *job)
 {
+    sf_close_fds(job);
     for (size_t i = 0; i < job->n_targets; i++) {
         struct sf_target *t = &job->targets[i];
         if (t->delivered)
@@ -424,12 +441,39 @@ sf_undo(struct sf_job *job)
     }
 }
 
-/* On a pool thread: all the file work. Only postern_message_read() may be
- * called here; errors are kept in job->error for sf_done(). */
-static void
-sf_work(void *arg)
+/*
+ * The renames of a delivery whose files are written, in order: every
+ * envelope first, then every message into new/. A failure half way leaves
+ * the copies already in new/ there (see sf_undo) and the client still gets
+ * 451: SMTP has one reply for all recipients of a DATA, and 250 must mean
+ * every copy is durable. The retry then duplicates those copies; a
+ * duplicate is the lesser harm, a lost or retracted message is not an
+ * option. The loop stops at the first failure: every further rename would
+ * only add a duplicate.
+ */
+static int
+sf_place_envelopes(struct sf_job *job)
 {
-    struct sf_job *job = arg;
+    for (size_t i = 0; job->sf->envelope && i < job->n_targets; i++)
+        if (sf_place_envelope(job, &job->targets[i]) != 0)
+            return -1;
+    return 0;
+}
+
+static int
+sf_deliver_all(struct sf_job *job)
+{
+    for (size_t i = 0; i < job->n_targets; i++)
+        if (sf_deliver(job, &job->targets[i]) != 0)
+            return -1;
+    return 0;
+}
+
+/* Write every file of a delivery into tmp/ (and, without fsync, finish
+ * it: nothing waits for the disk then). 0, or -1 after undoing it. */
+static int
+sf_write_job(struct sf_job *job)
+{
     const struct store_file *sf = job->sf;
 
     for (size_t i = 0; job->make_dirs && i < job->n_targets; i++) {
@@ -437,7 +481,7 @@ sf_work(void *arg)
         if ((t->base && sf_make_maildir(t->base, sf->envelope, sf->fsync,
                                         &job->error) != 0) ||
             sf_make_maildir(t->dir, sf->envelope, sf->fsync, &job->error) != 0)
-            return;
+            goto fail;
     }
     if (sf_write_message(job, &job->targets[0]) != 0)
         goto fail;
@@ -447,28 +491,218 @@ sf_work(void *arg)
     for (size_t i = 0; sf->envelope && i < job->n_targets; i++)
         if (sf_write_envelope(job, &job->targets[i]) != 0)
             goto fail;
-    /*
-     * Every copy is now in a tmp/, on disk. Only renames are left, the
-     * step least likely to fail (same directory tree, no data to write),
-     * so all of them run back to back, and the directories are fsynced
-     * after. If one fails half way, the copies already in new/ stay there
-     * (see sf_undo) and the client still gets 451: SMTP has one reply for
-     * all recipients of a DATA, and 250 must mean every copy is durable.
-     * The retry then duplicates those copies; a duplicate is the lesser
-     * harm, a lost or retracted message is not an option. Postfix's
-     * local(8) can do better only because its queue records each
-     * recipient's status; we have no queue. The loop stops at the first
-     * failure: every further rename would only add a duplicate.
-     */
-    for (size_t i = 0; i < job->n_targets; i++)
-        if (sf_deliver(job, &job->targets[i]) != 0)
-            goto fail;
-    for (size_t i = 0; sf->fsync && i < job->n_targets; i++)
-        if (sf_sync_new(job, &job->targets[i]) != 0)
-            goto fail;
-    return;
+    /* The envelopes go to envelope/ now: with fsync, the commit makes
+     * them durable before any message is renamed into new/. */
+    if (sf_place_envelopes(job) != 0)
+        goto fail;
+    if (sf->fsync)
+        return 0;
+    if (sf_deliver_all(job) != 0)
+        goto fail;
+    return 0;
 fail:
     sf_undo(job);
+    return -1;
+}
+
+/* --- group commit --------------------------------------------------------- */
+
+/*
+ * Deliveries are handed to the pool in batches: everything the store hook
+ * queued while the previous batches were in flight. A batch writes all its
+ * files, then makes them durable together, in one round of durability
+ * points shared by all its deliveries (see sf_commit()), and only then are
+ * the 250s of the whole batch sent. At most SF_IN_FLIGHT batches run at
+ * once: one can write while another waits for the disk.
+ */
+#define SF_IN_FLIGHT 2
+
+struct sf_batch {
+    struct store_file *sf;
+    struct sf_job *jobs;
+    size_t n_jobs;
+};
+
+/* A set of directories to fsync once per batch, each with the first
+ * error of its fsync. */
+struct sf_dirs {
+    char **paths;
+    int *errs;
+    size_t n, cap;
+};
+
+/* Add dir/sub unless present. -1 when out of memory. */
+static int
+sf_dirs_add(struct sf_dirs *d, const char *dir, const char *sub)
+{
+    char *path = sf_path(dir, sub, NULL);
+
+    if (path == NULL)
+        return -1;
+    for (size_t i = 0; i < d->n; i++)
+        if (strcmp(d->paths[i], path) == 0) {
+            free(path);
+            return 0;
+        }
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? 2 * d->cap : 8;
+        char **paths = realloc(d->paths, cap * sizeof *paths);
+        if (paths != NULL)
+            d->paths = paths;
+        int *errs = paths ? realloc(d->errs, cap * sizeof *errs) : NULL;
+        if (errs == NULL) {
+            free(path);
+            return -1;
+        }
+        d->errs = errs;
+        d->cap = cap;
+    }
+    d->errs[d->n] = 0;
+    d->paths[d->n++] = path;
+    return 0;
+}
+
+static void
+sf_dirs_sync(struct sf_dirs *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        struct sf_error e = {0};
+        if (sf_sync_dir(d->paths[i], &e) != 0)
+            d->errs[i] = e.err;
+        free(e.path);
+    }
+}
+
+/* The error of the fsync of dir/sub, 0 when it worked. */
+static int
+sf_dirs_error(const struct sf_dirs *d, const char *dir, const char *sub)
+{
+    char *path = sf_path(dir, sub, NULL);
+    int err = path ? 0 : ENOMEM;
+
+    for (size_t i = 0; path && i < d->n; i++)
+        if (strcmp(d->paths[i], path) == 0)
+            err = d->errs[i];
+    free(path);
+    return err;
+}
+
+static void
+sf_dirs_free(struct sf_dirs *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        free(d->paths[i]);
+    free(d->paths);
+    free(d->errs);
+}
+
+/* fdatasync and close every file the job wrote. */
+static int
+sf_sync_files(struct sf_job *job)
+{
+    for (size_t i = 0; i < job->n_targets; i++) {
+        struct sf_target *t = &job->targets[i];
+        int *slots[2] = {&t->fd, &t->env_fd};
+        const char *paths[2] = {t->tmp, t->env_tmp};
+        for (int k = 0; k < 2; k++) {
+            int fd = *slots[k];
+            if (fd < 0)
+                continue;
+            *slots[k] = -1;
+            if (fdatasync(fd) != 0) {
+                int err = errno;
+                close(fd);
+                return sf_fail(&job->error, "fsync", paths[k], err);
+            }
+            if (close(fd) != 0)
+                return sf_fail(&job->error, "close", paths[k], errno);
+        }
+    }
+    return 0;
+}
+
+/* Which targets a directory fsync covers: envelope/ of the live jobs;
+ * new/ of every copy renamed there, even of a job failing (it stays). */
+static bool
+sf_covers(const struct sf_job *j, const struct sf_target *t,
+          bool delivered_only)
+{
+    return delivered_only ? t->delivered : j->error.err == 0;
+}
+
+/* Fsync, once, the directory sub of every target covered; a job fails
+ * when the fsync of one of its directories did. */
+static void
+sf_sync_dirs(struct sf_batch *b, const char *sub, bool delivered_only)
+{
+    struct sf_dirs dirs = {0};
+
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        for (size_t i = 0; i < j->n_targets; i++) {
+            const struct sf_target *t = &j->targets[i];
+            if (sf_covers(j, t, delivered_only) &&
+                sf_dirs_add(&dirs, t->dir, sub) != 0)
+                sf_fail(&j->error, "fsync", t->dir, ENOMEM);
+        }
+    sf_dirs_sync(&dirs);
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        for (size_t i = 0; i < j->n_targets; i++) {
+            const struct sf_target *t = &j->targets[i];
+            int err = sf_covers(j, t, delivered_only)
+                          ? sf_dirs_error(&dirs, t->dir, sub)
+                          : 0;
+            if (err != 0) {
+                char *path = sf_path(t->dir, sub, NULL);
+                sf_fail(&j->error, "fsync", path ? path : t->dir, err);
+                free(path);
+            }
+        }
+    sf_dirs_free(&dirs);
+}
+
+/*
+ * The durability points of a batch whose files are all written (their
+ * writeback started) and whose envelopes are in envelope/:
+ *
+ *   1. fdatasync every file, back to back: the first one commits the
+ *      journal transaction they all are in, the others find their data
+ *      and size already on disk; then fsync each envelope/ once;
+ *   2. rename every message into new/, fsync each new/ once.
+ *
+ * So a message is complete on disk before its name appears in new/, its
+ * envelope is on disk before that, and every message of the batch is in
+ * new/ on disk before any 250. A delivery failing at any step is undone
+ * (sf_undo) without holding up the others.
+ */
+static void
+sf_commit(struct sf_batch *b)
+{
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        if (j->error.err == 0 && sf_sync_files(j) != 0)
+            sf_undo(j);
+    if (b->sf->envelope)
+        sf_sync_dirs(b, "envelope", false);
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        if (j->error.err == 0)
+            (void)sf_deliver_all(j);
+    sf_sync_dirs(b, "new", true);
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        if (j->error.err != 0)
+            sf_undo(j);
+}
+
+/* On a pool thread: all the file work of a batch. Only
+ * postern_message_read() may be called here; errors are kept in each
+ * job's error for sf_job_done(). */
+static void
+sf_batch_work(void *arg)
+{
+    struct sf_batch *b = arg;
+
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        (void)sf_write_job(j);
+    if (b->sf->fsync)
+        sf_commit(b);
 }
 
 static void
@@ -478,18 +712,21 @@ sf_reply_failure(postern_ctx *ctx)
         postern_reply(ctx, 451, "4.3.0", "Error: local storage failure");
 }
 
-/* On the loop thread, once sf_work() is over. Resumes even an orphaned
- * context: the core ignores the result, and the job is freed either way. */
+/* On the loop thread, once the job's batch is over. Resumes even an
+ * orphaned context: the core ignores the result, and the job is freed
+ * either way. */
 static void
-sf_done(void *arg)
+sf_job_done(struct sf_job *job, unsigned long commit)
 {
-    struct sf_job *job = arg;
     postern_ctx *ctx = job->ctx;
 
     if (job->error.err == 0) {
+        char point[48] = "";
+        if (job->sf->fsync)
+            snprintf(point, sizeof point, " commit=%lu", commit);
         postern_log(ctx, POSTERN_LOG_INFO,
-                    "stored id=%s file=%s maildirs=%zu%s%s", job->id,
-                    postern_log_value(job->name), job->n_targets,
+                    "stored id=%s file=%s maildirs=%zu%s%s%s", job->id,
+                    postern_log_value(job->name), job->n_targets, point,
                     job->quarantined ? " quarantine=yes" : "",
                     postern_ctx_orphaned(ctx) ? " client_gone=yes" : "");
         if (!postern_ctx_orphaned(ctx))
@@ -514,6 +751,60 @@ sf_done(void *arg)
         postern_resume(ctx, POSTERN_TEMPFAIL);
     }
     sf_job_free(job);
+}
+
+static int sf_batch_submit(struct store_file *sf);
+
+/* On the loop thread: the batch is durable (or failed); answer all its
+ * clients together, then start the next batch if deliveries wait. */
+static void
+sf_batch_done(void *arg)
+{
+    struct sf_batch *b = arg;
+    struct store_file *sf = b->sf;
+    unsigned long commit = ++sf->commits;
+
+    sf->committed += b->n_jobs;
+    for (struct sf_job *j = b->jobs, *next; j != NULL; j = next) {
+        next = j->next;
+        sf_job_done(j, commit);
+    }
+    free(b);
+    sf->in_flight--;
+    while (sf->queue != NULL && sf->in_flight < SF_IN_FLIGHT)
+        if (sf_batch_submit(sf) != 0) {
+            /* The pool is gone (shutting down): nobody will write these. */
+            for (struct sf_job *j = sf->queue, *next; j != NULL; j = next) {
+                next = j->next;
+                sf_fail(&j->error, "submit", "thread pool", EAGAIN);
+                sf_job_done(j, 0);
+            }
+            sf->queue = NULL;
+            sf->queue_tail = &sf->queue;
+        }
+}
+
+/* Hand every queued delivery to the pool as one batch. 0, or -1 when the
+ * pool refused it (the queue is left as it was). */
+static int
+sf_batch_submit(struct store_file *sf)
+{
+    struct sf_batch *b = calloc(1, sizeof *b);
+
+    if (b == NULL)
+        return -1;
+    b->sf = sf;
+    b->jobs = sf->queue;
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        b->n_jobs++;
+    if (postern_pool_submit(sf_batch_work, sf_batch_done, b) != 0) {
+        free(b);
+        return -1;
+    }
+    sf->queue = NULL;
+    sf->queue_tail = &sf->queue;
+    sf->in_flight++;
+    return 0;
 }
 
 /* --- gathering the job on the loop thread ----------------------------------
@@ -690,6 +981,8 @@ sf_job_targets(struct sf_job *job, postern_ctx *ctx, const char *received_at)
     job->targets = calloc(n_rcpts ? n_rcpts : 1, sizeof *job->targets);
     if (!group || !members || !first || !names || !job->targets)
         goto out;
+    for (size_t i = 0; i < (n_rcpts ? n_rcpts : 1); i++)
+        job->targets[i].fd = job->targets[i].env_fd = -1;
 
     if (!sf->per_recipient) {
         job->n_targets = 1;
@@ -800,11 +1093,11 @@ sf_job_new(const struct store_file *sf, postern_ctx *ctx)
     return job;
 }
 
-/* The store hook: gather, hand to the pool, answer later. */
+/* The store hook: gather, queue for the next batch, answer later. */
 static postern_result
 sf_store(postern_ctx *ctx, void *instance)
 {
-    const struct store_file *sf = instance;
+    struct store_file *sf = instance;
     struct sf_job *job = NULL;
 
     if (postern_transaction_id(ctx) == NULL) {
@@ -829,12 +1122,18 @@ sf_store(postern_ctx *ctx, void *instance)
             postern_log_value(errno ? strerror(errno) : "unknown error"));
         goto fail;
     }
-    if (postern_pool_submit(sf_work, sf_done, job) != 0) {
+    /* The queue is empty unless SF_IN_FLIGHT batches run: then the first
+     * of them to finish takes this job along in the next batch. */
+    *sf->queue_tail = job;
+    sf->queue_tail = &job->next;
+    if (sf->in_flight < SF_IN_FLIGHT && sf_batch_submit(sf) != 0) {
+        sf->queue = NULL;
+        sf->queue_tail = &sf->queue;
         postern_log(ctx, POSTERN_LOG_ERROR,
                     "the thread pool refused the delivery id=%s", job->id);
         goto fail;
     }
-    /* job now belongs to sf_done(); it may even be freed already. */
+    /* job now belongs to sf_batch_done(); it may even be freed already. */
     return POSTERN_PENDING;
 fail:
     sf_job_free(job);
@@ -852,6 +1151,10 @@ sf_destroy(void *instance)
 
     if (sf == NULL)
         return;
+    if (sf->committed > 0)
+        postern_log(NULL, POSTERN_LOG_INFO,
+                    "group commit: deliveries=%lu batches=%lu fsync=%s",
+                    sf->committed, sf->commits, sf->fsync ? "yes" : "no");
     free(sf->root);
     free(sf->quarantine_folder);
     free(sf->quarantine_root);
@@ -1128,6 +1431,7 @@ sf_create_instance(postern_module_init *init, void **instance)
     }
     sf->envelope = true;
     sf->fsync = true;
+    sf->queue_tail = &sf->queue;
     if (sf_config(init, sf) != 0) {
         sf_destroy(sf);
         return -1;
