@@ -124,6 +124,62 @@ class StoreDurableTest(PosternTestCase):
                              r"group commit: deliveries=%d batches=%d "
                              r"fsync=yes" % (sessions * rounds, len(commits)))
 
+    def test_failure_in_a_batch_fails_only_its_delivery(self):
+        """With fsync on, the rename into bob's new/ fails (it is a plain
+        file) in a batch shared with good deliveries: that delivery gets
+        451, alice's copy stays with its envelope, nothing is left in tmp/
+        or in bob's envelope/, and the good deliveries get 250."""
+        plugin = store_plugin(fsync=True, per_recipient=True)
+        with Server(plugins={"20-store": plugin}) as srv:
+            bob = os.path.join(srv.maildir, "bob@example.com")
+            for sub in ("", "tmp", "cur", "envelope"):
+                os.makedirs(os.path.join(bob, sub), exist_ok=True)
+            with open(os.path.join(bob, "new"), "w") as f:
+                f.write("not a directory\n")
+            n = 8
+            barrier = threading.Barrier(n)
+            codes = [None] * n
+
+            def send(i):
+                with srv.client() as c:
+                    c.ehlo()
+                    rcpts = ["carol%d@example.com" % i]
+                    if i == 0:
+                        rcpts = ["alice@example.com", "bob@example.com"]
+                    c.cmd_expect("MAIL FROM:<a@example.org>", 250)
+                    for r in rcpts:
+                        c.cmd_expect("RCPT TO:<%s>" % r, 250)
+                    c.cmd_expect("DATA", 354)
+                    c.send(body_for("f%d" % i))
+                    barrier.wait(10)
+                    c.send(b".\r\n")
+                    codes[i] = c.reply().code
+
+            threads = [threading.Thread(target=send, args=(i,))
+                       for i in range(n)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            self.assertEqual(codes, [451] + [250] * (n - 1))
+            alice = os.path.join(srv.maildir, "alice@example.com")
+            msgs = maildir_messages(alice)
+            self.assertEqual(len(msgs), 1)
+            split_added_headers(read_bytes(msgs[0]), body_for("f0"))
+            self.assertEqual(read_envelope(alice, msgs[0])["rcpt_to"],
+                             ["alice@example.com"])
+            self.assertEqual(os.listdir(os.path.join(bob, "envelope")), [])
+            for i in range(1, n):
+                carol = os.path.join(srv.maildir, "carol%d@example.com" % i)
+                msgs = maildir_messages(carol)
+                self.assertEqual(len(msgs), 1, carol)
+                split_added_headers(read_bytes(msgs[0]), body_for("f%d" % i))
+            for d in os.listdir(srv.maildir):
+                self.assertEqual(maildir_tmp(os.path.join(srv.maildir, d)),
+                                 [], d)
+            self.assertIsNotNone(srv.wait_log(
+                r"partial delivery .*in_new=1 maildirs=2"))
+
     def test_no_fsync_has_no_durability_point(self):
         """"fsync": false stores without a commit round."""
         with Server(plugins={"20-store": store_plugin(fsync=False)}) as srv, \
