@@ -1,26 +1,27 @@
 /*
  * store_file.c - deliver each message into a maildir, durably.
  *
- * The store handler gathers what it needs from the context on the loop
+ * The store hook gathers what it needs from the context on the loop
  * thread (the envelope as JSON text, a message reader, the file name) and
- * hands the file work to the thread pool, so no open, write or fsync ever
- * blocks the loop. The pool thread:
+ * queues the delivery; the queue goes to the thread pool in batches (group
+ * commit, see sf_batch_submit()), so no open, write or fsync ever blocks
+ * the loop, and deliveries that finish together share their fsyncs. A
+ * pool thread, for a batch:
  *
- *   1. writes the message to tmp/<name> of the first maildir and fsyncs
- *      it; the other maildirs get a hard link to that file in their tmp/,
- *      or a fsynced copy when linking fails;
- *   2. for each maildir, writes the envelope to tmp/<name>.json, fsyncs
- *      it, renames it to envelope/<name>.json and fsyncs envelope/;
- *   3. renames every tmp/<name> to new/<name>, back to back;
- *   4. fsyncs every new/.
+ *   1. writes each message to tmp/<name> of its first maildir (the other
+ *      maildirs get a hard link to that file in their tmp/, or a copy when
+ *      linking fails), each envelope to tmp/<name>.json, and renames the
+ *      envelopes into envelope/;
+ *   2. fdatasyncs every file, then fsyncs each envelope/ once;
+ *   3. renames every tmp/<name> to new/<name>, then fsyncs each new/ once.
  *
- * Every envelope is in place before any message reaches new/, so a reader
- * of new/ always finds the envelope. The 250 is sent only once all copies
- * are in new/ and on disk. On any failure the client gets 451 and retries,
- * and what no reader can have seen is unlinked: files in tmp/, and the
- * envelopes of messages that are not in new/. A copy already in new/ is
- * never taken back (see sf_place_envelopes() for a rename failing half
- * way).
+ * Every envelope is on disk before its message reaches new/, so a reader
+ * of new/ always finds the envelope. The 250s of a batch are sent only
+ * once all its copies are in new/ and on disk. On any failure the client
+ * gets 451 and retries, and what no reader can have seen is unlinked:
+ * files in tmp/, and the envelopes of messages that are not in new/. A
+ * copy already in new/ is never taken back (see sf_place_envelopes() for
+ * a rename failing half way).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -200,7 +201,6 @@ struct sf_target {
     char *dir;      /* the maildir */
     char *envelope; /* JSON text, or NULL with "envelope": false */
     char *tmp, *new, *env_tmp, *env;
-    int fd, env_fd; /* written, awaiting the commit's fdatasync; or -1 */
     bool tmp_made, env_tmp_made, env_placed, delivered;
 };
 
@@ -219,24 +219,10 @@ struct sf_job {
 };
 
 static void
-sf_close_fds(struct sf_job *job)
-{
-    for (size_t i = 0; i < job->n_targets; i++) {
-        struct sf_target *t = &job->targets[i];
-        if (t->fd >= 0)
-            close(t->fd);
-        if (t->env_fd >= 0)
-            close(t->env_fd);
-        t->fd = t->env_fd = -1;
-    }
-}
-
-static void
 sf_job_free(struct sf_job *job)
 {
     if (job == NULL)
         return;
-    sf_close_fds(job);
     postern_message_close(job->reader);
     for (size_t i = 0; i < job->n_targets; i++) {
         struct sf_target *t = &job->targets[i];
@@ -266,22 +252,11 @@ sf_create(const char *path, struct sf_error *e)
     return fd;
 }
 
-/*
- * A file just written: with fsync, keep it open in *slot for the group
- * commit's fdatasync, and start its writeback now, so its blocks are being
- * written (and allocated, in the running journal transaction) while the
- * other deliveries of the batch are written. Without fsync, close it.
- */
+/* Close a file just written; with fsync, the batch's syncfs() makes it
+ * durable (see sf_sync_written()). */
 static int
-sf_finish_file(struct sf_job *job, int fd, const char *path, int *slot)
+sf_finish_file(struct sf_job *job, int fd, const char *path)
 {
-    if (job->sf->fsync) {
-#ifdef SYNC_FILE_RANGE_WRITE
-        (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-#endif
-        *slot = fd;
-        return 0;
-    }
     if (close(fd) != 0)
         return sf_fail(&job->error, "close", path, errno);
     return 0;
@@ -345,12 +320,11 @@ sf_write_message(struct sf_job *job, struct sf_target *t)
         close(fd);
         return -1;
     }
-    return sf_finish_file(job, fd, t->tmp, &t->fd);
+    return sf_finish_file(job, fd, t->tmp);
 }
 
-/* The other targets: a hard link to the first copy (one inode: the first
- * copy's fdatasync covers it), or a copy of it when the link cannot be
- * made (another file system, no links). */
+/* The other targets: a hard link to the first copy, or a copy of it when the
+ * link cannot be made (another file system, no links). */
 static int
 sf_link_or_copy(struct sf_job *job, const struct sf_target *first,
                 struct sf_target *t)
@@ -377,7 +351,7 @@ sf_link_or_copy(struct sf_job *job, const struct sf_target *first,
         close(out);
         return -1;
     }
-    return sf_finish_file(job, out, t->tmp, &t->fd);
+    return sf_finish_file(job, out, t->tmp);
 }
 
 /* The envelope into tmp/; sf_place_envelope() renames it. */
@@ -394,7 +368,7 @@ sf_write_envelope(struct sf_job *job, struct sf_target *t)
         close(fd);
         return sf_fail(&job->error, "write", t->env_tmp, err);
     }
-    return sf_finish_file(job, fd, t->env_tmp, &t->env_fd);
+    return sf_finish_file(job, fd, t->env_tmp);
 }
 
 static int
@@ -427,7 +401,6 @@ sf_deliver(struct sf_job *job, struct sf_target *t)
 static void
 sf_undo(struct sf_job *job)
 {
-    sf_close_fds(job);
     for (size_t i = 0; i < job->n_targets; i++) {
         struct sf_target *t = &job->targets[i];
         if (t->delivered)
@@ -523,22 +496,24 @@ struct sf_batch {
     size_t n_jobs;
 };
 
-/* A set of directories to fsync once per batch, each with the first
- * error of its fsync. */
+/* The new/ directories of a batch, each opened once: their file system
+ * is synced through them, and they are fsynced after the renames. */
 struct sf_dirs {
     char **paths;
-    int *errs;
+    int *fds;
+    int *errs; /* first error of a sync covering the directory */
+    dev_t *devs;
     size_t n, cap;
 };
 
-/* Add dir/sub unless present. -1 when out of memory. */
+/* Add dir/new unless present; opened and its file system looked up. */
 static int
-sf_dirs_add(struct sf_dirs *d, const char *dir, const char *sub)
+sf_dirs_add(struct sf_dirs *d, const char *dir)
 {
-    char *path = sf_path(dir, sub, NULL);
+    char *path = sf_path(dir, "new", NULL);
 
     if (path == NULL)
-        return -1;
+        return ENOMEM;
     for (size_t i = 0; i < d->n; i++)
         if (strcmp(d->paths[i], path) == 0) {
             free(path);
@@ -547,37 +522,35 @@ sf_dirs_add(struct sf_dirs *d, const char *dir, const char *sub)
     if (d->n == d->cap) {
         size_t cap = d->cap ? 2 * d->cap : 8;
         char **paths = realloc(d->paths, cap * sizeof *paths);
-        if (paths != NULL)
-            d->paths = paths;
-        int *errs = paths ? realloc(d->errs, cap * sizeof *errs) : NULL;
-        if (errs == NULL) {
+        int *fds = paths ? realloc(d->fds, cap * sizeof *fds) : NULL;
+        int *errs = fds ? realloc(d->errs, cap * sizeof *errs) : NULL;
+        dev_t *devs = errs ? realloc(d->devs, cap * sizeof *devs) : NULL;
+        d->paths = paths ? paths : d->paths;
+        d->fds = fds ? fds : d->fds;
+        d->errs = errs ? errs : d->errs;
+        d->devs = devs ? devs : d->devs;
+        if (devs == NULL) {
             free(path);
-            return -1;
+            return ENOMEM;
         }
-        d->errs = errs;
         d->cap = cap;
     }
-    d->errs[d->n] = 0;
-    d->paths[d->n++] = path;
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int err = fd < 0 ? errno : fstat(fd, &st) != 0 ? errno : 0;
+    d->paths[d->n] = path;
+    d->fds[d->n] = fd;
+    d->errs[d->n] = err;
+    d->devs[d->n] = err ? 0 : st.st_dev;
+    d->n++;
     return 0;
 }
 
-static void
-sf_dirs_sync(struct sf_dirs *d)
-{
-    for (size_t i = 0; i < d->n; i++) {
-        struct sf_error e = {0};
-        if (sf_sync_dir(d->paths[i], &e) != 0)
-            d->errs[i] = e.err;
-        free(e.path);
-    }
-}
-
-/* The error of the fsync of dir/sub, 0 when it worked. */
+/* The error recorded for dir/new: 0 when every sync of it worked. */
 static int
-sf_dirs_error(const struct sf_dirs *d, const char *dir, const char *sub)
+sf_dirs_error(const struct sf_dirs *d, const char *dir)
 {
-    char *path = sf_path(dir, sub, NULL);
+    char *path = sf_path(dir, "new", NULL);
     int err = path ? 0 : ENOMEM;
 
     for (size_t i = 0; path && i < d->n; i++)
@@ -590,83 +563,116 @@ sf_dirs_error(const struct sf_dirs *d, const char *dir, const char *sub)
 static void
 sf_dirs_free(struct sf_dirs *d)
 {
-    for (size_t i = 0; i < d->n; i++)
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->fds[i] >= 0)
+            close(d->fds[i]);
         free(d->paths[i]);
-    free(d->paths);
-    free(d->errs);
-}
-
-/* fdatasync and close every file the job wrote. */
-static int
-sf_sync_files(struct sf_job *job)
-{
-    for (size_t i = 0; i < job->n_targets; i++) {
-        struct sf_target *t = &job->targets[i];
-        int *slots[2] = {&t->fd, &t->env_fd};
-        const char *paths[2] = {t->tmp, t->env_tmp};
-        for (int k = 0; k < 2; k++) {
-            int fd = *slots[k];
-            if (fd < 0)
-                continue;
-            *slots[k] = -1;
-            if (fdatasync(fd) != 0) {
-                int err = errno;
-                close(fd);
-                return sf_fail(&job->error, "fsync", paths[k], err);
-            }
-            if (close(fd) != 0)
-                return sf_fail(&job->error, "close", paths[k], errno);
-        }
     }
-    return 0;
+    free(d->paths);
+    free(d->fds);
+    free(d->errs);
+    free(d->devs);
 }
 
-/* Which targets a directory fsync covers: envelope/ of the live jobs;
- * new/ of every copy renamed there, even of a job failing (it stays). */
-static bool
-sf_covers(const struct sf_job *j, const struct sf_target *t,
-          bool delivered_only)
-{
-    return delivered_only ? t->delivered : j->error.err == 0;
-}
-
-/* Fsync, once, the directory sub of every target covered; a job fails
- * when the fsync of one of its directories did. */
+/* A job fails when a sync covering one of its targets did; only_delivered:
+ * count only the copies already in new/. */
 static void
-sf_sync_dirs(struct sf_batch *b, const char *sub, bool delivered_only)
+sf_dirs_fail_jobs(const struct sf_dirs *d, struct sf_batch *b, const char *op,
+                  bool only_delivered)
 {
-    struct sf_dirs dirs = {0};
-
     for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
         for (size_t i = 0; i < j->n_targets; i++) {
             const struct sf_target *t = &j->targets[i];
-            if (sf_covers(j, t, delivered_only) &&
-                sf_dirs_add(&dirs, t->dir, sub) != 0)
-                sf_fail(&j->error, "fsync", t->dir, ENOMEM);
-        }
-    sf_dirs_sync(&dirs);
-    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
-        for (size_t i = 0; i < j->n_targets; i++) {
-            const struct sf_target *t = &j->targets[i];
-            int err = sf_covers(j, t, delivered_only)
-                          ? sf_dirs_error(&dirs, t->dir, sub)
-                          : 0;
+            if (only_delivered ? !t->delivered : j->error.err != 0)
+                continue;
+            int err = sf_dirs_error(d, t->dir);
             if (err != 0) {
-                char *path = sf_path(t->dir, sub, NULL);
-                sf_fail(&j->error, "fsync", path ? path : t->dir, err);
+                char *path = sf_path(t->dir, "new", NULL);
+                sf_fail(&j->error, op, path ? path : t->dir, err);
                 free(path);
             }
         }
-    sf_dirs_free(&dirs);
+}
+
+/* Without syncfs(): fdatasync every file, fsync every envelope/. */
+static int
+sf_sync_path(const char *path, bool dir)
+{
+    int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+    int rc = fd < 0 ? -1 : dir ? fsync(fd) : fdatasync(fd);
+    int err = errno;
+
+    if (fd >= 0)
+        close(fd);
+    errno = err;
+    return rc;
+}
+
+static void
+sf_sync_each_file(struct sf_job *j)
+{
+    for (size_t i = 0; j->error.err == 0 && i < j->n_targets; i++) {
+        const struct sf_target *t = &j->targets[i];
+        char *env_dir =
+            j->sf->envelope ? sf_path(t->dir, "envelope", NULL) : NULL;
+        if (sf_sync_path(t->tmp, false) != 0)
+            sf_fail(&j->error, "fsync", t->tmp, errno);
+        else if (j->sf->envelope && sf_sync_path(t->env, false) != 0)
+            sf_fail(&j->error, "fsync", t->env, errno);
+        else if (j->sf->envelope &&
+                 (!env_dir || sf_sync_path(env_dir, true) != 0))
+            sf_fail(&j->error, "fsync", env_dir ? env_dir : t->dir,
+                    env_dir ? errno : ENOMEM);
+        free(env_dir);
+    }
 }
 
 /*
- * The durability points of a batch whose files are all written (their
- * writeback started) and whose envelopes are in envelope/:
+ * The first durability point of a batch: every file written and every
+ * envelope renamed is on disk. syncfs(2) once per file system: "sync() or
+ * syncfs() provide the same guarantees as fsync() called on every file in
+ * the system or filesystem respectively", and it costs one journal commit
+ * and one cache flush, where an fdatasync per file costs a cache flush
+ * each. Where syncfs() is missing, the files one by one.
+ */
+static void
+sf_sync_written(struct sf_dirs *d, struct sf_batch *b)
+{
+    bool fallback = false;
+
+    for (size_t i = 0; i < d->n; i++) {
+        bool done = false;
+        for (size_t k = 0; k < i && !done; k++)
+            if (d->errs[k] == 0 && d->devs[k] == d->devs[i]) {
+                done = true;
+                d->errs[i] = d->errs[k];
+            }
+        if (done || d->errs[i] != 0)
+            continue;
+        if (syncfs(d->fds[i]) != 0) {
+            if (errno == ENOSYS)
+                fallback = true;
+            else
+                d->errs[i] = errno;
+        }
+    }
+    /* Maildirs sharing a file system share its sync's outcome. */
+    for (size_t i = 0; i < d->n; i++)
+        for (size_t k = 0; k < d->n; k++)
+            if (d->errs[k] != 0 && d->devs[k] == d->devs[i] &&
+                d->errs[i] == 0 && d->fds[i] >= 0)
+                d->errs[i] = d->errs[k];
+    sf_dirs_fail_jobs(d, b, "syncfs", false);
+    for (struct sf_job *j = b->jobs; fallback && j != NULL; j = j->next)
+        sf_sync_each_file(j);
+}
+
+/*
+ * The durability points of a batch whose files are all written and
+ * closed, and whose envelopes are in envelope/:
  *
- *   1. fdatasync every file, back to back: the first one commits the
- *      journal transaction they all are in, the others find their data
- *      and size already on disk; then fsync each envelope/ once;
+ *   1. syncfs() the file system of the maildirs: every message file and
+ *      envelope, data and names, is on disk;
  *   2. rename every message into new/, fsync each new/ once.
  *
  * So a message is complete on disk before its name appears in new/, its
@@ -677,15 +683,24 @@ sf_sync_dirs(struct sf_batch *b, const char *sub, bool delivered_only)
 static void
 sf_commit(struct sf_batch *b)
 {
+    struct sf_dirs dirs = {0};
+
     for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
-        if (j->error.err == 0 && sf_sync_files(j) != 0)
-            sf_undo(j);
-    if (b->sf->envelope)
-        sf_sync_dirs(b, "envelope", false);
+        for (size_t i = 0; j->error.err == 0 && i < j->n_targets; i++) {
+            int err = sf_dirs_add(&dirs, j->targets[i].dir);
+            if (err != 0)
+                sf_fail(&j->error, "open", j->targets[i].dir, err);
+        }
+    sf_dirs_fail_jobs(&dirs, b, "open", false);
+    sf_sync_written(&dirs, b);
     for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
         if (j->error.err == 0)
             (void)sf_deliver_all(j);
-    sf_sync_dirs(b, "new", true);
+    for (size_t i = 0; i < dirs.n; i++)
+        if (dirs.errs[i] == 0 && fsync(dirs.fds[i]) != 0)
+            dirs.errs[i] = errno;
+    sf_dirs_fail_jobs(&dirs, b, "fsync", true);
+    sf_dirs_free(&dirs);
     for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
         if (j->error.err != 0)
             sf_undo(j);
@@ -981,8 +996,6 @@ sf_job_targets(struct sf_job *job, postern_ctx *ctx, const char *received_at)
     job->targets = calloc(n_rcpts ? n_rcpts : 1, sizeof *job->targets);
     if (!group || !members || !first || !names || !job->targets)
         goto out;
-    for (size_t i = 0; i < (n_rcpts ? n_rcpts : 1); i++)
-        job->targets[i].fd = job->targets[i].env_fd = -1;
 
     if (!sf->per_recipient) {
         job->n_targets = 1;
