@@ -482,13 +482,16 @@ fail:
 
 /*
  * Deliveries are handed to the pool in batches: everything the store hook
- * queued while the previous batches were in flight. A batch writes all its
+ * queued while the previous batch was in flight. A batch writes all its
  * files, then makes them durable together, in one round of durability
  * points shared by all its deliveries (see sf_commit()), and only then are
- * the 250s of the whole batch sent. At most SF_IN_FLIGHT batches run at
- * once: one can write while another waits for the disk.
+ * the 250s of the whole batch sent. One batch at a time: a second one
+ * would only write its files while the first one's journal commit holds
+ * the file system (creating a file waits for that commit on ext4), and
+ * split the waiting deliveries into two commits where one would do. At
+ * low load a delivery is a batch of its own and waits for nobody.
  */
-#define SF_IN_FLIGHT 2
+#define SF_IN_FLIGHT 1
 
 struct sf_batch {
     struct store_file *sf;
@@ -1135,8 +1138,8 @@ sf_store(postern_ctx *ctx, void *instance)
             postern_log_value(errno ? strerror(errno) : "unknown error"));
         goto fail;
     }
-    /* The queue is empty unless SF_IN_FLIGHT batches run: then the first
-     * of them to finish takes this job along in the next batch. */
+    /* The queue is empty unless a batch runs: then it takes this job
+     * along in the next batch when it is done. */
     *sf->queue_tail = job;
     sf->queue_tail = &job->next;
     if (sf->in_flight < SF_IN_FLIGHT && sf_batch_submit(sf) != 0) {
