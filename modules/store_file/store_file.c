@@ -12,7 +12,8 @@
  *      maildirs get a hard link to that file in their tmp/, or a copy when
  *      linking fails), each envelope to tmp/<name>.json, and renames the
  *      envelopes into envelope/;
- *   2. fdatasyncs every file, then fsyncs each envelope/ once;
+ *   2. syncfs()s their file system once: every file and envelope is on
+ *      disk;
  *   3. renames every tmp/<name> to new/<name>, then fsyncs each new/ once.
  *
  * Every envelope is on disk before its message reaches new/, so a reader
