@@ -17,6 +17,10 @@
 #   BENCH_THREADS   []      store_file "threads" (default: the shared pool)
 #   BENCH_MAILDIR   []      directory for the maildirs (default: the work
 #                           dir under /tmp); put it on the disk to measure
+#   BENCH_BASELINE_MODULES []  a modules/ directory holding another build
+#                           of store_file.so (say, of the previous commit):
+#                           adds a "baseline" setup (fsync on) loading it,
+#                           with the same postern binary, to compare
 #   BENCH_BUILD_DIR [<repo>/build-bench]
 #   BENCH_TIMEOUT   [300]   seconds before a single run is abandoned
 set -euo pipefail
@@ -30,6 +34,9 @@ rounds=${BENCH_ROUNDS:-3}
 threads=${BENCH_THREADS:-}
 build=${BENCH_BUILD_DIR:-$repo/build-bench}
 run_timeout=${BENCH_TIMEOUT:-300}
+baseline=${BENCH_BASELINE_MODULES:-}
+setups="discard fsync nofsync"
+[ -n "$baseline" ] && setups="discard baseline fsync nofsync"
 
 log() { printf '[bench-store] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -87,14 +94,15 @@ run_setup() {
   "limits": {"connections": 2000, "message_size": 104857600},
   "spool_dir": "$dir/spool",
   "plugins_dir": "$dir/plugins.d",
-  "module_path": ["$build/modules"]
+  "module_path": ["$modules"]
 }
 JSON
-    local extra=
+    local extra= modules=$build/modules
     [ -n "$threads" ] && extra=", \"threads\": $threads"
+    [ "$name" = baseline ] && modules=$baseline
     case $name in
     discard) echo '{"module": "discard"}' >"$dir/plugins.d/50-discard.json" ;;
-    fsync) printf '{"module": "store_file"%s, "config": {"root": "%s"}}\n' "$extra" "$maildir" >"$dir/plugins.d/50-store.json" ;;
+    fsync|baseline) printf '{"module": "store_file"%s, "config": {"root": "%s"}}\n' "$extra" "$maildir" >"$dir/plugins.d/50-store.json" ;;
     nofsync) printf '{"module": "store_file"%s, "config": {"root": "%s", "fsync": false}}\n' "$extra" "$maildir" >"$dir/plugins.d/50-store.json" ;;
     esac
     "$postern_bin" -c "$dir/postern.json" >/dev/null 2>"$dir/postern.log" &
@@ -118,7 +126,7 @@ JSON
 
 declare -A rates
 for r in $(seq 1 "$rounds"); do
-    for name in discard fsync nofsync; do
+    for name in $setups; do
         rate=$(run_setup "$name")
         rates[$name]="${rates[$name]:-} $rate"
         log "round $r $name: $rate msg/s"
@@ -129,12 +137,16 @@ median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[in
 d=$(echo "${rates[discard]}" | median)
 printf '\nstore_file vs discard: %d messages, %d sessions, %d-byte payload, many per connection, %s CPUs, median of %d rounds\n\n' \
     "$messages" "$sessions" "$size" "$(nproc)" "$rounds"
-printf '%-26s %10s %7s\n' setup "msg/s" ratio
-for name in discard fsync nofsync; do
+printf '%-30s %10s %7s\n' setup "msg/s" ratio
+for name in $setups; do
     m=$(echo "${rates[$name]}" | median)
     label=$name
     [ "$name" = discard ] && label="discard"
     [ "$name" = fsync ] && label="store_file (fsync)"
     [ "$name" = nofsync ] && label='store_file ("fsync": false)'
-    printf '%-26s %10s %7s\n' "$label" "$m" "$(awk -v a="$m" -v b="$d" 'BEGIN { printf "%.2f", a / b }')"
+    [ "$name" = baseline ] && label="store_file (fsync), baseline"
+    printf '%-30s %10s %7s\n' "$label" "$m" "$(awk -v a="$m" -v b="$d" 'BEGIN { printf "%.2f", a / b }')"
 done
+if [ -f "$work/commits-fsync" ]; then
+    printf '\nstore_file (fsync), last round: %s\n' "$(cat "$work/commits-fsync")"
+fi
