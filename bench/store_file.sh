@@ -82,7 +82,8 @@ sys.exit(s.connect_ex(("127.0.0.1", int(sys.argv[1]))))' "$port"; then return 0;
 
 # run_setup NAME: one postern, one load; prints msg/s.
 run_setup() {
-    local name=$1 dir=$work/$1 port start end stored maildir
+    local name=$1 dir=$work/$1 port start end stored maildir extra= modules=$build/modules
+    [ "$name" = baseline ] && modules=$baseline
     rm -rf "$dir"; mkdir -p "$dir/plugins.d" "$dir/spool"
     maildir=$maildir_base/maildir-$name
     rm -rf "$maildir"
@@ -97,9 +98,7 @@ run_setup() {
   "module_path": ["$modules"]
 }
 JSON
-    local extra= modules=$build/modules
     [ -n "$threads" ] && extra=", \"threads\": $threads"
-    [ "$name" = baseline ] && modules=$baseline
     case $name in
     discard) echo '{"module": "discard"}' >"$dir/plugins.d/50-discard.json" ;;
     fsync|baseline) printf '{"module": "store_file"%s, "config": {"root": "%s"}}\n' "$extra" "$maildir" >"$dir/plugins.d/50-store.json" ;;
