@@ -218,8 +218,6 @@ class StoreDurableTest(PosternTestCase):
                     self.assertIsNone(s.error)
                     acked.update(s.acked)
             self.assertGreater(len(acked), 0)
-            if os.environ.get("SF_DEBUG"):
-                print("acked", len(acked), file=sys.stderr)
             restart(srv)  # start-up after the last kill, as in production
             seen = {}
             for path in maildir_messages(srv.maildir):
