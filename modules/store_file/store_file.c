@@ -1,25 +1,28 @@
 /*
  * store_file.c - deliver each message into a maildir, durably.
  *
- * The store handler gathers what it needs from the context on the loop
+ * The store hook gathers what it needs from the context on the loop
  * thread (the envelope as JSON text, a message reader, the file name) and
- * hands the file work to the thread pool, so no open, write or fsync ever
- * blocks the loop. The pool thread:
+ * queues the delivery; the queue goes to the thread pool in batches (group
+ * commit, see sf_batch_submit()), so no open, write or fsync ever blocks
+ * the loop, and deliveries that finish together share their fsyncs. A
+ * pool thread, for a batch:
  *
- *   1. writes the message to tmp/<name> of the first maildir and fsyncs
- *      it; the other maildirs get a hard link to that file in their tmp/,
- *      or a fsynced copy when linking fails;
- *   2. for each maildir, writes the envelope to tmp/<name>.json, fsyncs
- *      it, renames it to envelope/<name>.json and fsyncs envelope/;
- *   3. renames every tmp/<name> to new/<name>, back to back;
- *   4. fsyncs every new/.
+ *   1. writes each message to tmp/<name> of its first maildir (the other
+ *      maildirs get a hard link to that file in their tmp/, or a copy when
+ *      linking fails), each envelope to tmp/<name>.json, and renames the
+ *      envelopes into envelope/;
+ *   2. syncfs()s their file system once: every file and envelope is on
+ *      disk;
+ *   3. renames every tmp/<name> to new/<name>, then fsyncs each new/ once.
  *
- * Every envelope is in place before any message reaches new/, so a reader
- * of new/ always finds the envelope. The 250 is sent only once all copies
- * are in new/ and on disk. On any failure the client gets 451 and retries,
- * and what no reader can have seen is unlinked: files in tmp/, and the
- * envelopes of messages that are not in new/. A copy already in new/ is
- * never taken back (see sf_work() for a rename failing half way).
+ * Every envelope is on disk before its message reaches new/, so a reader
+ * of new/ always finds the envelope. The 250s of a batch are sent only
+ * once all its copies are in new/ and on disk. On any failure the client
+ * gets 451 and retries, and what no reader can have seen is unlinked:
+ * files in tmp/, and the envelopes of messages that are not in new/. A
+ * copy already in new/ is never taken back (see sf_place_envelopes() for
+ * a rename failing half way).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -49,6 +52,10 @@ struct store_file {
     bool envelope;
     bool fsync;
     char host[256]; /* sanitised host name, for unique file names */
+    /* Group commit, on the loop thread only (see sf_batch_submit()). */
+    struct sf_job *queue, **queue_tail; /* waiting for a batch */
+    unsigned in_flight;                 /* batches in the pool */
+    unsigned long commits, committed;   /* batches done, their deliveries */
 };
 
 /* Unique names within this process, across instances and threads. */
@@ -199,6 +206,7 @@ struct sf_target {
 };
 
 struct sf_job {
+    struct sf_job *next; /* in the instance's queue, or in a batch */
     const struct store_file *sf;
     postern_ctx *ctx;
     postern_message_reader *reader;
@@ -245,15 +253,11 @@ sf_create(const char *path, struct sf_error *e)
     return fd;
 }
 
-/* fsync (when enabled) and close a file just written. */
+/* Close a file just written; with fsync, the batch's syncfs() makes it
+ * durable (see sf_sync_written()). */
 static int
 sf_finish_file(struct sf_job *job, int fd, const char *path)
 {
-    if (job->sf->fsync && fsync(fd) != 0) {
-        int err = errno;
-        close(fd);
-        return sf_fail(&job->error, "fsync", path, err);
-    }
     if (close(fd) != 0)
         return sf_fail(&job->error, "close", path, errno);
     return 0;
@@ -303,7 +307,7 @@ sf_read_fd(void *src, void *buf, size_t len)
     return read(*(int *)src, buf, len);
 }
 
-/* Step 1 for the first target: the message from the reader. */
+/* The message from the reader into the first target's tmp/. */
 static int
 sf_write_message(struct sf_job *job, struct sf_target *t)
 {
@@ -320,8 +324,8 @@ sf_write_message(struct sf_job *job, struct sf_target *t)
     return sf_finish_file(job, fd, t->tmp);
 }
 
-/* Step 1 for the other targets: a hard link to the first copy, or a copy
- * of it when the link cannot be made (another file system, no links). */
+/* The other targets: a hard link to the first copy, or a copy of it when the
+ * link cannot be made (another file system, no links). */
 static int
 sf_link_or_copy(struct sf_job *job, const struct sf_target *first,
                 struct sf_target *t)
@@ -351,7 +355,7 @@ sf_link_or_copy(struct sf_job *job, const struct sf_target *first,
     return sf_finish_file(job, out, t->tmp);
 }
 
-/* Step 2: the envelope, tmp then rename, before any message is in new/. */
+/* The envelope into tmp/; sf_place_envelope() renames it. */
 static int
 sf_write_envelope(struct sf_job *job, struct sf_target *t)
 {
@@ -365,21 +369,19 @@ sf_write_envelope(struct sf_job *job, struct sf_target *t)
         close(fd);
         return sf_fail(&job->error, "write", t->env_tmp, err);
     }
-    if (sf_finish_file(job, fd, t->env_tmp) != 0)
-        return -1;
+    return sf_finish_file(job, fd, t->env_tmp);
+}
+
+static int
+sf_place_envelope(struct sf_job *job, struct sf_target *t)
+{
     if (rename(t->env_tmp, t->env) != 0)
         return sf_fail(&job->error, "rename", t->env_tmp, errno);
     t->env_placed = true;
-    if (!job->sf->fsync)
-        return 0;
-    char *dir = sf_path(t->dir, "envelope", NULL);
-    int rc = dir ? sf_sync_dir(dir, &job->error)
-                 : sf_fail(&job->error, "fsync", t->dir, ENOMEM);
-    free(dir);
-    return rc;
+    return 0;
 }
 
-/* Step 3: into new/, the moment the message becomes visible. */
+/* Into new/, the moment the message becomes visible. */
 static int
 sf_deliver(struct sf_job *job, struct sf_target *t)
 {
@@ -387,17 +389,6 @@ sf_deliver(struct sf_job *job, struct sf_target *t)
         return sf_fail(&job->error, "rename", t->tmp, errno);
     t->delivered = true;
     return 0;
-}
-
-/* Step 4: make the renames into new/ durable. */
-static int
-sf_sync_new(struct sf_job *job, const struct sf_target *t)
-{
-    char *dir = sf_path(t->dir, "new", NULL);
-    int rc = dir ? sf_sync_dir(dir, &job->error)
-                 : sf_fail(&job->error, "fsync", t->dir, ENOMEM);
-    free(dir);
-    return rc;
 }
 
 /*
@@ -424,12 +415,39 @@ sf_undo(struct sf_job *job)
     }
 }
 
-/* On a pool thread: all the file work. Only postern_message_read() may be
- * called here; errors are kept in job->error for sf_done(). */
-static void
-sf_work(void *arg)
+/*
+ * The renames of a delivery whose files are written, in order: every
+ * envelope first, then every message into new/. A failure half way leaves
+ * the copies already in new/ there (see sf_undo) and the client still gets
+ * 451: SMTP has one reply for all recipients of a DATA, and 250 must mean
+ * every copy is durable. The retry then duplicates those copies; a
+ * duplicate is the lesser harm, a lost or retracted message is not an
+ * option. The loop stops at the first failure: every further rename would
+ * only add a duplicate.
+ */
+static int
+sf_place_envelopes(struct sf_job *job)
 {
-    struct sf_job *job = arg;
+    for (size_t i = 0; job->sf->envelope && i < job->n_targets; i++)
+        if (sf_place_envelope(job, &job->targets[i]) != 0)
+            return -1;
+    return 0;
+}
+
+static int
+sf_deliver_all(struct sf_job *job)
+{
+    for (size_t i = 0; i < job->n_targets; i++)
+        if (sf_deliver(job, &job->targets[i]) != 0)
+            return -1;
+    return 0;
+}
+
+/* Write every file of a delivery into tmp/ (and, without fsync, finish
+ * it: nothing waits for the disk then). 0, or -1 after undoing it. */
+static int
+sf_write_job(struct sf_job *job)
+{
     const struct store_file *sf = job->sf;
 
     for (size_t i = 0; job->make_dirs && i < job->n_targets; i++) {
@@ -437,7 +455,7 @@ sf_work(void *arg)
         if ((t->base && sf_make_maildir(t->base, sf->envelope, sf->fsync,
                                         &job->error) != 0) ||
             sf_make_maildir(t->dir, sf->envelope, sf->fsync, &job->error) != 0)
-            return;
+            goto fail;
     }
     if (sf_write_message(job, &job->targets[0]) != 0)
         goto fail;
@@ -447,28 +465,263 @@ sf_work(void *arg)
     for (size_t i = 0; sf->envelope && i < job->n_targets; i++)
         if (sf_write_envelope(job, &job->targets[i]) != 0)
             goto fail;
-    /*
-     * Every copy is now in a tmp/, on disk. Only renames are left, the
-     * step least likely to fail (same directory tree, no data to write),
-     * so all of them run back to back, and the directories are fsynced
-     * after. If one fails half way, the copies already in new/ stay there
-     * (see sf_undo) and the client still gets 451: SMTP has one reply for
-     * all recipients of a DATA, and 250 must mean every copy is durable.
-     * The retry then duplicates those copies; a duplicate is the lesser
-     * harm, a lost or retracted message is not an option. Postfix's
-     * local(8) can do better only because its queue records each
-     * recipient's status; we have no queue. The loop stops at the first
-     * failure: every further rename would only add a duplicate.
-     */
-    for (size_t i = 0; i < job->n_targets; i++)
-        if (sf_deliver(job, &job->targets[i]) != 0)
-            goto fail;
-    for (size_t i = 0; sf->fsync && i < job->n_targets; i++)
-        if (sf_sync_new(job, &job->targets[i]) != 0)
-            goto fail;
-    return;
+    /* The envelopes go to envelope/ now: with fsync, the commit makes
+     * them durable before any message is renamed into new/. */
+    if (sf_place_envelopes(job) != 0)
+        goto fail;
+    if (sf->fsync)
+        return 0;
+    if (sf_deliver_all(job) != 0)
+        goto fail;
+    return 0;
 fail:
     sf_undo(job);
+    return -1;
+}
+
+/* --- group commit --------------------------------------------------------- */
+
+/*
+ * Deliveries are handed to the pool in batches: everything the store hook
+ * queued while the previous batch was in flight. A batch writes all its
+ * files, then makes them durable together, in one round of durability
+ * points shared by all its deliveries (see sf_commit()), and only then are
+ * the 250s of the whole batch sent. One batch at a time: a second one
+ * would only write its files while the first one's journal commit holds
+ * the file system (creating a file waits for that commit on ext4), and
+ * split the waiting deliveries into two commits where one would do. At
+ * low load a delivery is a batch of its own and waits for nobody.
+ */
+#define SF_IN_FLIGHT 1
+
+struct sf_batch {
+    struct store_file *sf;
+    struct sf_job *jobs;
+    size_t n_jobs;
+};
+
+/* The new/ directories of a batch, each opened once: their file system
+ * is synced through them, and they are fsynced after the renames. */
+struct sf_dirs {
+    char **paths;
+    int *fds;
+    int *errs; /* first error of a sync covering the directory */
+    dev_t *devs;
+    size_t n, cap;
+};
+
+/* Add dir/new unless present; opened and its file system looked up. */
+static int
+sf_dirs_add(struct sf_dirs *d, const char *dir)
+{
+    char *path = sf_path(dir, "new", NULL);
+
+    if (path == NULL)
+        return ENOMEM;
+    for (size_t i = 0; i < d->n; i++)
+        if (strcmp(d->paths[i], path) == 0) {
+            free(path);
+            return 0;
+        }
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? 2 * d->cap : 8;
+        char **paths = realloc(d->paths, cap * sizeof *paths);
+        int *fds = paths ? realloc(d->fds, cap * sizeof *fds) : NULL;
+        int *errs = fds ? realloc(d->errs, cap * sizeof *errs) : NULL;
+        dev_t *devs = errs ? realloc(d->devs, cap * sizeof *devs) : NULL;
+        d->paths = paths ? paths : d->paths;
+        d->fds = fds ? fds : d->fds;
+        d->errs = errs ? errs : d->errs;
+        d->devs = devs ? devs : d->devs;
+        if (devs == NULL) {
+            free(path);
+            return ENOMEM;
+        }
+        d->cap = cap;
+    }
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int err = fd < 0 ? errno : fstat(fd, &st) != 0 ? errno : 0;
+    d->paths[d->n] = path;
+    d->fds[d->n] = fd;
+    d->errs[d->n] = err;
+    d->devs[d->n] = err ? 0 : st.st_dev;
+    d->n++;
+    return 0;
+}
+
+/* The error recorded for dir/new: 0 when every sync of it worked. */
+static int
+sf_dirs_error(const struct sf_dirs *d, const char *dir)
+{
+    char *path = sf_path(dir, "new", NULL);
+    int err = path ? 0 : ENOMEM;
+
+    for (size_t i = 0; path && i < d->n; i++)
+        if (strcmp(d->paths[i], path) == 0)
+            err = d->errs[i];
+    free(path);
+    return err;
+}
+
+static void
+sf_dirs_free(struct sf_dirs *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->fds[i] >= 0)
+            close(d->fds[i]);
+        free(d->paths[i]);
+    }
+    free(d->paths);
+    free(d->fds);
+    free(d->errs);
+    free(d->devs);
+}
+
+/* A job fails when a sync covering one of its targets did; only_delivered:
+ * count only the copies already in new/. */
+static void
+sf_dirs_fail_jobs(const struct sf_dirs *d, struct sf_batch *b, const char *op,
+                  bool only_delivered)
+{
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        for (size_t i = 0; i < j->n_targets; i++) {
+            const struct sf_target *t = &j->targets[i];
+            if (only_delivered ? !t->delivered : j->error.err != 0)
+                continue;
+            int err = sf_dirs_error(d, t->dir);
+            if (err != 0) {
+                char *path = sf_path(t->dir, "new", NULL);
+                sf_fail(&j->error, op, path ? path : t->dir, err);
+                free(path);
+            }
+        }
+}
+
+/* Without syncfs(): fdatasync every file, fsync every envelope/. */
+static int
+sf_sync_path(const char *path, bool dir)
+{
+    int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+    int rc = fd < 0 ? -1 : dir ? fsync(fd) : fdatasync(fd);
+    int err = errno;
+
+    if (fd >= 0)
+        close(fd);
+    errno = err;
+    return rc;
+}
+
+static void
+sf_sync_each_file(struct sf_job *j)
+{
+    for (size_t i = 0; j->error.err == 0 && i < j->n_targets; i++) {
+        const struct sf_target *t = &j->targets[i];
+        char *env_dir =
+            j->sf->envelope ? sf_path(t->dir, "envelope", NULL) : NULL;
+        if (sf_sync_path(t->tmp, false) != 0)
+            sf_fail(&j->error, "fsync", t->tmp, errno);
+        else if (j->sf->envelope && sf_sync_path(t->env, false) != 0)
+            sf_fail(&j->error, "fsync", t->env, errno);
+        else if (j->sf->envelope &&
+                 (!env_dir || sf_sync_path(env_dir, true) != 0))
+            sf_fail(&j->error, "fsync", env_dir ? env_dir : t->dir,
+                    env_dir ? errno : ENOMEM);
+        free(env_dir);
+    }
+}
+
+/*
+ * The first durability point of a batch: every file written and every
+ * envelope renamed is on disk. syncfs(2) once per file system: "sync() or
+ * syncfs() provide the same guarantees as fsync() called on every file in
+ * the system or filesystem respectively", and it costs one journal commit
+ * and one cache flush, where an fdatasync per file costs a cache flush
+ * each. Where syncfs() is missing, the files one by one.
+ */
+static void
+sf_sync_written(struct sf_dirs *d, struct sf_batch *b)
+{
+    bool fallback = false;
+
+    for (size_t i = 0; i < d->n; i++) {
+        bool done = false;
+        for (size_t k = 0; k < i && !done; k++)
+            if (d->errs[k] == 0 && d->devs[k] == d->devs[i]) {
+                done = true;
+                d->errs[i] = d->errs[k];
+            }
+        if (done || d->errs[i] != 0)
+            continue;
+        if (syncfs(d->fds[i]) != 0) {
+            if (errno == ENOSYS)
+                fallback = true;
+            else
+                d->errs[i] = errno;
+        }
+    }
+    /* Maildirs sharing a file system share its sync's outcome. */
+    for (size_t i = 0; i < d->n; i++)
+        for (size_t k = 0; k < d->n; k++)
+            if (d->errs[k] != 0 && d->devs[k] == d->devs[i] &&
+                d->errs[i] == 0 && d->fds[i] >= 0)
+                d->errs[i] = d->errs[k];
+    sf_dirs_fail_jobs(d, b, "syncfs", false);
+    for (struct sf_job *j = b->jobs; fallback && j != NULL; j = j->next)
+        sf_sync_each_file(j);
+}
+
+/*
+ * The durability points of a batch whose files are all written and
+ * closed, and whose envelopes are in envelope/:
+ *
+ *   1. syncfs() the file system of the maildirs: every message file and
+ *      envelope, data and names, is on disk;
+ *   2. rename every message into new/, fsync each new/ once.
+ *
+ * So a message is complete on disk before its name appears in new/, its
+ * envelope is on disk before that, and every message of the batch is in
+ * new/ on disk before any 250. A delivery failing at any step is undone
+ * (sf_undo) without holding up the others.
+ */
+static void
+sf_commit(struct sf_batch *b)
+{
+    struct sf_dirs dirs = {0};
+
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        for (size_t i = 0; j->error.err == 0 && i < j->n_targets; i++) {
+            int err = sf_dirs_add(&dirs, j->targets[i].dir);
+            if (err != 0)
+                sf_fail(&j->error, "open", j->targets[i].dir, err);
+        }
+    sf_dirs_fail_jobs(&dirs, b, "open", false);
+    sf_sync_written(&dirs, b);
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        if (j->error.err == 0)
+            (void)sf_deliver_all(j);
+    for (size_t i = 0; i < dirs.n; i++)
+        if (dirs.errs[i] == 0 && fsync(dirs.fds[i]) != 0)
+            dirs.errs[i] = errno;
+    sf_dirs_fail_jobs(&dirs, b, "fsync", true);
+    sf_dirs_free(&dirs);
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        if (j->error.err != 0)
+            sf_undo(j);
+}
+
+/* On a pool thread: all the file work of a batch. Only
+ * postern_message_read() may be called here; errors are kept in each
+ * job's error for sf_job_done(). */
+static void
+sf_batch_work(void *arg)
+{
+    struct sf_batch *b = arg;
+
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        (void)sf_write_job(j);
+    if (b->sf->fsync)
+        sf_commit(b);
 }
 
 static void
@@ -478,18 +731,21 @@ sf_reply_failure(postern_ctx *ctx)
         postern_reply(ctx, 451, "4.3.0", "Error: local storage failure");
 }
 
-/* On the loop thread, once sf_work() is over. Resumes even an orphaned
- * context: the core ignores the result, and the job is freed either way. */
+/* On the loop thread, once the job's batch is over. Resumes even an
+ * orphaned context: the core ignores the result, and the job is freed
+ * either way. */
 static void
-sf_done(void *arg)
+sf_job_done(struct sf_job *job, unsigned long commit)
 {
-    struct sf_job *job = arg;
     postern_ctx *ctx = job->ctx;
 
     if (job->error.err == 0) {
+        char point[48] = "";
+        if (job->sf->fsync)
+            snprintf(point, sizeof point, " commit=%lu", commit);
         postern_log(ctx, POSTERN_LOG_INFO,
-                    "stored id=%s file=%s maildirs=%zu%s%s", job->id,
-                    postern_log_value(job->name), job->n_targets,
+                    "stored id=%s file=%s maildirs=%zu%s%s%s", job->id,
+                    postern_log_value(job->name), job->n_targets, point,
                     job->quarantined ? " quarantine=yes" : "",
                     postern_ctx_orphaned(ctx) ? " client_gone=yes" : "");
         if (!postern_ctx_orphaned(ctx))
@@ -514,6 +770,60 @@ sf_done(void *arg)
         postern_resume(ctx, POSTERN_TEMPFAIL);
     }
     sf_job_free(job);
+}
+
+static int sf_batch_submit(struct store_file *sf);
+
+/* On the loop thread: the batch is durable (or failed); answer all its
+ * clients together, then start the next batch if deliveries wait. */
+static void
+sf_batch_done(void *arg)
+{
+    struct sf_batch *b = arg;
+    struct store_file *sf = b->sf;
+    unsigned long commit = ++sf->commits;
+
+    sf->committed += b->n_jobs;
+    for (struct sf_job *j = b->jobs, *next; j != NULL; j = next) {
+        next = j->next;
+        sf_job_done(j, commit);
+    }
+    free(b);
+    sf->in_flight--;
+    while (sf->queue != NULL && sf->in_flight < SF_IN_FLIGHT)
+        if (sf_batch_submit(sf) != 0) {
+            /* The pool is gone (shutting down): nobody will write these. */
+            for (struct sf_job *j = sf->queue, *next; j != NULL; j = next) {
+                next = j->next;
+                sf_fail(&j->error, "submit", "thread pool", EAGAIN);
+                sf_job_done(j, 0);
+            }
+            sf->queue = NULL;
+            sf->queue_tail = &sf->queue;
+        }
+}
+
+/* Hand every queued delivery to the pool as one batch. 0, or -1 when the
+ * pool refused it (the queue is left as it was). */
+static int
+sf_batch_submit(struct store_file *sf)
+{
+    struct sf_batch *b = calloc(1, sizeof *b);
+
+    if (b == NULL)
+        return -1;
+    b->sf = sf;
+    b->jobs = sf->queue;
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        b->n_jobs++;
+    if (postern_pool_submit(sf_batch_work, sf_batch_done, b) != 0) {
+        free(b);
+        return -1;
+    }
+    sf->queue = NULL;
+    sf->queue_tail = &sf->queue;
+    sf->in_flight++;
+    return 0;
 }
 
 /* --- gathering the job on the loop thread ----------------------------------
@@ -800,11 +1110,11 @@ sf_job_new(const struct store_file *sf, postern_ctx *ctx)
     return job;
 }
 
-/* The store hook: gather, hand to the pool, answer later. */
+/* The store hook: gather, queue for the next batch, answer later. */
 static postern_result
 sf_store(postern_ctx *ctx, void *instance)
 {
-    const struct store_file *sf = instance;
+    struct store_file *sf = instance;
     struct sf_job *job = NULL;
 
     if (postern_transaction_id(ctx) == NULL) {
@@ -829,12 +1139,18 @@ sf_store(postern_ctx *ctx, void *instance)
             postern_log_value(errno ? strerror(errno) : "unknown error"));
         goto fail;
     }
-    if (postern_pool_submit(sf_work, sf_done, job) != 0) {
+    /* The queue is empty unless a batch runs: then it takes this job
+     * along in the next batch when it is done. */
+    *sf->queue_tail = job;
+    sf->queue_tail = &job->next;
+    if (sf->in_flight < SF_IN_FLIGHT && sf_batch_submit(sf) != 0) {
+        sf->queue = NULL;
+        sf->queue_tail = &sf->queue;
         postern_log(ctx, POSTERN_LOG_ERROR,
                     "the thread pool refused the delivery id=%s", job->id);
         goto fail;
     }
-    /* job now belongs to sf_done(); it may even be freed already. */
+    /* job now belongs to sf_batch_done(); it may even be freed already. */
     return POSTERN_PENDING;
 fail:
     sf_job_free(job);
@@ -852,6 +1168,10 @@ sf_destroy(void *instance)
 
     if (sf == NULL)
         return;
+    if (sf->committed > 0)
+        postern_log(NULL, POSTERN_LOG_INFO,
+                    "group commit: deliveries=%lu batches=%lu fsync=%s",
+                    sf->committed, sf->commits, sf->fsync ? "yes" : "no");
     free(sf->root);
     free(sf->quarantine_folder);
     free(sf->quarantine_root);
@@ -1128,6 +1448,7 @@ sf_create_instance(postern_module_init *init, void **instance)
     }
     sf->envelope = true;
     sf->fsync = true;
+    sf->queue_tail = &sf->queue;
     if (sf_config(init, sf) != 0) {
         sf_destroy(sf);
         return -1;

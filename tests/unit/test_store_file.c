@@ -572,17 +572,18 @@ make_maildir_without_new(const char *dir)
     fclose(f);
 }
 
-/* The rename into bob's new/ fails after alice's copy was renamed into
- * hers: the client gets 451 (not every copy is delivered), and alice's
- * copy, already visible to her mail reader, is never taken back. Her
- * envelope stays with it; bob's files (tmp/ and envelope/) are removed. */
+/* Without fsync, the rename into bob's new/ fails after alice's copy was
+ * renamed into hers: the client gets 451 (not every copy is delivered),
+ * and alice's copy, already visible to her mail reader, is never taken
+ * back. Her envelope stays with it; bob's files (tmp/ and envelope/) are
+ * removed. */
 static void
 test_per_recipient_rename_fails(void **state)
 {
     (void)state;
     char name[256], env_name[300], expect[300], alice[256], bob[256];
 
-    void *sf = create_root(", \"per_recipient\": true");
+    void *sf = create_root(", \"per_recipient\": true, \"fsync\": false");
     snprintf(alice, sizeof alice, "%s/alice@example.com", root);
     snprintf(bob, sizeof bob, "%s/bob@example.com", root);
     make_maildir_without_new(bob);
@@ -603,6 +604,34 @@ test_per_recipient_rename_fails(void **state)
         1);
     snprintf(expect, sizeof expect, "%s.json", name);
     assert_string_equal(env_name, expect);
+    assert_int_equal(count_entries(path_of(alice, "tmp"), NULL, 0), 0);
+    assert_int_equal(count_entries(path_of(bob, "tmp"), NULL, 0), 0);
+    assert_int_equal(count_entries(path_of(bob, "envelope"), NULL, 0), 0);
+    destroy(sf);
+}
+
+/* With fsync, the group commit opens every new/ before any rename: a new/
+ * that is not a directory fails the delivery before any copy is visible,
+ * so nothing is left anywhere. */
+static void
+test_per_recipient_new_not_a_directory(void **state)
+{
+    (void)state;
+    char alice[256], bob[256];
+
+    void *sf = create_root(", \"per_recipient\": true");
+    snprintf(alice, sizeof alice, "%s/alice@example.com", root);
+    snprintf(bob, sizeof bob, "%s/bob@example.com", root);
+    make_maildir_without_new(bob);
+    mock_set_message("hello\r\n", 7);
+    mock_add_rcpt("alice@example.com");
+    mock_add_rcpt("bob@example.com");
+    assert_tempfailed(store(sf));
+    int i = mock_log_find(POSTERN_LOG_ERROR, "delivery failed");
+    assert_non_null(strstr(mock_log_text((size_t)i), "op=open"));
+    assert_true(mock_log_find(POSTERN_LOG_WARNING, "partial delivery") < 0);
+    assert_int_equal(count_entries(path_of(alice, "new"), NULL, 0), 0);
+    assert_int_equal(count_entries(path_of(alice, "envelope"), NULL, 0), 0);
     assert_int_equal(count_entries(path_of(alice, "tmp"), NULL, 0), 0);
     assert_int_equal(count_entries(path_of(bob, "tmp"), NULL, 0), 0);
     assert_int_equal(count_entries(path_of(bob, "envelope"), NULL, 0), 0);
@@ -986,6 +1015,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_per_recipient_rename_fails, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_per_recipient_new_not_a_directory,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_unwritable_maildir, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reader_fails, setup, teardown),

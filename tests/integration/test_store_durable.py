@@ -1,0 +1,247 @@
+"""store_file's group commit: deliveries that finish together share one
+durability point, a 250 still comes only once the message is on disk, and
+no SIGKILL loses (or duplicates) an acknowledged message."""
+
+import os
+import random
+import re
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import (  # noqa: E402
+    Client,
+    PosternTestCase,
+    Server,
+    main,
+    maildir_messages,
+    maildir_tmp,
+    read_bytes,
+    read_envelope,
+    split_added_headers,
+    store_plugin,
+    wait_until,
+)
+
+def body_for(tag, size=10240):
+    """A unique body: a marker header, then size bytes that differ per
+    message, in lines short enough for SMTP."""
+    rng = random.Random(tag)
+    line = []
+    for _ in range(size // 80):
+        line.append("".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                            for _ in range(78)))
+    return ("X-Test-Tag: %s\r\nSubject: durable %s\r\n\r\n%s\r\n"
+            % (tag, tag, "\r\n".join(line))).encode()
+
+
+def tag_of(data):
+    m = re.search(rb"\r\nX-Test-Tag: (\S+)\r\n", data)
+    return m.group(1).decode() if m else None
+
+
+class Sender(threading.Thread):
+    """One SMTP session sending messages until told to stop or the server
+    goes away; records the tag of every message answered 250."""
+
+    def __init__(self, port, prefix, limit, barrier=None):
+        super().__init__(daemon=True)
+        self.port, self.prefix, self.limit = port, prefix, limit
+        self.barrier = barrier
+        self.acked = {}
+        self.error = None
+
+    def run(self):
+        c = None
+        try:
+            c = Client(self.port, timeout=10)
+            c.expect(220)
+            c.ehlo()
+            for i in range(self.limit):
+                tag = "%s-%d" % (self.prefix, i)
+                body = body_for(tag)
+                c.cmd_expect("MAIL FROM:<a@example.org>", 250)
+                c.cmd_expect("RCPT TO:<b@example.com>", 250)
+                c.cmd_expect("DATA", 354)
+                c.send(body)
+                if self.barrier is not None:
+                    self.barrier.wait(10)
+                c.send(b".\r\n")
+                r = c.reply()
+                if r.code == 250:
+                    self.acked[tag] = body
+                elif r.code // 100 != 4:
+                    self.error = "unexpected reply %r" % (r,)
+                    return
+        except (OSError, EOFError, AssertionError, threading.BrokenBarrierError):
+            # the server was killed under us: what was acked counts
+            pass
+        finally:
+            if c is not None:
+                c.abort()
+
+
+def restart(srv):
+    """Start srv again after a SIGKILL (its log starts over)."""
+    if srv._log is not None:
+        srv._log.close()
+        srv._log = None
+    srv.start()
+
+
+class StoreDurableTest(PosternTestCase):
+    def test_concurrent_deliveries_share_durability_points(self):
+        """20 sessions end their DATA at the same moment: the deliveries
+        are covered by fewer fsync rounds than there are messages, every
+        one is stored, and each stored line names its commit."""
+        plugin = store_plugin(fsync=True)
+        sessions, rounds = 20, 3
+        with Server(plugins={"20-store": plugin}) as srv:
+            barrier = threading.Barrier(sessions)
+            senders = [Sender(srv.port, "b%d" % i, rounds, barrier)
+                       for i in range(sessions)]
+            for s in senders:
+                s.start()
+            for s in senders:
+                s.join(60)
+            self.assertFalse(any(s.is_alive() for s in senders))
+            for s in senders:
+                self.assertIsNone(s.error)
+                self.assertEqual(len(s.acked), rounds)
+            msgs = srv.wait_messages(sessions * rounds)
+            self.assertEqual(len(msgs), sessions * rounds)
+            stored = srv.log_matches(r"stored id=\w+ .* commit=(\d+)")
+            self.assertEqual(len(stored), sessions * rounds)
+            commits = {}
+            for m in stored:
+                commits[m.group(1)] = commits.get(m.group(1), 0) + 1
+            self.assertLess(len(commits), sessions * rounds, commits)
+            self.assertGreater(max(commits.values()), 1, commits)
+            # at SIGTERM, the batches are summed up
+            self.assertEqual(srv.stop(), [])
+            self.assertRegex(srv.log_text(),
+                             r"group commit: deliveries=%d batches=%d "
+                             r"fsync=yes" % (sessions * rounds, len(commits)))
+
+    def test_failure_in_a_batch_fails_only_its_delivery(self):
+        """With fsync on, bob's new/ is a plain file, in a batch shared
+        with good deliveries: that delivery (to alice and bob) gets 451
+        and leaves nothing behind in either maildir (the commit opens each
+        new/ before any rename), the good deliveries get 250."""
+        plugin = store_plugin(fsync=True, per_recipient=True)
+        with Server(plugins={"20-store": plugin}) as srv:
+            bob = os.path.join(srv.maildir, "bob@example.com")
+            for sub in ("", "tmp", "cur", "envelope"):
+                os.makedirs(os.path.join(bob, sub), exist_ok=True)
+            with open(os.path.join(bob, "new"), "w") as f:
+                f.write("not a directory\n")
+            n = 8
+            barrier = threading.Barrier(n)
+            codes = [None] * n
+
+            def send(i):
+                with srv.client() as c:
+                    c.ehlo()
+                    rcpts = ["carol%d@example.com" % i]
+                    if i == 0:
+                        rcpts = ["alice@example.com", "bob@example.com"]
+                    c.cmd_expect("MAIL FROM:<a@example.org>", 250)
+                    for r in rcpts:
+                        c.cmd_expect("RCPT TO:<%s>" % r, 250)
+                    c.cmd_expect("DATA", 354)
+                    c.send(body_for("f%d" % i))
+                    barrier.wait(10)
+                    c.send(b".\r\n")
+                    codes[i] = c.reply().code
+
+            threads = [threading.Thread(target=send, args=(i,))
+                       for i in range(n)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            self.assertEqual(codes, [451] + [250] * (n - 1))
+            alice = os.path.join(srv.maildir, "alice@example.com")
+            self.assertEqual(maildir_messages(alice), [])
+            self.assertEqual(os.listdir(os.path.join(alice, "envelope")), [])
+            self.assertEqual(os.listdir(os.path.join(bob, "envelope")), [])
+            for i in range(1, n):
+                carol = os.path.join(srv.maildir, "carol%d@example.com" % i)
+                msgs = maildir_messages(carol)
+                self.assertEqual(len(msgs), 1, carol)
+                split_added_headers(read_bytes(msgs[0]), body_for("f%d" % i))
+            for d in os.listdir(srv.maildir):
+                self.assertEqual(maildir_tmp(os.path.join(srv.maildir, d)),
+                                 [], d)
+            self.assertIsNotNone(srv.wait_log(
+                r"delivery failed .*op=open path=.*bob@example.com/new"))
+
+    def test_no_fsync_has_no_durability_point(self):
+        """"fsync": false stores without a commit round."""
+        with Server(plugins={"20-store": store_plugin(fsync=False)}) as srv, \
+                srv.client() as c:
+            c.ehlo()
+            body = body_for("nofsync")
+            self.assertEqual(
+                c.transaction("a@example.org", ["b@example.com"], body).code,
+                250)
+            self.assertEqual(len(srv.wait_messages(1)), 1)
+            self.assertIsNotNone(srv.wait_log(r"stored id=\w+ file="))
+            self.assertEqual(srv.count_log(r"stored id=.* commit="), 0)
+
+    def test_sigkill_under_load_loses_no_acknowledged_message(self):
+        """Sessions send in parallel; postern is SIGKILLed at a random
+        moment, restarted, killed again. Every message that got 250 is in
+        new/, exactly once, byte for byte, with its envelope."""
+        rng = random.Random()
+        acked = {}
+        srv = Server(plugins={"20-store": store_plugin(fsync=True)})
+        try:
+            for rnd in range(4):
+                restart(srv)
+                senders = [Sender(srv.port, "k%d-%d" % (rnd, i), 400)
+                           for i in range(12)]
+                for s in senders:
+                    s.start()
+                # kill once some messages are acknowledged, at a random
+                # point after that
+                self.assertTrue(wait_until(
+                    lambda: sum(len(s.acked) for s in senders) >= 5, 30))
+                threading.Event().wait(rng.uniform(0.05, 1.5))
+                srv.proc.kill()
+                srv.proc.wait(10)
+                for s in senders:
+                    s.join(20)
+                self.assertFalse(any(s.is_alive() for s in senders))
+                for s in senders:
+                    self.assertIsNone(s.error)
+                    acked.update(s.acked)
+            self.assertGreater(len(acked), 0)
+            restart(srv)  # start-up after the last kill, as in production
+            seen = {}
+            for path in maildir_messages(srv.maildir):
+                data = read_bytes(path)
+                tag = tag_of(data)
+                self.assertIsNotNone(tag, path)
+                self.assertNotIn(tag, seen, "delivered twice: %s" % tag)
+                seen[tag] = path
+                # every message in new/ is whole and has its envelope
+                env = read_envelope(srv.maildir, path)
+                self.assertEqual(env["rcpt_to"], ["b@example.com"])
+            missing = sorted(set(acked) - set(seen))
+            self.assertEqual(missing, [], "acknowledged but not stored")
+            for tag, body in acked.items():
+                split_added_headers(read_bytes(seen[tag]), body)
+            # what tmp/ holds was never acknowledged
+            for name in maildir_tmp(srv.maildir):
+                data = read_bytes(os.path.join(srv.maildir, "tmp", name))
+                self.assertNotIn(tag_of(data), acked)
+        finally:
+            srv.stop()
+            if not os.environ.get("POSTERN_KEEP_TMP"):
+                srv.cleanup()
+
+
+if __name__ == "__main__":
+    main()
