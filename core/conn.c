@@ -34,7 +34,7 @@ static struct {
     struct conn *holder; /* NULL: free */
 } shared_out;
 
-static unsigned open_conns; /* the shared buffers go with the last one */
+static unsigned open_conns;   /* the shared buffers go with the last one */
 static bool in_read_callback; /* bytes in shared_in may still be in use */
 
 #define container_of(ptr, type, member)                                        \

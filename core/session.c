@@ -84,8 +84,7 @@ session_set_state(struct session *s, session_state state)
     s->state = state;
     /* Message data is read straight into a buffer of the session's own;
      * commands need none while idle (conn.h). */
-    conn_keep_input(&s->conn,
-                    state == SESSION_DATA || state == SESSION_BDAT);
+    conn_keep_input(&s->conn, state == SESSION_DATA || state == SESSION_BDAT);
 }
 
 void
@@ -669,9 +668,8 @@ session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
 
     if (in_cap < SESSION_INPUT_BUFFER)
         in_cap = SESSION_INPUT_BUFFER;
-    if (!s ||
-        conn_init(&s->conn, services_loop(), fd, in_cap, peer, peer_len,
-                  &session_callbacks, s) < 0) {
+    if (!s || conn_init(&s->conn, services_loop(), fd, in_cap, peer, peer_len,
+                        &session_callbacks, s) < 0) {
         if (s && s->conn.in)
             conn_close(&s->conn);
         else
