@@ -23,6 +23,7 @@
 #define CONN_OUT_INITIAL 4096
 #define CONN_OUT_SHARED (16 * 1024)
 #define CONN_OUT_MAX (4u << 20) /* a client that never reads gets cut off */
+#define CONN_SPARE_INPUTS 4     /* own input buffers kept for reuse, at most */
 
 static struct {
     char *buf;
@@ -33,6 +34,15 @@ static struct {
     char *buf;
     struct conn *holder; /* NULL: free */
 } shared_out;
+
+/* Own input buffers given back, for the next one who needs one: a session
+ * gets one per message (conn_keep_input), and malloc/free of 32 KiB each
+ * time showed in the profile. Bounded, whatever the connection count. */
+static struct {
+    char *buf[CONN_SPARE_INPUTS];
+    unsigned n;
+    size_t cap;
+} spare_in;
 
 static unsigned open_conns;   /* the shared buffers go with the last one */
 static bool in_read_callback; /* bytes in shared_in may still be in use */
@@ -53,12 +63,26 @@ conn_input_shared(const struct conn *c)
     return c->in && c->in == shared_in.buf;
 }
 
+static char *
+conn_input_alloc(size_t cap)
+{
+    if (spare_in.n > 0 && spare_in.cap == cap)
+        return spare_in.buf[--spare_in.n];
+    return malloc(cap);
+}
+
 /* Give the input buffer back, whatever it holds. */
 static void
 conn_input_release(struct conn *c)
 {
-    if (!conn_input_shared(c))
-        free(c->in);
+    if (c->in && !conn_input_shared(c)) {
+        if (spare_in.n == 0)
+            spare_in.cap = c->in_cap;
+        if (spare_in.n < CONN_SPARE_INPUTS && spare_in.cap == c->in_cap)
+            spare_in.buf[spare_in.n++] = c->in;
+        else
+            free(c->in);
+    }
     c->in = NULL;
     c->in_start = c->in_end = 0;
 }
@@ -69,7 +93,7 @@ static int
 conn_input_take(struct conn *c)
 {
     if (c->keep_in) {
-        c->in = malloc(c->in_cap);
+        c->in = conn_input_alloc(c->in_cap);
         return c->in ? 0 : -1;
     }
     if (shared_in.cap < c->in_cap) {
@@ -92,7 +116,7 @@ conn_input_settle(struct conn *c)
     if (!conn_input_shared(c))
         return 0;
     size_t left = c->in_end - c->in_start;
-    char *own = left > 0 ? malloc(c->in_cap) : NULL;
+    char *own = left > 0 ? conn_input_alloc(c->in_cap) : NULL;
     if (own)
         memcpy(own, c->in + c->in_start, left);
     c->in = own;
@@ -179,6 +203,8 @@ conn_shared_free(void)
     shared_in.cap = 0;
     free(shared_out.buf);
     shared_out.buf = NULL;
+    while (spare_in.n > 0)
+        free(spare_in.buf[--spare_in.n]);
 }
 
 void
