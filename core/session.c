@@ -426,7 +426,10 @@ session_free(struct session *s)
     free(s->tls_cipher);
     free(s->tls_sni);
     free(s->tls_peer_dn);
-    hook_reply_clear(&s->chunk.error);
+    if (s->chunk.error) {
+        hook_reply_clear(s->chunk.error);
+        free(s->chunk.error);
+    }
     free(s);
 }
 
