@@ -210,8 +210,8 @@ conn_shared_free(void)
 void
 conn_keep_input(struct conn *c, bool keep)
 {
+    /* No trim here: the owner may still use a line it took from c->in. */
     c->keep_in = keep;
-    conn_input_trim(c);
 }
 
 void
@@ -575,7 +575,6 @@ conn_start_tls(struct conn *c, gnutls_session_t tls)
     c->tls = tls;
     c->tls_handshaking = true;
     c->in_start = c->in_end = 0; /* no plaintext survives STARTTLS */
-    conn_input_trim(c);
     gnutls_transport_set_int(tls, c->fd);
     conn_tls_handshake_step(c);
 }

@@ -83,7 +83,8 @@ void conn_close(struct conn *c);
 
 /* Keep an input buffer of the connection's own, allocated at the next
  * read and kept even when empty (message data: no copy, no allocation per
- * read); off: it is freed once empty. */
+ * read); off: it is freed once empty, by the end of the next read callback
+ * or conn_trim(), never inside this call. */
 void conn_keep_input(struct conn *c, bool keep);
 
 /* Free the buffers that hold nothing (the owner went idle). Input pointers
