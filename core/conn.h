@@ -8,6 +8,15 @@
  * and for efficient DATA reads); the owner consumes from its front.
  * Writes are appended to an output buffer and flushed with one write(2)
  * per flush, so a pipelined group is answered with one segment.
+ *
+ * An idle connection owns no buffer (as nginx does with its keep-alive
+ * connections): a read goes into a buffer the process shares, and only
+ * bytes the owner left unconsumed when its callback returns are copied
+ * into a buffer of the connection's own; replies go into a shared output
+ * buffer too, and a connection gets its own only while its output cannot
+ * be sent at once. Own buffers are freed as soon as they are empty,
+ * except the input buffer while the owner keeps it (conn_keep_input:
+ * message data, read straight into it).
  */
 #ifndef POSTERN_CONN_H
 #define POSTERN_CONN_H
@@ -38,12 +47,15 @@ struct conn {
     const struct conn_callbacks *cb;
     void *owner;
 
-    char *in; /* unconsumed input is in[in_start .. in_end) */
+    /* unconsumed input is in[in_start .. in_end); in is NULL when
+     * nothing is buffered, outside the on_input callback */
+    char *in;
     size_t in_start, in_end, in_cap;
 
-    char *out;
+    char *out; /* NULL when nothing is queued */
     size_t out_start, out_end, out_cap;
 
+    bool keep_in; /* conn_keep_input(): keep an own input buffer */
     bool reading; /* rw wanted by the owner */
     bool eof;     /* peer closed its side */
     bool failed;  /* an I/O error happened; owner told */
@@ -68,6 +80,16 @@ int conn_init(struct conn *c, struct ev_loop *loop, int fd, size_t in_cap,
               const struct conn_callbacks *cb, void *owner);
 /* Stops watchers and closes the socket; frees the buffers. */
 void conn_close(struct conn *c);
+
+/* Keep an input buffer of the connection's own, allocated at the next
+ * read and kept even when empty (message data: no copy, no allocation per
+ * read); off: it is freed once empty, by the end of the next read callback
+ * or conn_trim(), never inside this call. */
+void conn_keep_input(struct conn *c, bool keep);
+
+/* Free the buffers that hold nothing (the owner went idle). Input pointers
+ * the owner took from c->in are invalid afterwards. */
+void conn_trim(struct conn *c);
 
 /* Pause or resume reading. Reading also stops by itself while the input
  * buffer is full, so a session that waits (a pending hook, the spool)

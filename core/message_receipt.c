@@ -398,10 +398,16 @@ chunk_discard(struct session *s, uint64_t size, int code, const char *enhanced,
 
     ch->size = ch->remaining = size;
     ch->discard = true;
-    hook_reply_clear(&ch->error);
-    ch->error.code = code;
-    snprintf(ch->error.enhanced, sizeof(ch->error.enhanced), "%s", enhanced);
-    snprintf(ch->error.text, sizeof(ch->error.text), "%s", text);
+    if (ch->error)
+        hook_reply_clear(ch->error);
+    else
+        ch->error = calloc(1, sizeof(*ch->error)); /* NULL: 451 at the end */
+    if (ch->error) {
+        ch->error->code = code;
+        snprintf(ch->error->enhanced, sizeof(ch->error->enhanced), "%s",
+                 enhanced);
+        snprintf(ch->error->text, sizeof(ch->error->text), "%s", text);
+    }
     if (s->state != SESSION_BDAT)
         s->chunk_return = s->state;
     session_set_state(s, SESSION_BDAT);
@@ -415,9 +421,15 @@ chunk_done(struct session *s)
     struct transaction *tx = s->tx;
 
     if (ch->discard) {
-        struct hook_reply *e = &ch->error;
-        smtp_reply_hook(&s->conn, e, e->code, e->enhanced, e->text);
-        hook_reply_clear(e);
+        struct hook_reply *e = ch->error;
+        if (e) {
+            smtp_reply_hook(&s->conn, e, e->code, e->enhanced, e->text);
+            hook_reply_clear(e);
+            free(e);
+            ch->error = NULL;
+        } else {
+            smtp_reply(&s->conn, 451, "4.3.0", "Error: out of memory");
+        }
         if (tx) {
             transaction_end(s);
             session_set_state(s, SESSION_HELO);
@@ -496,10 +508,11 @@ on_bdat_data_done(struct session *s, postern_result r,
     if (r == POSTERN_REJECT || r == POSTERN_TEMPFAIL) {
         /* The module's further lines, owed with the reply. */
         struct hook_reply lines;
-        if (reply->n_more && hook_reply_copy(&lines, reply) == 0) {
-            s->chunk.error.more = lines.more;
-            s->chunk.error.more_len = lines.more_len;
-            s->chunk.error.n_more = lines.n_more;
+        if (s->chunk.error && reply->n_more &&
+            hook_reply_copy(&lines, reply) == 0) {
+            s->chunk.error->more = lines.more;
+            s->chunk.error->more_len = lines.more_len;
+            s->chunk.error->n_more = lines.n_more;
         }
     } else if (r != POSTERN_CONTINUE && r != POSTERN_ACCEPT &&
                r != POSTERN_DISCARD) {

@@ -41,6 +41,7 @@ static unsigned live_sessions;
 static void session_process(struct session *s);
 static void session_flush(struct session *s);
 static void session_free(struct session *s);
+static const struct hook_owner_ops session_hook_ops;
 
 static const char *const state_names[] = {"greeting", "ready", "helo", "mail",
                                           "rcpt",     "data",  "bdat", "auth",
@@ -82,6 +83,9 @@ session_set_state(struct session *s, session_state state)
         log_event(LOG_LEVEL_DEBUG, s->id, "state", "from=%s to=%s",
                   state_names[s->state], state_names[state]);
     s->state = state;
+    /* Message data is read straight into a buffer of the session's own;
+     * commands need none while idle (conn.h). */
+    conn_keep_input(&s->conn, state == SESSION_DATA || state == SESSION_BDAT);
 }
 
 void
@@ -172,10 +176,19 @@ session_on_hook_done(struct session *s, postern_result r,
         session_continue(s);
 }
 
+/* The hook context, made when a hook runs: an idle session has none. */
+static struct hook_ctx *
+session_ctx(struct session *s)
+{
+    if (!s->ctx)
+        s->ctx = hook_ctx_new(s, s->id, &session_hook_ops);
+    return s->ctx;
+}
+
 void
 session_hook_run(struct session *s, postern_hook hook, hook_done_fn done)
 {
-    if (!s->ctx) {
+    if (!session_ctx(s)) {
         smtp_reply(&s->conn, 421, "4.3.0", "%s Error: out of memory",
                    session_hostname(s));
         session_quit(s);
@@ -195,7 +208,8 @@ session_hook_run(struct session *s, postern_hook hook, hook_done_fn done)
 void
 session_notify(struct session *s, postern_hook hook)
 {
-    if (s->ctx && !hook_ctx_pending(s->ctx) && hook_chain_length(hook) > 0)
+    if (hook_chain_length(hook) > 0 && session_ctx(s) &&
+        !hook_ctx_pending(s->ctx))
         s->ctx = hook_notify(s->ctx, hook);
 }
 
@@ -369,7 +383,7 @@ session_close(struct session *s, const char *why)
     if (hook_ctx_pending(s->ctx)) {
         /* The module finishes later; it gets an orphaned context. */
         hook_ctx_release(s->ctx);
-        s->ctx = hook_ctx_new(s, s->id, &session_hook_ops);
+        s->ctx = NULL; /* the reset and disconnect hooks get a new one */
     }
     if (s->holds > 0 && s->tx) {
         /* The transaction ends for everyone else, but its strings stay
@@ -378,13 +392,8 @@ session_close(struct session *s, const char *why)
         s->retired_tx = s->tx;
         s->tx = NULL;
     }
-    if (s->ctx) {
-        transaction_end(s);
-        session_notify(s, POSTERN_HOOK_DISCONNECT);
-    } else {
-        transaction_free(s->tx);
-        s->tx = NULL;
-    }
+    transaction_end(s); /* without memory for a context: no hooks */
+    session_notify(s, POSTERN_HOOK_DISCONNECT);
     log_event(LOG_LEVEL_INFO, s->id, "disconnect",
               "reason=%s transactions=%u errors=%u", why, s->transactions,
               s->errors);
@@ -422,7 +431,10 @@ session_free(struct session *s)
     free(s->tls_cipher);
     free(s->tls_sni);
     free(s->tls_peer_dn);
-    hook_reply_clear(&s->chunk.error);
+    if (s->chunk.error) {
+        hook_reply_clear(s->chunk.error);
+        free(s->chunk.error);
+    }
     free(s);
 }
 
@@ -455,6 +467,19 @@ session_flush(struct session *s)
 
 /* --- the input loop --- */
 
+/* What a session does not use while it waits for the client goes back:
+ * empty buffers, and the hook context between transactions (nginx frees
+ * its keep-alive connections' buffers the same way). */
+static void
+session_idle(struct session *s)
+{
+    conn_trim(&s->conn);
+    if (!s->tx && s->wait == SESSION_WAIT_NONE && !hook_ctx_pending(s->ctx)) {
+        hook_ctx_release(s->ctx);
+        s->ctx = NULL;
+    }
+}
+
 static void
 session_process(struct session *s)
 {
@@ -485,6 +510,8 @@ session_process(struct session *s)
                 break;
             continue;
         }
+        if (c->in_start == c->in_end)
+            break; /* nothing buffered (and maybe no buffer: conn.h) */
         const char *line;
         size_t len, consumed;
         smtp_line_status st =
@@ -524,6 +551,8 @@ session_process(struct session *s)
     if (c->eof && s->wait == SESSION_WAIT_NONE && !output_blocked)
         session_quit(s);
     session_flush(s);
+    if (s->state != SESSION_CLOSED)
+        session_idle(s);
 }
 
 /* --- transport callbacks --- */
@@ -654,10 +683,8 @@ session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
 
     if (in_cap < SESSION_INPUT_BUFFER)
         in_cap = SESSION_INPUT_BUFFER;
-    if (!s ||
-        conn_init(&s->conn, services_loop(), fd, in_cap, peer, peer_len,
-                  &session_callbacks, s) < 0 ||
-        !(s->ctx = hook_ctx_new(s, s->id, &session_hook_ops))) {
+    if (!s || conn_init(&s->conn, services_loop(), fd, in_cap, peer, peer_len,
+                        &session_callbacks, s) < 0) {
         if (s && s->conn.in)
             conn_close(&s->conn);
         else

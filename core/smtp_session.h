@@ -70,8 +70,10 @@ typedef enum session_wait {
 struct bdat_chunk {
     uint64_t size, remaining;
     bool last;
-    bool discard;            /* read only to stay in step, then refused */
-    struct hook_reply error; /* the reply owed after a discarded chunk */
+    bool discard; /* read only to stay in step, then refused */
+    /* The reply owed after a discarded chunk; allocated only then, so an
+     * idle session does not carry a reply buffer. */
+    struct hook_reply *error;
 };
 
 struct transaction {
