@@ -111,18 +111,24 @@ class StoreDurableTest(PosternTestCase):
                 self.assertEqual(len(s.acked), rounds)
             msgs = srv.wait_messages(sessions * rounds)
             self.assertEqual(len(msgs), sessions * rounds)
-            stored = srv.log_matches(r"stored id=\w+ .* commit=(\d+)")
+            # Commit rounds are numbered per worker process.
+            stored = srv.log_matches(
+                r"stored id=\w+ .* commit=(\d+)(?: worker=(\d+))?")
             self.assertEqual(len(stored), sessions * rounds)
             commits = {}
             for m in stored:
-                commits[m.group(1)] = commits.get(m.group(1), 0) + 1
+                key = (m.group(2), m.group(1))
+                commits[key] = commits.get(key, 0) + 1
             self.assertLess(len(commits), sessions * rounds, commits)
             self.assertGreater(max(commits.values()), 1, commits)
-            # at SIGTERM, the batches are summed up
+            # at SIGTERM, each worker sums up its batches
             self.assertEqual(srv.stop(), [])
-            self.assertRegex(srv.log_text(),
-                             r"group commit: deliveries=%d batches=%d "
-                             r"fsync=yes" % (sessions * rounds, len(commits)))
+            totals = [(int(d), int(b)) for d, b in re.findall(
+                r"group commit: deliveries=(\d+) batches=(\d+) fsync=yes",
+                srv.log_text())]
+            self.assertTrue(totals, srv.log_tail())
+            self.assertEqual(sum(d for d, _ in totals), sessions * rounds)
+            self.assertEqual(sum(b for _, b in totals), len(commits))
 
     def test_failure_in_a_batch_fails_only_its_delivery(self):
         """With fsync on, bob's new/ is a plain file, in a batch shared
