@@ -20,6 +20,7 @@ from harness import (  # noqa: E402
     read_bytes,
     read_envelope,
     split_added_headers,
+    wait_until,
     store_plugin,
 )
 
@@ -211,6 +212,13 @@ class DrainTest(PosternTestCase):
             busy.cmd_expect("RCPT TO:<b@example.com>", 250)
             srv.proc.send_signal(signal.SIGTERM)
             self.assertTrue(srv.wait_log(r"draining", 5))
+            # Every worker closes its copy of the listening socket before
+            # it logs "draining"; the port is closed once all of them did.
+            workers = int(srv.wait_log(r"supervisor_ready .*workers=(\d+)",
+                                       5).group(1))
+            self.assertTrue(wait_until(
+                lambda: srv.count_log(r" draining ") == workers, 10),
+                srv.log_tail())
             r = idle.reply()
             self.assertEqual((r.code, r.enhanced), (421, "4.3.2"), r)
             self.assertTrue(idle.wait_closed())
