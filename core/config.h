@@ -83,12 +83,12 @@ struct limits_config {
     unsigned connection_rate_burst; /* ... of which at once */
     unsigned message_rate;          /* MAIL per minute; 450 */
     unsigned auth_failure_rate;     /* failed AUTH per hour; 421 */
-    double command_timeout; /* seconds waiting for a command */
-    double data_timeout;    /* seconds between DATA reads */
-    unsigned errors;        /* bad commands before 421 */
-    double greet_pause;     /* seconds; talk before greeting -> 554 */
-    unsigned auth_failures; /* per session before 421 */
-    unsigned transactions;  /* per session; 0 = unlimited */
+    double command_timeout;         /* seconds waiting for a command */
+    double data_timeout;            /* seconds between DATA reads */
+    unsigned errors;                /* bad commands before 421 */
+    double greet_pause;             /* seconds; talk before greeting -> 554 */
+    unsigned auth_failures;         /* per session before 421 */
+    unsigned transactions;          /* per session; 0 = unlimited */
     /* seconds a client waits on the server side: a hook handler
      * (PENDING included) or the spool; 421 beyond */
     double pending_timeout;
@@ -128,12 +128,12 @@ struct config {
     char **module_path; /* directories searched for <module>.so */
     size_t n_module_path;
     log_level log_level;
-    char *user;             /* drop privileges to this user after binding */
-    unsigned workers;       /* worker processes (supervisor.h) */
-    double drain_timeout;   /* SIGTERM: transactions finish within this */
+    char *user;           /* drop privileges to this user after binding */
+    unsigned workers;     /* worker processes (supervisor.h) */
+    double drain_timeout; /* SIGTERM: transactions finish within this */
     double reload_drain_timeout; /* SIGHUP: old workers' sessions */
-    unsigned pool_threads;  /* the shared module pool (pool.h) */
-    unsigned spool_threads; /* the core pool: spool writes */
+    unsigned pool_threads;       /* the shared module pool (pool.h) */
+    unsigned spool_threads;      /* the core pool: spool writes */
     struct dns_config dns;
     struct http_config http;
 };

@@ -121,7 +121,7 @@ listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
                      client_limit_name(v));
             log_event(LOG_LEVEL_INFO, NULL, "connection_refused",
                       "reason=%s limit=%s",
-                      v == CLIENT_LIMIT_PER_IP  ? "per_ip_limit"
+                      v == CLIENT_LIMIT_PER_IP ? "per_ip_limit"
                       : v == CLIENT_LIMIT_RATE ? "rate_limit"
                                                : "total_limit",
                       client_limit_name(v));
