@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -223,9 +224,22 @@ server_stop(struct module_set *modules)
         ev_ref(loop);
         ev_check_stop(loop, &srv.reaper);
         ev_timer_stop(loop, &srv.drain);
+        /* Stopping a watcher gives its signal back its default action,
+         * which for these is to die: a stop signal the supervisor sends
+         * while this worker cleans up (a retired worker at shutdown) must
+         * not kill it. It is stopping already, so they are ignored. */
+        sigset_t stop_signals;
+        sigemptyset(&stop_signals);
+        sigaddset(&stop_signals, SIGTERM);
+        sigaddset(&stop_signals, SIGQUIT);
+        sigaddset(&stop_signals, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
         ev_signal_stop(loop, &srv.sigterm);
         ev_signal_stop(loop, &srv.sigquit);
         ev_signal_stop(loop, &srv.sigretire);
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGQUIT, SIG_IGN);
+        signal(SIGUSR1, SIG_IGN);
         srv.cfg = NULL;
     }
     /* Lookups and HTTP calls still running are told (modules still
