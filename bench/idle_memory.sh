@@ -35,8 +35,8 @@ while getopts "s:" opt; do
     esac
 done
 
-log() { printf '[idle] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+bench_name=idle
+. "$here/lib.sh" # log, die, free_port, wait_port
 
 # Both the server and the client need one descriptor per session.
 want_fds=$((connections + 256))
@@ -74,28 +74,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
-# Wait (bounded) until something listens on 127.0.0.1:$1; $2 is the pid.
-wait_port() {
-    local port=$1 pid=$2 i
-    for i in $(seq 1 200); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if python3 - "$port" <<'EOF'
-import sys
-want = "0100007F:%04X" % int(sys.argv[1])
-with open("/proc/net/tcp") as f:
-    sys.exit(0 if any(l.split()[1] == want and l.split()[3] == "0A"
-                      for l in list(f)[1:]) else 1)
-EOF
-        then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 # measure LABEL PORT PID [client flags]: one line of results in $work/results
 measure() {

@@ -38,8 +38,8 @@ baseline=${BENCH_BASELINE_MODULES:-}
 setups="discard fsync nofsync"
 [ -n "$baseline" ] && setups="discard baseline fsync nofsync"
 
-log() { printf '[bench-store] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+bench_name=bench-store
+. "$here/lib.sh" # log, die, free_port, wait_port
 
 export PATH="$PATH:/usr/sbin:/sbin"
 command -v smtp-source >/dev/null || die "smtp-source not found (apt-get install postfix; postfix stop)"
@@ -63,22 +63,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
-wait_port() {
-    local port=$1 pid=$2 i
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if python3 -c 'import socket, sys
-s = socket.socket()
-sys.exit(s.connect_ex(("127.0.0.1", int(sys.argv[1]))))' "$port"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 # run_setup NAME: one postern, one load; prints msg/s.
 run_setup() {
