@@ -333,6 +333,13 @@ static const struct field http_fields[] = {
     {.key = NULL},
 };
 
+static const struct field metrics_fields[] = {
+    {"address", F_ADDRESS, AT(metrics_config, address), .flags = F_REQUIRED},
+    {"port", F_INT, AT(metrics_config, port), RANGE(1, 65535),
+     .flags = F_REQUIRED},
+    {.key = NULL},
+};
+
 static const struct field main_fields[] = {
     {"hostname", F_DOMAIN, AT(config, hostname)},
     {"listen", ARRAY_OF(config, listeners, n_listeners, F_OBJECT),
@@ -359,6 +366,7 @@ static const struct field main_fields[] = {
     {"spool_threads", F_UNSIGNED, AT(config, spool_threads), RANGE(1, 64)},
     {"dns", F_OBJECT, AT(config, dns), .sub = dns_fields},
     {"http", F_OBJECT, AT(config, http), .sub = http_fields},
+    {"metrics", F_OBJECT, AT(config, metrics), .sub = metrics_fields},
     {.key = NULL},
 };
 
