@@ -149,7 +149,7 @@ static void
 instance_label(struct metrics_text *lbl, const char *instance)
 {
     lbl->len = 0;
-    metrics_text_printf(lbl, "instance=\"");
+    metrics_text_printf(lbl, "module_instance=\"");
     metrics_text_label_value(lbl, instance);
     metrics_text_printf(lbl, "\"");
 }

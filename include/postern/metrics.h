@@ -11,9 +11,10 @@
  *     ...
  *     postern_counter_add(listed, 1);   // in a handler, any thread
  *
- * The series is postern_<module>_<name>{instance="<instance>"}: the core
- * prefixes "postern_" and the module's name, and labels it with the
- * instance, so two instances of a module count apart. Counts from every
+ * The series is postern_<module>_<name>{module_instance="<instance>"}:
+ * the core prefixes "postern_" and the module's name, and labels it with
+ * the instance (not "instance", which Prometheus gives the scraped
+ * target), so two instances of a module count apart. Counts from every
  * worker are summed and never go backwards (a worker that exits leaves
  * its counts behind).
  */

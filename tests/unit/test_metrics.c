@@ -49,15 +49,19 @@ test_histogram_text(void **state)
     h.buckets[METRICS_BUCKETS] = 4; /* beyond the last bound */
     h.sum_ns = 1500000000;          /* 1.5 s */
     struct metrics_text t = {0};
-    metrics_text_histogram(&t, "h", "instance=\"i\"", &h);
+    metrics_text_histogram(&t, "h", "module_instance=\"i\"", &h);
     const char *s = text_of(&t);
-    assert_non_null(strstr(s, "h_bucket{instance=\"i\",le=\"0.001\"} 2\n"));
-    assert_non_null(strstr(s, "h_bucket{instance=\"i\",le=\"0.005\"} 2\n"));
-    assert_non_null(strstr(s, "h_bucket{instance=\"i\",le=\"0.01\"} 3\n"));
-    assert_non_null(strstr(s, "h_bucket{instance=\"i\",le=\"10\"} 3\n"));
-    assert_non_null(strstr(s, "h_bucket{instance=\"i\",le=\"+Inf\"} 7\n"));
-    assert_non_null(strstr(s, "h_sum{instance=\"i\"} 1.5\n"));
-    assert_non_null(strstr(s, "h_count{instance=\"i\"} 7\n"));
+    assert_non_null(
+        strstr(s, "h_bucket{module_instance=\"i\",le=\"0.001\"} 2\n"));
+    assert_non_null(
+        strstr(s, "h_bucket{module_instance=\"i\",le=\"0.005\"} 2\n"));
+    assert_non_null(
+        strstr(s, "h_bucket{module_instance=\"i\",le=\"0.01\"} 3\n"));
+    assert_non_null(strstr(s, "h_bucket{module_instance=\"i\",le=\"10\"} 3\n"));
+    assert_non_null(
+        strstr(s, "h_bucket{module_instance=\"i\",le=\"+Inf\"} 7\n"));
+    assert_non_null(strstr(s, "h_sum{module_instance=\"i\"} 1.5\n"));
+    assert_non_null(strstr(s, "h_count{module_instance=\"i\"} 7\n"));
     /* buckets never decrease, and +Inf is the last bucket line */
     unsigned long long last = 0;
     const char *p = s;
@@ -199,14 +203,16 @@ test_hooks_and_registry(void **state)
     struct metrics_text t = {0};
     assert_int_equal(metrics_text_render(&t, s, NULL), 0);
     const char *page = text_of(&t);
-    assert_non_null(strstr(page, "postern_hook_results_total{instance=\"20-b\","
-                                 "hook=\"rcpt\",result=\"reject\"} 2\n"));
+    assert_non_null(
+        strstr(page, "postern_hook_results_total{module_instance=\"20-b\","
+                     "hook=\"rcpt\",result=\"reject\"} 2\n"));
     assert_non_null(strstr(
-        page, "postern_hook_duration_seconds_count{instance=\"20-b\"} 2\n"));
-    assert_non_null(strstr(page,
-                           "# TYPE postern_x_hits_total counter\n"
-                           "postern_x_hits_total{instance=\"20-b\"} 5\n"
-                           "postern_x_hits_total{instance=\"30-c\"} 0\n"));
+        page,
+        "postern_hook_duration_seconds_count{module_instance=\"20-b\"} 2\n"));
+    assert_non_null(
+        strstr(page, "# TYPE postern_x_hits_total counter\n"
+                     "postern_x_hits_total{module_instance=\"20-b\"} 5\n"
+                     "postern_x_hits_total{module_instance=\"30-c\"} 0\n"));
     /* one HELP and TYPE per family */
     assert_null(strstr(strstr(page, "# TYPE postern_x_hits_total") + 1,
                        "# TYPE postern_x_hits_total"));
