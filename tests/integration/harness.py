@@ -89,6 +89,7 @@ DEBIAN_PACKAGES = {
     "opendkim-genkey": "opendkim-tools",
     "rspamd": "rspamd",
     "haproxy": "haproxy",  # /usr/sbin; a balancer for test_proxy.py
+    "prometheus": "prometheus",  # scrapes /metrics in test_metrics.py
 }
 
 # swaks looks up its own host name (gethostbyname(hostname())) when it
