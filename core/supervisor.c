@@ -527,6 +527,8 @@ reload_check(char *err, size_t errlen)
             _exit(1);
         close(p[0]);
         child_close_inherited(NULL);
+        if (sup.metrics_fd >= 0)
+            close(sup.metrics_fd);
         signal(SIGTERM, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
         signal(SIGCHLD, SIG_DFL);
