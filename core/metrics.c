@@ -241,6 +241,12 @@ metrics_received(uint64_t bytes)
     ADD(c.received_bytes, bytes);
 }
 
+void
+metrics_auth(bool success)
+{
+    ADD(c.auth[success ? 0 : 1], 1);
+}
+
 double
 metrics_clock(void)
 {
@@ -278,11 +284,6 @@ void
 metrics_stage_reply(postern_hook hook, int code)
 {
     int cls = code / 100;
-    if (hook == POSTERN_HOOK_AUTH) {
-        if (cls == 2 || cls == 4 || cls == 5)
-            ADD(c.auth[cls == 2 ? 0 : 1], 1);
-        return;
-    }
     int stage = stage_of(hook);
     if (stage < 0)
         return;

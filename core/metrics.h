@@ -159,6 +159,8 @@ void metrics_connection_closed(void);
 void metrics_refused(const char *limit_key);
 void metrics_tls_session(int gnutls_protocol);
 void metrics_received(uint64_t bytes);
+/* AUTH credentials accepted (235), or refused (535). */
+void metrics_auth(bool success);
 /* The reply a decision hook's stage sent (0: none yet), by hook. */
 void metrics_stage_reply(postern_hook hook, int code);
 void metrics_hook_result(unsigned instance_id, postern_hook hook,

@@ -210,7 +210,7 @@ metrics_text_render(struct metrics_text *t, const struct metrics_snapshot *s,
            (long long)c->received_bytes);
 
     metrics_text_header(t, "postern_auth_total",
-                        "AUTH exchanges that reached a decision.", "counter");
+                        "AUTH credentials accepted or refused.", "counter");
     metrics_text_printf(t, "postern_auth_total{result=\"success\"} %llu\n",
                         (unsigned long long)c->auth[0]);
     metrics_text_printf(t, "postern_auth_total{result=\"failure\"} %llu\n",

@@ -354,6 +354,114 @@ class MetricsTest(PosternTestCase):
             self.assertEqual(http_get(base + "/")[0], 404)
             self.assertEqual(http_get(base + "/metrics", "POST")[0], 405)
 
+    def test_tls_auth_limits_and_pending(self):
+        from test_auth import hash_password, plain
+        from test_tls import PKI, TlsServer, client_context, starttls
+
+        pki = PKI()
+        try:
+            users = os.path.join(pki.dir, "users")
+            with open(users, "w") as f:
+                f.write("alice:%s\n" % hash_password("sha512crypt", "secret"))
+            port = free_port()
+            srv = TlsServer(
+                pki,
+                plugins={
+                    "05-async": {"module": "test_async", "config": {
+                        "hooks": {"mail": {"delay": 3, "result": "continue",
+                                           "match": "slow"}}}},
+                    "10-auth": {"module": "auth_file",
+                                "config": {"file": users}},
+                    "20-store": store_plugin(),
+                },
+                config={"workers": 1,
+                        "metrics": {"address": "127.0.0.1", "port": port},
+                        "limits": {"connections_per_ip": 1,
+                                   "exempt_networks": []}})
+            with srv:
+                self.require_plugin("test_async")
+                self.tls_auth_limits_and_pending(
+                    srv, port, pki, client_context, starttls, plain)
+        finally:
+            pki.cleanup()
+
+    def tls_auth_limits_and_pending(self, srv, port, pki, client_context,
+                                    starttls, plain):
+        import ssl
+
+        def page():
+            return http_get("http://127.0.0.1:%d/metrics" % port)[2]
+
+        def value(series):
+            m = re.search("^" + re.escape(series) + r" (\S+)$", page(), re.M)
+            return float(m.group(1)) if m else None
+
+        def wait_value(series, want):
+            got = wait_until(lambda: value(series) == want, 10)
+            self.assertTrue(got, "%s: %r, not %r" % (series, value(series),
+                                                     want))
+
+        self.assertTrue(wait_until(lambda: is_listening(port), 10))
+        # TLS 1.3 and a good password, while a second connection from the
+        # same address is refused by connections_per_ip
+        c1 = srv.client()
+        c1.ehlo()
+        starttls(c1, client_context(pki))
+        c1.ehlo()
+        self.assertEqual(c1.cmd("AUTH PLAIN " + plain("alice", "secret")).code,
+                         235)
+        wait_value("postern_connections_open", 1)
+        refused = srv.client(greet=False)
+        self.assertEqual(refused.reply().code, 421)
+        refused.close()
+        # a MAIL that a module keeps PENDING for 3 s
+        c1.send(b"MAIL FROM:<slow@client.test>\r\n")
+        wait_value("postern_pending_contexts", 1)
+        self.assertEqual(c1.reply(timeout=30).code, 250)
+        wait_value("postern_pending_contexts", 0)
+        c1.cmd("QUIT")
+        c1.close()
+        wait_value("postern_connections_open", 0)
+        # TLS 1.2 and a wrong password
+        c2 = srv.client()
+        c2.ehlo()
+        starttls(c2, client_context(pki, max_version=ssl.TLSVersion.TLSv1_2))
+        c2.ehlo()
+        self.assertEqual(c2.cmd("AUTH PLAIN " + plain("alice", "wrong")).code,
+                         535)
+        c2.close()
+
+        wait_value('postern_auth_total{result="failure"}', 1)
+        text = page()
+        for line in ('postern_tls_sessions_total{version="TLS1.3"} 1',
+                     'postern_tls_sessions_total{version="TLS1.2"} 1',
+                     'postern_auth_total{result="success"} 1',
+                     'postern_auth_total{result="failure"} 1',
+                     'postern_connections_refused_total'
+                     '{limit="connections_per_ip"} 1',
+                     'postern_connections_refused_total'
+                     '{limit="connections"} 0',
+                     "postern_connections_total 2",
+                     "postern_transactions_total 1",
+                     'postern_hook_results_total{module_instance="10-auth",'
+                     'hook="auth",result="accept"} 1',
+                     'postern_hook_results_total{module_instance="10-auth",'
+                     'hook="auth",result="reject"} 1',
+                     'postern_hook_results_total{module_instance="05-async",'
+                     'hook="mail",result="continue"} 1'):
+            self.assertIn(line + "\n", text)
+        # The PENDING call's time runs to its resume, 3 s or more: one
+        # observation above the 2.5 s bucket (the others, CONTINUE at
+        # once, below it).
+        def bucket(le):
+            m = re.search(r'^postern_hook_duration_seconds_bucket\{'
+                          r'module_instance="05-async",le="%s"\} (\d+)$'
+                          % re.escape(le), text, re.M)
+            return int(m.group(1))
+        self.assertEqual(bucket("+Inf") - bucket("2.5"), 1)
+        self.assertRegex(text, r'postern_hook_duration_seconds_sum'
+                               r'\{module_instance="05-async"\} ([3-9]|\d\d)')
+
     def test_off_by_default(self):
         with Server(plugins=[("90-store", store_plugin())],
                     config={"workers": 1}) as srv:

@@ -126,7 +126,8 @@ test_sum_over_slots(void **state)
     metrics_connection_opened();
     metrics_stage_reply(POSTERN_HOOK_STORE, 250);
     metrics_stage_reply(POSTERN_HOOK_RCPT, 451);
-    metrics_stage_reply(POSTERN_HOOK_AUTH, 535);
+    metrics_stage_reply(POSTERN_HOOK_AUTH, 535); /* counted by metrics_auth */
+    metrics_auth(false);
     metrics_stage_reply(POSTERN_HOOK_MAIL, 250);
     metrics_stage_reply(POSTERN_HOOK_DATA, 354); /* not a decision */
 
