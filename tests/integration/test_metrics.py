@@ -351,6 +351,27 @@ class MetricsTest(PosternTestCase):
                 body)
             self.assertRegex(body, r"\npostern_received_bytes_total [1-9]")
 
+            # a message half received holds a spool file
+            def gauge(name):
+                m = re.search(r"^%s (\d+)$" % name,
+                              http_get(base + "/metrics")[2], re.M)
+                return int(m.group(1))
+
+            with srv.client() as c:
+                c.ehlo()
+                c.cmd_expect("MAIL FROM:<s@client.test>", 250)
+                c.cmd_expect("RCPT TO:<%s>" % ACCEPTED_RCPT, 250)
+                c.cmd_expect("DATA", 354)
+                c.send(b"Subject: half\r\n\r\n" + b"x" * 2000 + b"\r\n")
+                self.assertTrue(wait_until(
+                    lambda: gauge("postern_spool_bytes") >= 2000, 10))
+                self.assertEqual(gauge("postern_spool_files"), 1)
+                c.send(b".\r\n")
+                c.expect(250)
+            self.assertTrue(wait_until(
+                lambda: gauge("postern_spool_files") == 0, 10))
+            self.assertEqual(gauge("postern_spool_bytes"), 0)
+
             self.assertEqual(http_get(base + "/")[0], 404)
             self.assertEqual(http_get(base + "/metrics", "POST")[0], 405)
 
