@@ -483,6 +483,48 @@ class MetricsTest(PosternTestCase):
         self.assertRegex(text, r'postern_hook_duration_seconds_sum'
                                r'\{module_instance="05-async"\} ([3-9]|\d\d)')
 
+    def test_metrics_process_is_user_without_client_sockets(self):
+        import pwd
+
+        self.assertEqual(os.geteuid(), 0, "this case runs as root")
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            self.fail("this case needs the user nobody (Debian's base-passwd)")
+        port = free_port()
+        srv = Server(plugins=[("90-store", store_plugin())],
+                     config={"workers": 1, "user": "nobody",
+                             "metrics": {"address": "127.0.0.1",
+                                         "port": port}},
+                     start=False)
+        os.chmod(srv.tmp, 0o755)
+        for d in (srv.spool, srv.maildir):
+            os.chown(d, nobody.pw_uid, nobody.pw_gid)
+        with srv:
+            srv.start()
+            m = srv.wait_log(r" metrics_started pid=(\d+)", 10)
+            self.assertIsNotNone(m)
+            pid = int(m.group(1))
+            self.assertTrue(wait_until(lambda: is_listening(port), 10))
+            self.assertEqual(http_get("http://127.0.0.1:%d/metrics"
+                                      % port)[0], 200)
+            with open("/proc/%d/status" % pid) as f:
+                status = f.read()
+            uids = re.search(r"^Uid:\s+(.*)$", status, re.M).group(1).split()
+            self.assertEqual(set(map(int, uids)), {nobody.pw_uid})
+            # the client listener stays with the supervisor and workers
+            self.assertEqual(listening_ports([pid]), {port})
+            self.assertIn(srv.port, listening_ports([srv.proc.pid]))
+            # a metrics process that dies is started again
+            os.kill(pid, signal.SIGKILL)
+            self.assertTrue(srv.wait_log(
+                r" metrics_died pid=%d signal=SIGKILL" % pid, 10))
+            self.assertTrue(srv.wait_log(
+                r" metrics_started pid=(?!%d\b)\d+" % pid, 10))
+            self.assertTrue(wait_until(
+                lambda: http_get("http://127.0.0.1:%d/metrics"
+                                 % port)[0] == 200, 10))
+
     def test_off_by_default(self):
         with Server(plugins=[("90-store", store_plugin())],
                     config={"workers": 1}) as srv:
