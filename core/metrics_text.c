@@ -45,10 +45,41 @@ metrics_text_printf(struct metrics_text *t, const char *fmt, ...)
     }
 }
 
+/* Length of the valid UTF-8 sequence at p (1-4), or 0 if it is not one:
+ * Prometheus refuses a whole scrape over one bad byte in a label. */
+static size_t
+utf8_length(const unsigned char *p)
+{
+    size_t n = p[0] < 0x80                    ? 1
+               : p[0] >= 0xc2 && p[0] <= 0xdf ? 2
+               : p[0] >= 0xe0 && p[0] <= 0xef ? 3
+               : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4
+                                              : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if ((n == 3 && p[0] == 0xe0 && p[1] < 0xa0) ||
+        (n == 3 && p[0] == 0xed && p[1] > 0x9f) ||
+        (n == 4 && p[0] == 0xf0 && p[1] < 0x90) ||
+        (n == 4 && p[0] == 0xf4 && p[1] > 0x8f))
+        return 0; /* overlong, surrogate, beyond U+10FFFF */
+    return n;
+}
+
 static void
 text_escaped(struct metrics_text *t, const char *v, bool quotes)
 {
     for (const char *p = v; *p; p++) {
+        size_t n = utf8_length((const unsigned char *)p);
+        if (n == 0) {
+            metrics_text_printf(t, "\\\\x%02x", (unsigned char)*p);
+            continue;
+        }
+        if (n > 1) {
+            metrics_text_printf(t, "%.*s", (int)n, p);
+            p += n - 1;
+            continue;
+        }
         if (*p == '\\')
             metrics_text_printf(t, "\\\\");
         else if (*p == '\n')

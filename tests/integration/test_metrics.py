@@ -37,6 +37,10 @@ PROMETHEUS = "prometheus"
 # against a hang (scrapes are 1 s apart), never a measure of speed.
 SCRAPE_GUARD = 60.0
 
+# An instance name (a plugins.d file name) that needs escaping in a label
+# value: a quote, a backslash and a non-ASCII letter. Prometheus reading
+# it back proves the escaping.
+STORE_INSTANCE = '90-st"ore\\\u00e9'
 ACCEPTED_RCPT = "ok@example.com"
 UNKNOWN_RCPT = "nobody@example.com"  # rcpt_list: unknown user -> 550
 
@@ -131,7 +135,7 @@ def metrics_server(workers=2):
         plugins=[
             ("50-rcpt_list", {"module": "rcpt_list",
                               "config": {"addresses": [ACCEPTED_RCPT]}}),
-            ("90-store", store_plugin()),
+            (STORE_INSTANCE, store_plugin()),
         ],
         config={
             "workers": workers,
@@ -266,7 +270,8 @@ class MetricsTest(PosternTestCase):
             "postern_connections_total": sessions,
             "postern_connections_open": 0,
             "postern_store_duration_seconds_count": accepted,
-            'postern_hook_duration_seconds_count{module_instance="90-store"}':
+            'postern_hook_duration_seconds_count{module_instance="%s"}'
+            % STORE_INSTANCE.replace("\\", "\\\\").replace('"', '\\"'):
                 accepted,
             'postern_hook_results_total{module_instance="50-rcpt_list",'
             'hook="rcpt",result="reject"}': rejected,

@@ -31,6 +31,12 @@ test_label_escaping(void **state)
     assert_string_equal(text_of(&t), "a\\\"b\\\\c\\nd");
     metrics_text_free(&t);
 
+    /* UTF-8 stays; a byte that is not UTF-8 becomes \\xNN, so one bad
+     * file name cannot make Prometheus refuse the whole page */
+    metrics_text_label_value(&t, "caf\xc3\xa9-\xff\xc3(");
+    assert_string_equal(text_of(&t), "caf\xc3\xa9-\\\\xff\\\\xc3(");
+    metrics_text_free(&t);
+
     /* help text: backslash and newline escaped, quotes kept */
     metrics_text_header(&t, "postern_x_total", "say \"hi\"\\\nnow", "counter");
     assert_string_equal(text_of(&t),
