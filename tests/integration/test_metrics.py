@@ -476,7 +476,7 @@ class MetricsTest(PosternTestCase):
                      'postern_hook_results_total{module_instance="05-async",'
                      'hook="mail",result="continue"} 1'):
             self.assertIn(line + "\n", text)
-        # The PENDING call's time runs to its resume, 3 s or more: one
+        # The PENDING call's time runs to its resume, about 3 s: one
         # observation above the 2.5 s bucket (the others, CONTINUE at
         # once, below it).
         def bucket(le):
@@ -485,8 +485,11 @@ class MetricsTest(PosternTestCase):
                           % re.escape(le), text, re.M)
             return int(m.group(1))
         self.assertEqual(bucket("+Inf") - bucket("2.5"), 1)
-        self.assertRegex(text, r'postern_hook_duration_seconds_sum'
-                               r'\{module_instance="05-async"\} ([3-9]|\d\d)')
+        # (the module's timer runs on loop time, taken a little before
+        # the call: the measured time may be a hair under its 3 s)
+        m = re.search(r'^postern_hook_duration_seconds_sum'
+                      r'\{module_instance="05-async"\} (\S+)$', text, re.M)
+        self.assertGreater(float(m.group(1)), 2.5)
 
     def test_metrics_process_is_user_without_client_sockets(self):
         import pwd
