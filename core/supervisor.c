@@ -80,7 +80,7 @@ static struct {
     int sigpipe[2];
     bool starting; /* the first generation is not ready yet */
     bool start_failed;
-    bool reload_wanted; /* SIGHUP came */
+    bool reload_wanted;    /* SIGHUP came */
     double watchdog_every; /* seconds between WATCHDOG=1; 0: none wanted */
     double watchdog_next;
     unsigned stop_signals;
