@@ -89,6 +89,10 @@ DEBIAN_PACKAGES = {
     "opendkim-genkey": "opendkim-tools",
     "rspamd": "rspamd",
     "haproxy": "haproxy",  # /usr/sbin; a balancer for test_proxy.py
+    # test_install.py (the unit, offline) and test_man_pages.py
+    "systemd-analyze": "systemd",
+    "man": "man-db",
+    "groff": "groff-base",
 }
 
 # swaks looks up its own host name (gethostbyname(hostname())) when it
