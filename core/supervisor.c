@@ -31,6 +31,7 @@
 #include "notify.h"
 #include "server.h"
 #include "shared_state.h"
+#include "socket_activation.h"
 #include "supervisor.h"
 #include "tls.h"
 #include "worker.h"
@@ -188,7 +189,9 @@ socket_for(const struct listener_config *lc, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    int fd = listener_socket_open(lc, err, errlen);
+    int fd = socket_activation_claim(lc);
+    if (fd < 0)
+        fd = listener_socket_open(lc, err, errlen);
     if (fd < 0) {
         free(address);
         return -1;
@@ -856,7 +859,9 @@ supervisor_run(const char *config_path, struct config *cfg)
         config_free(cfg);
         return 1;
     }
+    socket_activation_take();
     sup.current = generation_new(cfg, err, sizeof(err));
+    socket_activation_close_unclaimed();
     if (!sup.current) {
         fprintf(stderr, "postern: %s\n", err);
         tls_deinit();

@@ -107,6 +107,7 @@ class InstallTest(PosternTestCase):
                                  os.path.basename(header))
         self.assertInstalled(d["libdir"], "pkgconfig", "postern.pc")
         self.assertInstalled(d["unitdir"], "postern.service")
+        self.assertInstalled(d["unitdir"], "postern.socket")
         self.assertInstalled(d["prefix"], "lib", "sysusers.d", "postern.conf")
         self.assertInstalled(d["prefix"], "lib", "tmpfiles.d", "postern.conf")
         self.assertInstalled(d["confdir"], "postern.json")
@@ -143,14 +144,21 @@ class InstallTest(PosternTestCase):
 
     # --- the unit -----------------------------------------------------------
 
-    def unit(self):
-        with open(self.assertInstalled(self.dirs["unitdir"],
-                                       "postern.service")) as f:
+    def unit(self, name="postern.service"):
+        with open(self.assertInstalled(self.dirs["unitdir"], name)) as f:
             return f.read()
 
-    def unit_values(self, key):
-        return [line.split("=", 1)[1] for line in self.unit().splitlines()
+    def unit_values(self, key, name="postern.service"):
+        return [line.split("=", 1)[1] for line in self.unit(name).splitlines()
                 if line.startswith(key + "=")]
+
+    def test_socket_unit_listens_where_the_example_config_does(self):
+        cfg, _ = self.example_config()
+        wanted = ["[%s]:%d" % (l["address"], l["port"]) if ":" in l["address"]
+                  else "%s:%d" % (l["address"], l["port"])
+                  for l in cfg["listen"]]
+        self.assertEqual(self.unit_values("ListenStream", "postern.socket"),
+                         wanted)
 
     def test_unit_runs_the_installed_binary_on_the_example_config(self):
         self.assertEqual(self.unit_values("Type"), ["notify"])
@@ -190,7 +198,10 @@ class InstallTest(PosternTestCase):
         path = os.path.join(unit_dir, "postern.service")
         with open(path, "w") as f:
             f.write(text)
-        r = run(["systemd-analyze", "verify", path],
+        socket_unit = os.path.join(unit_dir, "postern.socket")
+        with open(socket_unit, "w") as f:
+            f.write(self.unit("postern.socket"))
+        r = run(["systemd-analyze", "verify", socket_unit, path],
                 env=dict(os.environ,
                          MANPATH=self.staged(self.dirs["mandir"])))
         self.assertEqual((r.returncode, r.stdout + r.stderr), (0, ""))

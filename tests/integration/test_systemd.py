@@ -16,8 +16,11 @@ import struct
 import tempfile
 import time
 
-from harness import (TIMER_GUARD, PosternTestCase, Server, main,
-                     store_plugin)
+import subprocess
+
+from harness import (POSTERN_BIN, TIMER_GUARD, Client, PosternTestCase,
+                     Server, free_port, main, maildir_messages, store_plugin,
+                     wait_until)
 
 WORKERS = 2
 
@@ -210,6 +213,53 @@ class SystemdNotifyTest(PosternTestCase):
                 os.environ["NOTIFY_SOCKET"] = saved
         self.systemd.drain(quiet=0.5)
         self.assertEqual(self.systemd.messages, [])
+
+
+class SocketActivationTest(PosternTestCase):
+    """Sockets systemd bound (postern.socket) reach postern as fd 3, 4,
+    ... with LISTEN_FDS and LISTEN_PID, here from a shell that execs it."""
+
+    def test_inherited_socket_serves_the_connections_queued_before(self):
+        srv = Server(plugins={"90-store.json": store_plugin()}, start=False)
+        with srv:
+            listening = socket.socket()
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.bind(("127.0.0.1", srv.port))
+            listening.listen(16)
+            # a socket of another port, which no listener names
+            stray = socket.socket()
+            stray.bind(("127.0.0.1", free_port()))
+            stray.listen(1)
+            # connected while nothing runs: queued in the kernel
+            early = Client(srv.port)
+            script = ('exec 3<&%d 4<&%d; LISTEN_PID=$$ LISTEN_FDS=2 '
+                      'exec "$@"' % (listening.fileno(), stray.fileno()))
+            srv._log = open(srv.log_path, "wb")
+            srv.proc = subprocess.Popen(
+                ["sh", "-c", script, "sh", POSTERN_BIN, "-c",
+                 srv.config_path],
+                pass_fds=(listening.fileno(), stray.fileno()),
+                stdin=subprocess.DEVNULL, stdout=srv._log,
+                stderr=subprocess.STDOUT, cwd=srv.tmp)
+            listening.close()
+            stray.close()
+            with early:
+                early.expect(220, timeout=TIMER_GUARD)
+                r = early.transaction("a@example.org", ["b@example.com"],
+                                      b"Subject: early\r\n\r\nqueued\r\n",
+                                      ehlo=True)
+                self.assertEqual(r.code, 250, r)
+            self.assertTrue(wait_until(lambda: srv.messages(), TIMER_GUARD))
+            self.assertEqual(srv.count_log(
+                r'listening address="127\.0\.0\.1" port=%d inherited=1'
+                % srv.port), 1, srv.log_tail())
+            self.assertEqual(srv.count_log(r"inherited_socket_unused fd=4"),
+                             1, srv.log_tail())
+            # a reload keeps the inherited socket
+            srv.proc.send_signal(signal.SIGHUP)
+            self.assertIsNotNone(srv.wait_log(r" reloaded generation=2"))
+            with srv.client() as c:
+                c.ehlo()
 
 
 if __name__ == "__main__":
