@@ -18,8 +18,8 @@ import time
 
 import subprocess
 
-from harness import (POSTERN_BIN, TIMER_GUARD, Client, PosternTestCase,
-                     Server, free_port, main, maildir_messages, store_plugin,
+from harness import (POSTERN_BIN, TIMER_GUARD, WRAPPER, Client,
+                     PosternTestCase, Server, free_port, main, maildir_messages, store_plugin,
                      wait_until)
 
 WORKERS = 2
@@ -236,8 +236,8 @@ class SocketActivationTest(PosternTestCase):
                       'exec "$@"' % (listening.fileno(), stray.fileno()))
             srv._log = open(srv.log_path, "wb")
             srv.proc = subprocess.Popen(
-                ["sh", "-c", script, "sh", POSTERN_BIN, "-c",
-                 srv.config_path],
+                ["sh", "-c", script, "sh"] + WRAPPER + [POSTERN_BIN, "-c",
+                                                       srv.config_path],
                 pass_fds=(listening.fileno(), stray.fileno()),
                 stdin=subprocess.DEVNULL, stdout=srv._log,
                 stderr=subprocess.STDOUT, cwd=srv.tmp)
