@@ -706,6 +706,8 @@ worker_reaped(struct worker *w, int status)
     } else if (g == sup.next) {
         reload_abort(dead.errlen ? dead.err : how);
     } else if (g == sup.current && !retiring && sup.stop_signals == 0) {
+        notify_status("serving; worker %u died (%s) and is started again", slot,
+                      how);
         worker_schedule_restart(&dead);
     }
     generation_maybe_free(g);

@@ -171,6 +171,26 @@ class SystemdNotifyTest(PosternTestCase):
         self.assertFalse([m for m in self.systemd.messages
                           if "WATCHDOG" in m[1]], "pings nobody asked for")
 
+    def test_status_tells_of_a_worker_death(self):
+        srv = self.server()
+        srv.worker_deaths_expected = True
+        try:
+            self.systemd.wait_for("READY")
+            m = srv.wait_log(r"worker_started pid=(\d+) worker=(\d+)")
+            self.assertIsNotNone(m)
+            os.kill(int(m.group(1)), signal.SIGKILL)
+            for _ in range(20):
+                _, msg = self.systemd.wait_for("STATUS")
+                if "died" in msg["STATUS"]:
+                    break
+            self.assertIn("worker %s died (signal=SIGKILL)" % m.group(2),
+                          msg["STATUS"])
+            self.assertNotIn("READY", msg)  # still ready: the others serve
+            self.stop(srv)
+        except BaseException:
+            srv.__exit__(None, None, None)
+            raise
+
     def test_watchdog_pings_from_the_supervisor(self):
         srv = self.server(WATCHDOG_USEC="200000")
         try:
