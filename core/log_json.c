@@ -276,14 +276,19 @@ struct seen_key {
     unsigned suffix; /* 0: none; else "_N" */
 };
 
+/* The members the line has besides its fields. */
+struct fixed_keys {
+    const char *names[7];
+    size_t n;
+};
+
 static bool
-key_taken(const struct seen_key *seen, size_t n, const char *key, size_t len,
-          unsigned suffix)
+key_taken(const struct fixed_keys *fixed, const struct seen_key *seen, size_t n,
+          const char *key, size_t len, unsigned suffix)
 {
-    static const char *const fixed[] = {"time", "level",  "session",  "event",
-                                        "msg",  "worker", "truncated"};
-    for (size_t i = 0; suffix == 0 && i < sizeof(fixed) / sizeof(*fixed); i++)
-        if (strlen(fixed[i]) == len && memcmp(fixed[i], key, len) == 0)
+    for (size_t i = 0; suffix == 0 && i < fixed->n; i++)
+        if (strlen(fixed->names[i]) == len &&
+            memcmp(fixed->names[i], key, len) == 0)
             return true;
     for (size_t i = 0; i < n; i++)
         if (seen[i].len == len && seen[i].suffix == suffix &&
@@ -339,6 +344,13 @@ log_json_format(char *out, size_t cap, const struct log_json_line *l)
     struct token t;
     const char *f = l->fields ? l->fields : "";
 
+    struct fixed_keys fixed = {{"level", "event", "msg", "truncated"}, 4};
+    if (l->time)
+        fixed.names[fixed.n++] = "time";
+    if (l->sid)
+        fixed.names[fixed.n++] = "session";
+    if (l->worker >= 0)
+        fixed.names[fixed.n++] = "worker";
     jw_byte(&w, '{');
     if (l->time) {
         jw_put(&w, "\"time\":", 7);
@@ -364,7 +376,7 @@ log_json_format(char *out, size_t cap, const struct log_json_line *l)
             continue;
         }
         unsigned suffix = 0;
-        while (key_taken(seen, n_seen, t.key, t.key_len, suffix))
+        while (key_taken(&fixed, seen, n_seen, t.key, t.key_len, suffix))
             suffix = suffix ? suffix + 1 : 2;
         mark = w.n;
         jw_member_key(&w, t.key, t.key_len, suffix);
