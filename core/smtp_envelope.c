@@ -323,10 +323,12 @@ envelope_rcpt(struct session *s, const struct smtp_command *cmd)
     if (path.non_ascii && !s->tx->smtputf8) {
         smtp_reply(&s->conn, 553, "5.6.7",
                    "Error: non-ASCII address needs SMTPUTF8");
+        s->tx->rcpts_refused++;
         return;
     }
     if (s->tx->n_rcpts >= s->cfg->limits.recipients) {
         smtp_reply(&s->conn, 452, "4.5.3", "Error: too many recipients");
+        s->tx->rcpts_refused++;
         return;
     }
     s->rcpt_current = dup_range(path.addr, path.addr_len);
