@@ -46,10 +46,14 @@ OFFERED = {
 }
 
 
-def run(args, cwd=None, timeout=60):
-    return subprocess.run(WRAPPER + [POSTERN_BIN] + args,
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, cwd=cwd, timeout=timeout)
+def run(args, cwd=None, timeout=120):
+    p = subprocess.run(WRAPPER + [POSTERN_BIN] + args,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, cwd=cwd, timeout=timeout)
+    if WRAPPER:  # without valgrind's own ==PID== lines
+        p.stderr = b"".join(l for l in p.stderr.splitlines(True)
+                            if not l.startswith(b"=="))
+    return p
 
 
 class Tree:
