@@ -6,7 +6,10 @@ every transaction.
   bytes that are not UTF-8, a connection dropped in the middle of DATA and
   a QUIT in the middle of a transaction, every line postern writes parses
   as one JSON object, and the transaction lines say what became of each
-  transaction; one look-up by the transaction id finds its lines.
+  transaction; one look-up by the transaction id finds its lines. Each
+  outcome (discarded, tempfailed by the store with the module's code,
+  rejected at DATA, a BDAT chunk too big, a 554-and-close at RCPT) gets
+  its result, code and stage.
 - syslog: a real datagram socket (Python's, bound in the test's directory,
   named by log_syslog_socket) receives one datagram per line in syslog(3)'s
   format with the facility and a priority from the level, and no time
@@ -268,6 +271,61 @@ class JsonLogTest(PosternTestCase):
             after = [m["event"] for m in lines[i + 1:]
                      if m.get("session") == l["session"]]
             self.assertIn("disconnect", after)
+
+    def test_each_outcome(self):
+        self.require_plugin("test_envelope")
+        self.require_plugin("test_async")
+        with Server(plugins=[
+                ("10-envelope", {"module": "test_envelope"}),
+                ("20-async", {"module": "test_async", "config": {"hooks": {
+                    "data": {"result": "reject", "match": "data-no"},
+                    "store": {"result": "tempfail", "code": 452,
+                              "match": "store-later"}}}}),
+                ("50-list", {"module": "rcpt_list",
+                             "config": {"addresses": ["@example.com"]}}),
+                ("90-store", store_plugin())],
+                config={"log_format": "json", "workers": 1,
+                        "limits": {"message_size": 1500}}) as srv:
+            body = b"Subject: t\r\n\r\nbody\r\n"
+            c = srv.client()
+            c.ehlo()
+            r = c.transaction("discard@example.org", ["bob@example.com"],
+                              body)
+            self.assertEqual(r.code, 250, r)
+            r = c.transaction("store-later@remote.test", ["bob@example.com"],
+                              body)
+            self.assertEqual(r.code, 452, r)
+            c.cmd_expect("MAIL FROM:<data-no@remote.test>", 250)
+            c.cmd_expect("RCPT TO:<bob@example.com>", 250)
+            c.cmd_expect("DATA", 554)
+            c.cmd_expect("MAIL FROM:<bdat@remote.test>", 250)
+            c.cmd_expect("RCPT TO:<bob@example.com>", 250)
+            c.send(b"BDAT 2000 LAST\r\n" + b"y" * 2000)
+            c.expect(552)
+            c.cmd_expect("MAIL FROM:<close@remote.test>", 250)
+            c.cmd_expect("RCPT TO:<close@example.com>", 554)
+            self.assertTrue(c.wait_closed())
+            c.close()
+            self.assertTrue(wait_until(
+                lambda: srv.count_log(r'"event":"transaction"') >= 5,
+                IO_TIMEOUT), srv.log_tail())
+            text = stopped_log(self, srv)
+        tx = {l["from"]: l for l in json_lines(self, text)
+              if l["event"] == "transaction"}
+        got = {k: (v["result"], v["code"], v["stage"]) for k, v in tx.items()}
+        self.assertEqual(got, {
+            # dropped (DISCARD at MAIL) when the data was in: no message
+            # or store hook ran
+            "discard@example.org": ("discarded", 250, "data"),
+            "store-later@remote.test": ("tempfailed", 452, "store"),
+            "data-no@remote.test": ("rejected", 554, "data"),
+            "bdat@remote.test": ("rejected", 552, "data"),
+            "close@remote.test": ("rejected", 554, "rcpt"),
+        })
+        self.assertIsNone(tx["discard@example.org"]["stored_id"])
+        self.assertIsNone(tx["store-later@remote.test"]["store"])
+        self.assertGreater(tx["store-later@remote.test"]["size"], 0)
+        self.assertEqual(tx["close@remote.test"]["rcpts_refused"], 1)
 
     def test_text_is_unchanged(self):
         # The default format: every line splits into key=value fields, and
