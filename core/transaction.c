@@ -145,8 +145,8 @@ transaction_log_end(const struct session *s)
               postern_log_value(tx->stored_by),
               postern_log_value(tx->stored_id), tx->hook_ms[POSTERN_HOOK_MAIL],
               tx->hook_ms[POSTERN_HOOK_RCPT], data_ms,
-              tx->hook_ms[POSTERN_HOOK_MESSAGE], tx->hook_ms[POSTERN_HOOK_STORE],
-              now - tx->started_ms);
+              tx->hook_ms[POSTERN_HOOK_MESSAGE],
+              tx->hook_ms[POSTERN_HOOK_STORE], now - tx->started_ms);
 }
 
 void

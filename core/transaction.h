@@ -33,8 +33,8 @@ void transaction_outcome(struct transaction *tx, int code);
 
 /* The store hook accepted: remember who stored it and under which id
  * (copied; NULL ok). */
-void transaction_stored(struct transaction *tx, const char *by,
-                        const char *id, size_t id_len);
+void transaction_stored(struct transaction *tx, const char *by, const char *id,
+                        size_t id_len);
 
 /* The final line of s->tx alone (transaction_end() writes it); for a
  * transaction set aside rather than ended. */
