@@ -535,8 +535,8 @@ reload_failed(const char *why)
                  why);
 }
 
-/* Back to the current generation's TLS credentials and log level (the
- * session ticket key never changed). */
+/* Back to the current generation's TLS credentials and log settings
+ * (the session ticket key never changed). */
 static void
 reload_undo(void)
 {
@@ -544,7 +544,9 @@ reload_undo(void)
     if (tls_init(sup.current->cfg, err, sizeof(err)) < 0)
         log_event(LOG_LEVEL_ERROR, NULL, "tls_reread_failed", "error=%s",
                   postern_log_value(err));
-    log_set_level(sup.current->cfg->log_level);
+    if (config_apply_log(sup.current->cfg, err, sizeof(err)) < 0)
+        log_event(LOG_LEVEL_ERROR, NULL, "log_reopen_failed", "error=%s",
+                  postern_log_value(err));
 }
 
 static void
@@ -581,7 +583,14 @@ reload_begin(void)
         reload_failed(err);
         return;
     }
-    log_set_level(cfg->log_level);
+    /* The new workers inherit the new log settings (format, target). */
+    if (config_apply_log(cfg, err, sizeof(err)) < 0) {
+        generation_free(g);
+        sockets_prune();
+        reload_undo();
+        reload_failed(err);
+        return;
+    }
     sup.next = g;
     if (generation_spawn(g) < 0) {
         /* the ones started retire; the reap frees g */
