@@ -130,20 +130,23 @@ hash_password(const char *scheme)
     return 0;
 }
 
+/* Long options without a short form. */
+enum { OPT_PRINT_HOOKS = 256, OPT_PRINT_CONFIG };
+
 int
 main(int argc, char **argv)
 {
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, 't'},
-        {"print-hooks", no_argument, NULL, 'H'},
-        {"print-config", no_argument, NULL, 'P'},
+        {"print-hooks", no_argument, NULL, OPT_PRINT_HOOKS},
+        {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL;
-    int mode = 0; /* 0: run; 't', 'H', 'P': check or print, then exit */
+    int mode = 0; /* 0: run; 't' or OPT_PRINT_*: check or print, exit */
     int opt;
 
     if (argc >= 2 && strcmp(argv[1], "hash-password") == 0)
@@ -154,8 +157,8 @@ main(int argc, char **argv)
             config_path = optarg;
             break;
         case 't':
-        case 'H':
-        case 'P':
+        case OPT_PRINT_HOOKS:
+        case OPT_PRINT_CONFIG:
             if (mode && mode != opt) {
                 fprintf(stderr, "postern: --check-config, --print-hooks and "
                                 "--print-config exclude each other\n");
@@ -197,9 +200,9 @@ main(int argc, char **argv)
         }
         return supervisor_run(config_path, cfg); /* it owns cfg */
     }
-    int rc = mode == 't'   ? check_config(cfg)
-             : mode == 'H' ? print_hooks(cfg)
-                           : print_config(cfg);
+    int rc = mode == 't'               ? check_config(cfg)
+             : mode == OPT_PRINT_HOOKS ? print_hooks(cfg)
+                                       : print_config(cfg);
     config_free(cfg);
     return rc;
 }
