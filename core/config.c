@@ -30,9 +30,15 @@
 #define PATH_LEN 256 /* room for a JSON path in a message */
 #define GOT_LEN 64   /* a quoted offending value is cut to this */
 
+/* sizeof sockaddr_un.sun_path on Linux */
+#define LOG_SOCKET_PATH_MAX 108
+
 /* Enums are stored through an int pointer by the table walker. */
 _Static_assert(sizeof(tls_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(log_level) == sizeof(int), "enum size");
+_Static_assert(sizeof(log_format) == sizeof(int), "enum size");
+_Static_assert(sizeof(log_target) == sizeof(int), "enum size");
+_Static_assert(sizeof(log_facility) == sizeof(int), "enum size");
 _Static_assert(sizeof(smtp_data_policy) == sizeof(int), "enum size");
 
 /* --- error reporting -------------------------------------------------- */
@@ -212,6 +218,9 @@ enum ftype {
 #define F_REQUIRED 1u /* absent is an error */
 #define F_NONEMPTY 2u /* F_ARRAY: at least one element */
 #define F_EXCL_MIN 4u /* F_SECONDS: min itself is not allowed */
+/* F_OBJECT: null turns it off (zeroed, size bytes); printed as null while
+ * its first field, a string, is NULL */
+#define F_NULL_OFF 8u
 
 struct field {
     const char *key; /* NULL ends a table */
@@ -224,6 +233,7 @@ struct field {
     size_t size;              /* F_ARRAY of F_OBJECT: element size */
     size_t count;             /* F_ARRAY: offset of the size_t count */
     unsigned flags;
+    double unset_as; /* F_SECONDS of an array element: what 0 stands for */
 };
 
 #define AT(s, f) .offset = offsetof(struct s, f)
@@ -236,6 +246,12 @@ static const char *const tls_mode_names[] = {"none", "starttls", "implicit",
 static const char *const log_level_names[] = {"error", "warning", "info",
                                               "debug", NULL};
 static const char *const line_ending_names[] = {"strict", "normalise", NULL};
+static const char *const log_format_names[] = {"text", "json", NULL};
+static const char *const log_target_names[] = {"stderr", "syslog", NULL};
+/* log_facility order (log.h) */
+static const char *const log_facility_names[] = {
+    "mail",   "daemon", "user",   "local0", "local1", "local2",
+    "local3", "local4", "local5", "local6", "local7", NULL};
 
 static const struct field listener_fields[] = {
     {"address", F_ADDRESS, AT(listener_config, address), .flags = F_REQUIRED},
@@ -249,7 +265,8 @@ static const struct field listener_fields[] = {
     {"proxy_networks",
      ARRAY_OF(listener_config, proxy_networks, n_proxy_networks, F_CIDR)},
     {"proxy_timeout", F_SECONDS, AT(listener_config, proxy_timeout),
-     RANGE(0, 300), .flags = F_EXCL_MIN},
+     RANGE(0, 300), .flags = F_EXCL_MIN,
+     .unset_as = LISTENER_PROXY_TIMEOUT_DEFAULT},
     {.key = NULL},
 };
 
@@ -263,7 +280,7 @@ static const struct field tls_fields[] = {
     {"certificates", ARRAY_OF(tls_config, certs, n_certs, F_OBJECT),
      .sub = cert_fields, .size = sizeof(struct tls_cert_config)},
     {"priorities", F_STRING, AT(tls_config, priorities)},
-    {"client_ca", F_STRING, AT(tls_config, client_ca_file)},
+    {"client_ca", F_STRING_NULL, AT(tls_config, client_ca_file)},
     {"handshake_timeout", F_SECONDS, AT(tls_config, handshake_timeout),
      RANGE(0, 3600), .flags = F_EXCL_MIN},
     {"session_tickets", F_BOOL, AT(tls_config, session_tickets)},
@@ -357,6 +374,11 @@ static const struct field main_fields[] = {
     {"plugins_dir", F_STRING, AT(config, plugins_dir)},
     {"module_path", ARRAY_OF(config, module_path, n_module_path, F_STRING)},
     {"log_level", F_ENUM, AT(config, log_level), .names = log_level_names},
+    {"log_format", F_ENUM, AT(config, log_format), .names = log_format_names},
+    {"log_target", F_ENUM, AT(config, log_target), .names = log_target_names},
+    {"log_facility", F_ENUM, AT(config, log_facility),
+     .names = log_facility_names},
+    {"log_syslog_socket", F_STRING, AT(config, log_syslog_socket)},
     {"user", F_STRING_NULL, AT(config, user)},
     {"workers", F_UNSIGNED, AT(config, workers), RANGE(1, 64)},
     {"drain_timeout", F_SECONDS, AT(config, drain_timeout), RANGE(0, 3600)},
@@ -366,7 +388,8 @@ static const struct field main_fields[] = {
     {"spool_threads", F_UNSIGNED, AT(config, spool_threads), RANGE(1, 64)},
     {"dns", F_OBJECT, AT(config, dns), .sub = dns_fields},
     {"http", F_OBJECT, AT(config, http), .sub = http_fields},
-    {"metrics", F_OBJECT, AT(config, metrics), .sub = metrics_fields},
+    {"metrics", F_OBJECT, AT(config, metrics), .sub = metrics_fields,
+     .size = sizeof(struct metrics_config), .flags = F_NULL_OFF},
     {.key = NULL},
 };
 
@@ -444,7 +467,7 @@ describe(const struct field *f, char *buf, size_t len)
     case F_CIDR:
         return "a network such as \"192.0.2.0/24\" or \"2001:db8::/32\"";
     case F_OBJECT:
-        return "an object";
+        return f->flags & F_NULL_OFF ? "an object or null" : "an object";
     case F_ARRAY:
         return f->flags & F_NONEMPTY ? "a non-empty array" : "an array";
     }
@@ -622,6 +645,13 @@ parse_value(struct vctx *c, const char *path, const struct field *f,
             return fail_expected(c, path, what, v);
         return 0;
     case F_OBJECT:
+        if ((f->flags & F_NULL_OFF) && json_is_null(v)) {
+            free_value(f, base);
+            memset(p, 0, f->size);
+            return 0;
+        }
+        if (!json_is_object(v))
+            return fail_expected(c, path, what, v);
         return parse_object(c, path, v, f->sub, p);
     case F_ARRAY:
         return parse_array(c, path, f, v, base, what);
@@ -668,6 +698,108 @@ parse_object(struct vctx *c, const char *path, const json_t *obj,
         }
     }
     return 0;
+}
+
+/* --- the effective configuration as JSON (--print-config) ------------- */
+
+static json_t *object_to_json(const struct field *fields, const void *base);
+
+/* A whole number as an integer ("30", not "30.0"), as the docs write it. */
+static json_t *
+number_to_json(double d)
+{
+    if (d >= -9007199254740992.0 && d <= 9007199254740992.0 &&
+        d == (double)(json_int_t)d)
+        return json_integer((json_int_t)d);
+    return json_real(d);
+}
+
+static json_t *
+cidr_to_json(const struct cidr *c)
+{
+    char addr[INET6_ADDRSTRLEN], text[INET6_ADDRSTRLEN + 8];
+
+    if (!inet_ntop(c->family, c->addr, addr, sizeof addr))
+        return NULL;
+    snprintf(text, sizeof text, "%s/%u", addr, c->prefix);
+    return json_string(text);
+}
+
+static json_t *
+value_to_json(const struct field *f, const void *base)
+{
+    const void *p = (const char *)base + f->offset;
+    double d;
+
+    switch (f->type) {
+    case F_STRING:
+    case F_STRING_NULL:
+    case F_DOMAIN:
+    case F_ADDRESS:
+    case F_SERVER:
+        return *(char *const *)p ? json_string(*(char *const *)p) : json_null();
+    case F_BOOL:
+        return json_boolean(*(const bool *)p);
+    case F_INT:
+        return json_integer(*(const int *)p);
+    case F_UNSIGNED:
+        return json_integer(*(const unsigned *)p);
+    case F_SIZE:
+        return json_integer((json_int_t) * (const size_t *)p);
+    case F_U64:
+        return json_integer((json_int_t) * (const uint64_t *)p);
+    case F_SECONDS:
+    case F_NUMBER:
+        d = *(const double *)p;
+        return number_to_json(d == 0 && f->unset_as ? f->unset_as : d);
+    case F_ENUM: {
+        int i = *(const int *)p, n = 0;
+        while (f->names[n])
+            n++;
+        return i >= 0 && i < n ? json_string(f->names[i]) : NULL;
+    }
+    case F_CIDR:
+        return cidr_to_json(p);
+    case F_OBJECT:
+        if ((f->flags & F_NULL_OFF) &&
+            !*(char *const *)((const char *)p + f->sub[0].offset))
+            return json_null();
+        return object_to_json(f->sub, p);
+    case F_ARRAY: {
+        const void *arr = *(void *const *)p;
+        size_t n = *(const size_t *)((const char *)base + f->count);
+        json_t *a = json_array();
+        for (size_t i = 0; a && i < n; i++) {
+            struct field ef = elem_field(f, i);
+            if (json_array_append_new(a, value_to_json(&ef, arr)) < 0) {
+                json_decref(a);
+                a = NULL;
+            }
+        }
+        return a;
+    }
+    }
+    return NULL;
+}
+
+static json_t *
+object_to_json(const struct field *fields, const void *base)
+{
+    json_t *o = json_object();
+
+    for (const struct field *f = fields; o && f->key; f++) {
+        if (json_object_set_new(o, f->key, value_to_json(f, base)) < 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    return o;
+}
+
+json_t *
+config_to_json(const struct config *cfg)
+{
+    return object_to_json(main_fields, cfg);
 }
 
 /* --- the main configuration ------------------------------------------- */
@@ -842,6 +974,7 @@ config_defaults(void)
                                        "+VERS-TLS1.2:%SERVER_PRECEDENCE")) ||
         !(cfg->spool_dir = strdup("var/spool")) ||
         !(cfg->plugins_dir = strdup("plugins.d")) ||
+        !(cfg->log_syslog_socket = strdup(LOG_SYSLOG_SOCKET_DEFAULT)) ||
         cidrs_parse(exempt, 2, &cfg->limits.exempt_networks,
                     &cfg->limits.n_exempt_networks) < 0 ||
         strings_dup(domains, 2, &cfg->local_domains, &cfg->n_local_domains) <
@@ -854,6 +987,21 @@ config_defaults(void)
     cfg->listeners[0].port = 2525;
     cfg->listeners[0].tls = TLS_MODE_NONE;
     return cfg;
+}
+
+int
+config_apply_log(const struct config *cfg, char *err, size_t errlen)
+{
+    struct log_output o = {
+        .format = cfg->log_format,
+        .target = cfg->log_target,
+        .facility = cfg->log_facility,
+        .syslog_socket = cfg->log_syslog_socket,
+    };
+    if (log_set_output(&o, err, errlen) < 0)
+        return -1;
+    log_set_level(cfg->log_level);
+    return 0;
 }
 
 void
@@ -926,6 +1074,10 @@ config_check(struct vctx *c, const struct config *cfg, const json_t *root)
             c, "$.dns.reverse_timeout", what,
             json_object_get(json_object_get(root, "dns"), "reverse_timeout"));
     }
+    if (strlen(cfg->log_syslog_socket) >= LOG_SOCKET_PATH_MAX)
+        return fail_expected(c, "$.log_syslog_socket",
+                             "a socket path shorter than 108 bytes",
+                             json_object_get(root, "log_syslog_socket"));
     if (cfg->http.ca_file && access(cfg->http.ca_file, R_OK) != 0) {
         char what[PATH_LEN + 120];
         snprintf(what, sizeof what, "a readable PEM CA file (%s: %s)",

@@ -26,6 +26,9 @@ typedef enum tls_mode {
     TLS_MODE_IMPLICIT  /* TLS from the first byte (RFC 8314) */
 } tls_mode;
 
+/* proxy_timeout when a listener sets none (its 0). */
+#define LISTENER_PROXY_TIMEOUT_DEFAULT 5.0
+
 struct listener_config {
     char *address; /* numeric IPv4 or IPv6 address, "127.0.0.1" */
     int port;
@@ -35,7 +38,7 @@ struct listener_config {
     bool auth_required;  /* MAIL needs AUTH first (submission) */
     /* PROXY protocol (session_proxy.c): a v1 or v2 header comes first,
      * only from proxy_networks, within proxy_timeout seconds (0: the
-     * default, SESSION_PROXY_TIMEOUT_DEFAULT). */
+     * default, LISTENER_PROXY_TIMEOUT_DEFAULT). */
     bool proxy_protocol;
     struct cidr *proxy_networks;
     size_t n_proxy_networks;
@@ -134,6 +137,13 @@ struct config {
     char **module_path; /* directories searched for <module>.so */
     size_t n_module_path;
     log_level log_level;
+    /* log_format "text" or "json", log_target "stderr" or "syslog",
+     * with its facility and the syslog daemon's socket (log.h) */
+    log_format log_format;
+    log_target log_target;
+    log_facility log_facility;
+    char *log_syslog_socket;
+
     char *user;           /* drop privileges to this user after binding */
     unsigned workers;     /* worker processes (supervisor.h) */
     double drain_timeout; /* SIGTERM: transactions finish within this */
@@ -155,6 +165,15 @@ struct config *config_load(const char *path, char *err, size_t errlen);
 struct config *config_defaults(void);
 
 void config_free(struct config *cfg);
+
+/* The log level, format and target of cfg from now on (log.h). 0, or -1
+ * with err (the syslog socket could not be made). */
+int config_apply_log(const struct config *cfg, char *err, size_t errlen);
+
+/* The effective main configuration as JSON, every key with its value
+ * (defaults included), in the shape config_load() reads: fed back as the
+ * file it gives the same configuration. NULL when out of memory. */
+json_t *config_to_json(const struct config *cfg);
 
 /* Does addr (AF_INET/AF_INET6 sockaddr) fall in one of the networks? */
 bool cidr_match(const struct cidr *nets, size_t n, const struct sockaddr *addr);

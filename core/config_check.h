@@ -7,6 +7,7 @@
 #define POSTERN_CONFIG_CHECK_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "config.h"
 
@@ -24,5 +25,14 @@ int services_start(char *err, size_t errlen);
  */
 int config_check(const struct config *cfg, size_t *n_modules, char *err,
                  size_t errlen);
+
+/*
+ * --print-hooks: load the modules as config_check() does, build the hook
+ * chains the daemon would run (hook.c), and print each hook point with
+ * its module instances in the order they run and the plugins.d file of
+ * each. Needs services_start(). 0, or -1 with one line in err.
+ */
+int config_print_hooks(const struct config *cfg, FILE *out, char *err,
+                       size_t errlen);
 
 #endif

@@ -357,6 +357,12 @@ hook_chain_length(postern_hook hook)
     return chains[hook].n;
 }
 
+const struct module_instance *
+hook_chain_instance(postern_hook hook, size_t i)
+{
+    return i < chains[hook].n ? chains[hook].handlers[i].instance : NULL;
+}
+
 struct hook_ctx *
 hook_ctx_new(struct session *s, const char *sid,
              const struct hook_owner_ops *ops)

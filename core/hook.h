@@ -46,6 +46,9 @@ typedef void (*hook_done_fn)(struct session *s, postern_result result,
 int hook_chains_build(const struct module_set *set);
 void hook_chains_free(void);
 size_t hook_chain_length(postern_hook hook);
+/* The instance of handler i of the hook's chain, in the order they run
+ * (--print-hooks); NULL past the end. */
+const struct module_instance *hook_chain_instance(postern_hook hook, size_t i);
 
 /*
  * The core's side of a hook context. A session owns one and reuses it for

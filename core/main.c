@@ -1,6 +1,7 @@
 /*
  * main.c - the command line: run the daemon, check a configuration, print
- * a password hash for auth files, or say the version.
+ * the hook map or the effective configuration, print a password hash for
+ * auth files, or say the version.
  */
 #include <crypt.h>
 #include <errno.h>
@@ -22,7 +23,8 @@ usage(FILE *out)
 {
     fprintf(
         out,
-        "usage: postern [-c FILE] [--check-config]\n"
+        "usage: postern [-c FILE] [--check-config | --print-hooks |\n"
+        "                          --print-config]\n"
         "       postern hash-password [yescrypt|bcrypt|sha512crypt]\n"
         "       postern --version | --help\n"
         "\n"
@@ -33,6 +35,12 @@ usage(FILE *out)
         "  -t, --check-config  validate the configuration, load every\n"
         "                      module and let it check its own config,\n"
         "                      then exit (0 when all is well)\n"
+        "      --print-hooks   load the modules as --check-config does and\n"
+        "                      print, for each hook point, the module\n"
+        "                      instances in the order they run, with the\n"
+        "                      plugins.d file of each\n"
+        "      --print-config  print the effective main configuration as\n"
+        "                      JSON, every default filled in\n"
         "  hash-password       read a password from stdin, print its\n"
         "                      crypt(3) hash for an auth_file line\n"
         "  -V, --version       print the version\n"
@@ -54,6 +62,35 @@ check_config(const struct config *cfg)
     printf("postern: configuration %s is valid (%zu module instance%s)\n",
            cfg->source, n, n == 1 ? "" : "s");
     return 0;
+}
+
+/* --print-hooks: 0 or 1 (exit code). */
+static int
+print_hooks(const struct config *cfg)
+{
+    char err[2048];
+
+    if (services_start(err, sizeof(err)) < 0 ||
+        config_print_hooks(cfg, stdout, err, sizeof(err)) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
+        return 1;
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* --print-config: 0 or 1 (exit code). */
+static int
+print_config(const struct config *cfg)
+{
+    json_t *j = config_to_json(cfg);
+    int rc = j && json_dumpf(j, stdout, JSON_INDENT(2)) == 0 &&
+                     fputc('\n', stdout) != EOF && fflush(stdout) == 0
+                 ? 0
+                 : 1;
+    if (rc)
+        fprintf(stderr, "postern: cannot print the configuration\n");
+    json_decref(j);
+    return rc;
 }
 
 /* Read one line from stdin and print a crypt(3) hash of it. */
@@ -93,18 +130,23 @@ hash_password(const char *scheme)
     return 0;
 }
 
+/* Long options without a short form. */
+enum { OPT_PRINT_HOOKS = 256, OPT_PRINT_CONFIG };
+
 int
 main(int argc, char **argv)
 {
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, 't'},
+        {"print-hooks", no_argument, NULL, OPT_PRINT_HOOKS},
+        {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL;
-    bool check_only = false;
+    int mode = 0; /* 0: run; 't' or OPT_PRINT_*: check or print, exit */
     int opt;
 
     if (argc >= 2 && strcmp(argv[1], "hash-password") == 0)
@@ -115,7 +157,14 @@ main(int argc, char **argv)
             config_path = optarg;
             break;
         case 't':
-            check_only = true;
+        case OPT_PRINT_HOOKS:
+        case OPT_PRINT_CONFIG:
+            if (mode && mode != opt) {
+                fprintf(stderr, "postern: --check-config, --print-hooks and "
+                                "--print-config exclude each other\n");
+                return 2;
+            }
+            mode = opt;
             break;
         case 'V':
             printf("postern %s (module ABI %d.%d)\n", POSTERN_VERSION,
@@ -143,9 +192,17 @@ main(int argc, char **argv)
     }
     log_set_level(cfg->log_level);
 
-    if (!check_only)
+    if (mode == 0) {
+        if (config_apply_log(cfg, err, sizeof(err)) < 0) {
+            fprintf(stderr, "postern: %s: %s\n", cfg->source, err);
+            config_free(cfg);
+            return 1;
+        }
         return supervisor_run(config_path, cfg); /* it owns cfg */
-    int rc = check_config(cfg);
+    }
+    int rc = mode == 't'               ? check_config(cfg)
+             : mode == OPT_PRINT_HOOKS ? print_hooks(cfg)
+                                       : print_config(cfg);
     config_free(cfg);
     return rc;
 }

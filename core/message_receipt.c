@@ -28,10 +28,12 @@
 
 /* --- the end of a message: message hook, then store hook --- */
 
+/* One line for the message's outcome, which is also the transaction's. */
 static void
 log_message(struct session *s, const char *event, int code)
 {
     struct transaction *tx = s->tx;
+    transaction_outcome(tx, code);
     log_event(LOG_LEVEL_INFO, s->id, event,
               "id=%s from=%s rcpts=%zu size=%" PRIu64 " code=%d", tx->id,
               postern_log_value(tx->mail_from), tx->n_rcpts, message_size(tx),
@@ -65,6 +67,7 @@ message_discarded(struct session *s, const struct hook_reply *reply)
 
     snprintf(text, sizeof(text), "Ok: accepted as %s", tx->id);
     smtp_reply_hook(&s->conn, reply, 250, "2.0.0", text);
+    transaction_outcome(tx, smtp_reply_hook_code(reply, 250));
     log_event(LOG_LEVEL_INFO, s->id, "discarded",
               "id=%s from=%s rcpts=%zu size=%" PRIu64
               " code=250 module=%s hook=%s reason=%s",
@@ -73,6 +76,27 @@ message_discarded(struct session *s, const struct hook_reply *reply)
               tx->discarded ? postern_hook_name(tx->discard_hook) : "-",
               tx->discarded ? "discard" : "recipients_deleted");
     message_finished(s);
+}
+
+/* Who stored the message, and its id there: the "queued as ID" of the
+ * store's reply (what store modules answer), else the transaction id the
+ * core's default reply names. */
+static void
+store_id_note(struct session *s, const struct hook_reply *reply)
+{
+    static const char mark[] = "queued as ";
+    const char *id = s->tx->id;
+    size_t len = strlen(id);
+    const char *at = reply && reply->text[0] ? strstr(reply->text, mark) : NULL;
+
+    if (reply && reply->text[0] && !at) {
+        id = NULL; /* the store said no id */
+        len = 0;
+    } else if (at) {
+        id = at + sizeof(mark) - 1;
+        len = strcspn(id, " ,;");
+    }
+    transaction_stored(s->tx, hook_ctx_decider(s->ctx), id, len);
 }
 
 static void
@@ -84,7 +108,9 @@ on_store_done(struct session *s, postern_result r,
         char text[64];
         snprintf(text, sizeof(text), "Ok: queued as %s", s->tx->id);
         smtp_reply_hook(&s->conn, reply, 250, "2.0.0", text);
-        log_message(s, s->tx->quarantine ? "quarantined" : "accepted", 250);
+        store_id_note(s, reply);
+        log_message(s, s->tx->quarantine ? "quarantined" : "accepted",
+                    smtp_reply_hook_code(reply, 250));
         break;
     }
     case POSTERN_DISCARD:
@@ -98,12 +124,12 @@ on_store_done(struct session *s, postern_result r,
     case POSTERN_REJECT:
         smtp_reply_hook(&s->conn, reply, 554, "5.3.0",
                         "Error: message refused by storage");
-        log_message(s, "rejected", 554);
+        log_message(s, "rejected", smtp_reply_hook_code(reply, 554));
         break;
     case POSTERN_TEMPFAIL:
         smtp_reply_hook(&s->conn, reply, 451, "4.3.0",
                         "Error: storage temporarily unavailable");
-        log_message(s, "tempfail", 451);
+        log_message(s, "tempfail", smtp_reply_hook_code(reply, 451));
         break;
     default: {
         int code = session_reply_disconnect(s, reply);
@@ -135,11 +161,11 @@ on_message_done(struct session *s, postern_result r,
     if (r == POSTERN_REJECT) {
         smtp_reply_hook(&s->conn, reply, 550, "5.7.1",
                         "Error: message content rejected");
-        log_message(s, "rejected", 550);
+        log_message(s, "rejected", smtp_reply_hook_code(reply, 550));
     } else if (r == POSTERN_TEMPFAIL) {
         smtp_reply_hook(&s->conn, reply, 451, "4.7.1",
                         "Error: message temporarily rejected");
-        log_message(s, "tempfail", 451);
+        log_message(s, "tempfail", smtp_reply_hook_code(reply, 451));
     } else {
         int code = session_reply_disconnect(s, reply);
         log_message(s, code / 100 == 5 ? "rejected" : "tempfail", code);
@@ -156,6 +182,8 @@ receipt_check(struct session *s)
     const struct smtp_data_rx *rx = &tx->rx;
 
     tx->body_size = spool_size(tx->spool);
+    if (tx->data_started_ms > 0)
+        tx->data_ms = transaction_clock_ms() - tx->data_started_ms;
     if (rx->too_big) {
         smtp_reply(&s->conn, 552, "5.3.4",
                    "Error: message size exceeds fixed limit");
@@ -171,11 +199,13 @@ receipt_check(struct session *s)
         log_message(s, "bare_line_end", 550);
     } else if (spool_error(tx->spool)) {
         smtp_reply(&s->conn, 451, "4.3.0", "Error: local spool failure");
+        transaction_outcome(tx, 451);
         log_event(LOG_LEVEL_ERROR, s->id, "spool_error", "dir=%s errno=%s",
                   postern_log_value(s->cfg->spool_dir),
                   postern_log_value(strerror(spool_error(tx->spool))));
     } else if (message_add_received(s) < 0) {
         smtp_reply(&s->conn, 451, "4.3.0", "Error: out of memory");
+        transaction_outcome(tx, 451);
     } else if (transaction_dropped(tx)) {
         /* Dropped before the end of data: no content check, no store. */
         message_discarded(s, NULL);
@@ -309,13 +339,15 @@ on_data_done(struct session *s, postern_result r,
         receipt_open(s);
     } else if (r == POSTERN_REJECT) {
         smtp_reply_hook(&s->conn, reply, 554, "5.7.1", "Error: data rejected");
+        transaction_outcome(s->tx, smtp_reply_hook_code(reply, 554));
         transaction_end(s);
     } else if (r == POSTERN_TEMPFAIL) {
         smtp_reply_hook(&s->conn, reply, 451, "4.7.1",
                         "Error: data temporarily rejected");
+        transaction_outcome(s->tx, smtp_reply_hook_code(reply, 451));
         transaction_end(s);
     } else {
-        session_reply_disconnect(s, reply);
+        transaction_outcome(s->tx, session_reply_disconnect(s, reply));
     }
 }
 
@@ -352,6 +384,7 @@ receipt_data(struct session *s, const struct smtp_command *cmd)
         session_error(s);
         return;
     }
+    s->tx->data_started_ms = transaction_clock_ms();
     session_hook_run(s, POSTERN_HOOK_DATA, on_data_done);
 }
 
@@ -422,6 +455,8 @@ chunk_done(struct session *s)
 
     if (ch->discard) {
         struct hook_reply *e = ch->error;
+        if (tx)
+            transaction_outcome(tx, e ? e->code : 451);
         if (e) {
             smtp_reply_hook(&s->conn, e, e->code, e->enhanced, e->text);
             hook_reply_clear(e);
@@ -446,6 +481,7 @@ chunk_done(struct session *s)
         /* Refused at once: the client need not send the other chunks. */
         smtp_reply(&s->conn, 552, "5.3.4",
                    "Error: message size exceeds fixed limit");
+        transaction_outcome(tx, 552);
         transaction_end(s);
         return;
     }
@@ -550,5 +586,6 @@ receipt_bdat(struct session *s, const struct smtp_command *cmd)
         chunk_begin(s);
         return;
     }
+    s->tx->data_started_ms = transaction_clock_ms();
     session_hook_run(s, POSTERN_HOOK_DATA, on_bdat_data_done);
 }

@@ -171,6 +171,10 @@ session_on_hook_done(struct session *s, postern_result r,
     hook_done_fn done = s->hook_done;
     postern_hook hook = hook_ctx_hook(s->ctx);
 
+    if (s->tx) /* before done(), which may end the transaction */
+        s->tx->hook_ms[s->hook_running] +=
+            transaction_clock_ms() - s->hook_started_ms;
+
     s->wait = SESSION_WAIT_NONE;
     s->hook_done = NULL;
     /* What the stage answered: a reply made inside done (last_code) is
@@ -203,6 +207,10 @@ session_hook_run(struct session *s, postern_hook hook, hook_done_fn done)
     }
     s->wait = SESSION_WAIT_HOOK;
     s->hook_done = done;
+    s->hook_running = hook;
+    s->hook_started_ms = transaction_clock_ms();
+    if (s->tx && hook >= POSTERN_HOOK_MAIL && hook <= POSTERN_HOOK_STORE)
+        s->tx->last_stage = hook;
     hook_run(s->ctx, hook, session_on_hook_done);
     if (s->wait == SESSION_WAIT_HOOK) {
         /* A handler went PENDING. Only its limit applies now: client
@@ -392,9 +400,12 @@ session_close(struct session *s, const char *why)
         hook_ctx_release(s->ctx);
         s->ctx = NULL; /* the reset and disconnect hooks get a new one */
     }
+    if (s->tx && s->tx->end_code == 0)
+        s->tx->end_reason = why; /* aborted by the close */
     if (s->holds > 0 && s->tx) {
         /* The transaction ends for everyone else, but its strings stay
          * until the pending handler let go. */
+        transaction_log_end(s);
         session_notify(s, POSTERN_HOOK_RESET);
         s->retired_tx = s->tx;
         s->tx = NULL;
@@ -760,7 +771,7 @@ session_tls_established(struct session *s, bool implicit)
      * What the server decided about the client (the modules' session
      * notes, from the connect hook say) stays: it was not said by the
      * client and the connect hook does not run again. */
-    transaction_end(s);
+    transaction_abort(s, "starttls");
     free(s->helo);
     s->helo = NULL;
     s->esmtp = false;

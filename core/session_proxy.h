@@ -12,7 +12,7 @@
 #include "smtp_session.h"
 
 /* Seconds the header may take when the listener sets no proxy_timeout. */
-#define SESSION_PROXY_TIMEOUT_DEFAULT 5.0
+#define SESSION_PROXY_TIMEOUT_DEFAULT LISTENER_PROXY_TIMEOUT_DEFAULT
 
 /* The session was just accepted and holds no connection slot: refuse a
  * peer outside the listener's proxy_networks, else wait for the header

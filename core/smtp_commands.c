@@ -80,7 +80,7 @@ cmd_helo(struct session *s, const struct smtp_command *cmd)
         session_error(s);
         return;
     }
-    transaction_end(s); /* EHLO is also a reset (RFC 5321 4.1.4) */
+    transaction_abort(s, "helo"); /* EHLO is also a reset (RFC 5321 4.1.4) */
     free(s->helo);
     s->helo = strndup(cmd->arg, cmd->arg_len);
     s->esmtp = ehlo;
@@ -95,7 +95,7 @@ cmd_rset(struct session *s, const struct smtp_command *cmd)
         session_error(s);
         return;
     }
-    transaction_end(s);
+    transaction_abort(s, "rset");
     smtp_reply(&s->conn, 250, "2.0.0", "Ok");
 }
 

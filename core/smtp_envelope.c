@@ -46,15 +46,17 @@ on_mail_done(struct session *s, postern_result r,
     case POSTERN_REJECT:
         smtp_reply_hook(&s->conn, reply, 550, "5.7.1",
                         "Error: sender rejected");
+        transaction_outcome(s->tx, smtp_reply_hook_code(reply, 550));
         transaction_end(s);
         break;
     case POSTERN_TEMPFAIL:
         smtp_reply_hook(&s->conn, reply, 451, "4.7.1",
                         "Error: sender temporarily rejected");
+        transaction_outcome(s->tx, smtp_reply_hook_code(reply, 451));
         transaction_end(s);
         break;
     default:
-        session_reply_disconnect(s, reply);
+        transaction_outcome(s->tx, session_reply_disconnect(s, reply));
         transaction_end(s);
         break;
     }
@@ -256,10 +258,14 @@ on_rcpt_done(struct session *s, postern_result r,
         smtp_reply_hook(&s->conn, reply, 451, "4.7.1",
                         "Error: recipient temporarily rejected");
     } else if (r == POSTERN_DISCONNECT) {
-        session_reply_disconnect(s, reply);
+        /* the transaction ends with the session, refused at RCPT */
+        transaction_outcome(s->tx, session_reply_disconnect(s, reply));
     }
+    if (r != POSTERN_ACCEPT)
+        s->tx->rcpts_refused++;
     if (r == POSTERN_ACCEPT) {
         if (transaction_add_rcpt(s->tx, addr, strlen(addr)) < 0) {
+            s->tx->rcpts_refused++;
             smtp_reply(&s->conn, 451, "4.3.0", "Error: out of memory");
         } else {
             session_set_state(s, SESSION_RCPT);
@@ -317,10 +323,12 @@ envelope_rcpt(struct session *s, const struct smtp_command *cmd)
     if (path.non_ascii && !s->tx->smtputf8) {
         smtp_reply(&s->conn, 553, "5.6.7",
                    "Error: non-ASCII address needs SMTPUTF8");
+        s->tx->rcpts_refused++;
         return;
     }
     if (s->tx->n_rcpts >= s->cfg->limits.recipients) {
         smtp_reply(&s->conn, 452, "4.5.3", "Error: too many recipients");
+        s->tx->rcpts_refused++;
         return;
     }
     s->rcpt_current = dup_range(path.addr, path.addr_len);

@@ -71,17 +71,21 @@ reply_line(struct conn *c, int code, char mark, const char *enhanced,
     reply_put(c, line, n);
 }
 
+int
+smtp_reply_hook_code(const struct hook_reply *r, int default_code)
+{
+    /* A module's code counts only within the class the result implies. */
+    return r && r->code / 100 == default_code / 100 ? r->code : default_code;
+}
+
 void
 smtp_reply_hook(struct conn *c, const struct hook_reply *r, int default_code,
                 const char *default_enhanced, const char *default_text)
 {
-    int code = default_code;
+    int code = smtp_reply_hook_code(r, default_code);
     const char *enhanced = default_enhanced;
     const char *text = default_text;
 
-    /* A module's code counts only within the class the result implies. */
-    if (r && r->code / 100 == default_code / 100)
-        code = r->code;
     if (r && r->enhanced[0] == '0' + default_code / 100)
         enhanced = r->enhanced;
     if (r && r->text[0])

@@ -21,6 +21,9 @@ void smtp_reply_lines(struct conn *c, int code, const char *const *lines,
  * The reply for a hook outcome: the module's own parts where it gave them
  * and their class matches, the stage defaults otherwise.
  */
+/* The code smtp_reply_hook() sends for r with this default. */
+int smtp_reply_hook_code(const struct hook_reply *r, int default_code);
+
 void smtp_reply_hook(struct conn *c, const struct hook_reply *r,
                      int default_code, const char *default_enhanced,
                      const char *default_text);

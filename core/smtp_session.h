@@ -112,6 +112,19 @@ struct transaction {
     postern_hook discard_hook;
     char *quarantine;                /* the reason, NULL: not quarantined */
     struct message_content *content; /* parsed on demand (message_content.h) */
+
+    /* For its final log line (transaction.c): the outcome, where it was
+     * decided (the last hook run), the store's id, and the time spent. */
+    int end_code;            /* the SMTP code; 0: none, the tx was aborted */
+    const char *end_reason;  /* aborted: why ("rset", "quit", ...) */
+    postern_hook last_stage; /* the last hook run in the transaction */
+    char *stored_id;         /* the store's "queued as" id */
+    char *stored_by;         /* the instance that stored it */
+    unsigned rcpts_refused;  /* RCPT answered with an error */
+    double started_ms;       /* monotonic, at MAIL */
+    double data_started_ms;  /* DATA or the first BDAT; 0: not yet */
+    double data_ms;          /* DATA to the last byte spooled */
+    double hook_ms[POSTERN_HOOK_COUNT]; /* hook time, by hook */
 };
 
 struct sasl_state;
@@ -132,6 +145,8 @@ struct session {
     session_state state;
     session_wait wait;
     hook_done_fn hook_done; /* the running hook's outcome handler */
+    postern_hook hook_running;
+    double hook_started_ms; /* monotonic, when it began */
     bool esmtp;
     bool counted;    /* holds a connection slot (client_limit.h) */
     bool counted_ip; /* holds a per-IP connection slot */

@@ -30,8 +30,10 @@
 #include "log.h"
 #include "metrics.h"
 #include "metrics_server.h"
+#include "notify.h"
 #include "server.h"
 #include "shared_state.h"
+#include "socket_activation.h"
 #include "supervisor.h"
 #include "tls.h"
 #include "worker.h"
@@ -85,7 +87,9 @@ static struct {
     double metrics_restart_at; /* 0: none pending */
     bool starting;             /* the first generation is not ready yet */
     bool start_failed;
-    bool reload_wanted; /* SIGHUP came */
+    bool reload_wanted;    /* SIGHUP came */
+    double watchdog_every; /* seconds between WATCHDOG=1; 0: none wanted */
+    double watchdog_next;
     unsigned stop_signals;
     unsigned next_gen_id;
     int exit_code;
@@ -191,7 +195,9 @@ socket_for(const struct listener_config *lc, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    int fd = listener_socket_open(lc, err, errlen);
+    int fd = socket_activation_claim(lc);
+    if (fd < 0)
+        fd = listener_socket_open(lc, err, errlen);
     if (fd < 0) {
         free(address);
         return -1;
@@ -477,6 +483,8 @@ stop_all(int signo)
     if (sup.stop_signals == 1) {
         log_event(LOG_LEVEL_INFO, NULL, "supervisor_stopping",
                   "signal=%s workers=%u", signal_name(signo), live_workers());
+        notify_stopping("stopping on SIG%s: draining %u workers",
+                        signal_name(signo), live_workers());
         /* No worker will start again: the supervisor's copies of the
          * sockets go now, so the port closes when the workers let go. */
         for (size_t i = 0; i < sup.n_sockets; i++) {
@@ -541,6 +549,7 @@ reload_check(char *err, size_t errlen)
             config_check(c, &n, e, sizeof(e)) < 0) {
             ssize_t w = write(p[1], e, strlen(e));
             (void)w;
+            config_free(c); /* NULL-safe; keeps leak checkers quiet */
             _exit(1);
         }
         _exit(0);
@@ -587,10 +596,13 @@ reload_failed(const char *why)
 {
     log_event(LOG_LEVEL_ERROR, NULL, "reload_failed", "error=%s",
               postern_log_value(why));
+    /* The old generation serves on: ready again, with the reason. */
+    notify_ready("reload failed, serving generation %u: %s", sup.current->id,
+                 why);
 }
 
-/* Back to the current generation's TLS credentials and log level (the
- * session ticket key never changed). */
+/* Back to the current generation's TLS credentials and log settings
+ * (the session ticket key never changed). */
 static void
 reload_undo(void)
 {
@@ -598,7 +610,9 @@ reload_undo(void)
     if (tls_init(sup.current->cfg, err, sizeof(err)) < 0)
         log_event(LOG_LEVEL_ERROR, NULL, "tls_reread_failed", "error=%s",
                   postern_log_value(err));
-    log_set_level(sup.current->cfg->log_level);
+    if (config_apply_log(sup.current->cfg, err, sizeof(err)) < 0)
+        log_event(LOG_LEVEL_ERROR, NULL, "log_reopen_failed", "error=%s",
+                  postern_log_value(err));
 }
 
 static void
@@ -609,6 +623,7 @@ reload_begin(void)
     log_event(LOG_LEVEL_INFO, NULL, "reloading", "config=%s",
               postern_log_value(sup.config_path ? sup.config_path
                                                 : "(built-in defaults)"));
+    notify_reloading();
     if (reload_check(err, sizeof(err)) < 0) {
         reload_failed(err);
         return;
@@ -634,7 +649,14 @@ reload_begin(void)
         reload_failed(err);
         return;
     }
-    log_set_level(cfg->log_level);
+    /* The new workers inherit the new log settings (format, target). */
+    if (config_apply_log(cfg, err, sizeof(err)) < 0) {
+        generation_free(g);
+        sockets_prune();
+        reload_undo();
+        reload_failed(err);
+        return;
+    }
     sup.next = g;
     if (generation_spawn(g) < 0) {
         /* the ones started retire; the reap frees g */
@@ -682,6 +704,9 @@ reload_commit(void)
     metrics_reload(old->cfg);
     log_event(LOG_LEVEL_INFO, NULL, "reloaded", "generation=%u workers=%u",
               sup.current->id, sup.current->cfg->workers);
+    notify_ready("serving: generation %u, %u workers, %zu listeners",
+                 sup.current->id, sup.current->cfg->workers,
+                 sup.current->cfg->n_listeners);
     generation_maybe_free(old);
 }
 
@@ -767,6 +792,7 @@ worker_reaped(struct worker *w, int status)
             else
                 fprintf(stderr, "postern: a worker failed at start-up (%s)\n",
                         how);
+            notify_status("start-up failed: %s", dead.errlen ? dead.err : how);
         }
         sup.exit_code = 1;
         if (sup.stop_signals == 0)
@@ -774,6 +800,8 @@ worker_reaped(struct worker *w, int status)
     } else if (g == sup.next) {
         reload_abort(dead.errlen ? dead.err : how);
     } else if (g == sup.current && !retiring && sup.stop_signals == 0) {
+        notify_status("serving; worker %u died (%s) and is started again", slot,
+                      how);
         worker_schedule_restart(&dead);
     }
     generation_maybe_free(g);
@@ -833,10 +861,24 @@ restarts_due(void)
         metrics_spawn();
 }
 
+/* WATCHDOG=1 when its time came: the supervisor's loop turns, so it
+ * can still restart workers, reload and stop. */
+static void
+watchdog_due(void)
+{
+    if (sup.watchdog_every == 0)
+        return;
+    double t = now();
+    if (t < sup.watchdog_next)
+        return;
+    notify_watchdog();
+    sup.watchdog_next = t + sup.watchdog_every;
+}
+
 static int
 poll_timeout_ms(void)
 {
-    double first = 0;
+    double first = sup.watchdog_every ? sup.watchdog_next : 0;
     for (unsigned i = 0; i < MAX_WORKERS; i++)
         if (sup.restart_at[i] != 0 && (first == 0 || sup.restart_at[i] < first))
             first = sup.restart_at[i];
@@ -878,6 +920,9 @@ supervisor_loop(void)
             log_event(LOG_LEVEL_INFO, NULL, "supervisor_ready",
                       "pid=%ld workers=%u", (long)getpid(),
                       sup.current->cfg->workers);
+            notify_ready("serving: %u workers, %zu listeners",
+                         sup.current->cfg->workers,
+                         sup.current->cfg->n_listeners);
         }
         if (sup.next && generation_ready(sup.next))
             reload_commit();
@@ -890,6 +935,7 @@ supervisor_loop(void)
         }
         if (sup.stop_signals == 0)
             restarts_due();
+        watchdog_due();
     }
 }
 
@@ -904,6 +950,8 @@ supervisor_run(const char *config_path, struct config *cfg)
     for (size_t i = 0; i < SHARED_STATE_MAX_SLOTS; i++)
         sup.workers[i].ready_fd = -1;
     server_raise_fd_limit();
+    sup.watchdog_every = (double)notify_watchdog_interval() / 1e6;
+    sup.watchdog_next = now();
     if (signals_install() < 0) {
         fprintf(stderr, "postern: signals: %s\n", strerror(errno));
         config_free(cfg);
@@ -928,7 +976,9 @@ supervisor_run(const char *config_path, struct config *cfg)
         config_free(cfg);
         return 1;
     }
+    socket_activation_take();
     sup.current = generation_new(cfg, err, sizeof(err));
+    socket_activation_close_unclaimed();
     if (!sup.current) {
         fprintf(stderr, "postern: %s\n", err);
         tls_deinit();

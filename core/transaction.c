@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include "id.h"
+#include "log.h"
+#include "message.h"
 #include "message_content.h"
 #include "notes.h"
 #include "smtp_session.h"
@@ -31,12 +33,23 @@ struct rcpt_set {
     size_t cap;   /* a power of two */
 };
 
+double
+transaction_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 struct transaction *
 transaction_new(void)
 {
     struct transaction *tx = calloc(1, sizeof(*tx));
-    if (tx)
+    if (tx) {
         id_generate(tx->id);
+        tx->last_stage = POSTERN_HOOK_MAIL;
+        tx->started_ms = transaction_clock_ms();
+    }
     return tx;
 }
 
@@ -62,8 +75,86 @@ transaction_free(struct transaction *tx)
     free(tx->retired);
     free(tx->discard_by);
     free(tx->quarantine);
+    free(tx->stored_id);
+    free(tx->stored_by);
     message_content_free(tx->content);
     free(tx);
+}
+
+void
+transaction_outcome(struct transaction *tx, int code)
+{
+    if (tx)
+        tx->end_code = code;
+}
+
+void
+transaction_stored(struct transaction *tx, const char *by, const char *id,
+                   size_t id_len)
+{
+    free(tx->stored_by);
+    free(tx->stored_id);
+    tx->stored_by = by ? strdup(by) : NULL;
+    tx->stored_id = id ? strndup(id, id_len) : NULL;
+}
+
+static const char *
+transaction_result(const struct transaction *tx)
+{
+    if (tx->end_code == 0)
+        return "aborted";
+    if (tx->end_code / 100 == 5)
+        return "rejected";
+    if (tx->end_code / 100 == 4)
+        return "tempfailed";
+    return transaction_dropped(tx) ? "discarded" : "accepted";
+}
+
+/*
+ * The last line of every transaction, whatever became of it: one grep by
+ * the session or transaction id follows a message. Times in milliseconds:
+ * each hook's chain (ms_data: from DATA or the first BDAT to the last
+ * byte spooled, its hook included), and MAIL to now.
+ */
+void
+transaction_log_end(const struct session *s)
+{
+    const struct transaction *tx = s->tx;
+    double now = transaction_clock_ms();
+    uint64_t size = message_size(tx);
+    double data_ms = tx->data_ms;
+
+    if (tx->body_size == 0 && tx->spool)
+        size = tx->rx.size; /* ended while the body came */
+    if (data_ms == 0 && tx->data_started_ms > 0)
+        data_ms = now - tx->data_started_ms;
+    if (data_ms == 0)
+        data_ms = tx->hook_ms[POSTERN_HOOK_DATA];
+    char code[8] = "-";
+    if (tx->end_code)
+        snprintf(code, sizeof(code), "%d", tx->end_code);
+    log_event(LOG_LEVEL_INFO, s->id, "transaction",
+              "id=%s from=%s rcpts=%zu rcpts_refused=%u size=%" PRIu64
+              " result=%s code=%s stage=%s reason=%s store=%s stored_id=%s"
+              " ms_mail=%.1f ms_rcpt=%.1f ms_data=%.1f ms_message=%.1f"
+              " ms_store=%.1f ms_total=%.1f",
+              tx->id, postern_log_value(tx->mail_from), tx->n_rcpts,
+              tx->rcpts_refused, size, transaction_result(tx), code,
+              postern_hook_name(tx->last_stage),
+              tx->end_code ? "-" : (tx->end_reason ? tx->end_reason : "-"),
+              postern_log_value(tx->stored_by),
+              postern_log_value(tx->stored_id), tx->hook_ms[POSTERN_HOOK_MAIL],
+              tx->hook_ms[POSTERN_HOOK_RCPT], data_ms,
+              tx->hook_ms[POSTERN_HOOK_MESSAGE],
+              tx->hook_ms[POSTERN_HOOK_STORE], now - tx->started_ms);
+}
+
+void
+transaction_abort(struct session *s, const char *why)
+{
+    if (s->tx && s->tx->end_code == 0)
+        s->tx->end_reason = why;
+    transaction_end(s);
 }
 
 void
@@ -71,6 +162,7 @@ transaction_end(struct session *s)
 {
     if (!s->tx)
         return;
+    transaction_log_end(s);
     session_notify(s, POSTERN_HOOK_RESET);
     transaction_free(s->tx);
     s->tx = NULL;

@@ -18,8 +18,30 @@ struct transaction;
 struct transaction *transaction_new(void);
 void transaction_free(struct transaction *tx);
 
-/* End the session's transaction, if any: reset hook, free, back to HELO. */
+/* End the session's transaction, if any: its final log line, reset
+ * hook, free, back to HELO. */
 void transaction_end(struct session *s);
+
+/* The same for a transaction ended before its outcome (RSET, EHLO, QUIT,
+ * a closed connection): logged result=aborted reason=why (a static
+ * string). */
+void transaction_abort(struct session *s, const char *why);
+
+/* The outcome of the transaction is the reply code sent for it (at MAIL,
+ * DATA or the end of the message); its stage is the last hook run. */
+void transaction_outcome(struct transaction *tx, int code);
+
+/* The store hook accepted: remember who stored it and under which id
+ * (copied; NULL ok). */
+void transaction_stored(struct transaction *tx, const char *by, const char *id,
+                        size_t id_len);
+
+/* The final line of s->tx alone (transaction_end() writes it); for a
+ * transaction set aside rather than ended. */
+void transaction_log_end(const struct session *s);
+
+/* Monotonic milliseconds, for the stage times of the final line. */
+double transaction_clock_ms(void);
 
 /* Add a recipient unless the same mailbox is already there (local parts
  * are case-sensitive, RFC 5321 2.4; domains are not). 0 added, 1 already

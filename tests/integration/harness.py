@@ -48,6 +48,13 @@ TEST_PLUGIN_DIR = os.environ.get(
     "POSTERN_TEST_PLUGIN_DIR", os.path.join(BUILD_DIR, "tests", "plugins")
 )
 
+# A test run from a systemd service must not have the postern it starts
+# talk to that service's manager (sd_notify, inherited sockets):
+# test_systemd.py sets these itself.
+for _var in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+             "WATCHDOG_USEC", "WATCHDOG_PID"):
+    os.environ.pop(_var, None)
+
 HOSTNAME = "mx.postern.test"
 START_TIMEOUT = 30.0 if WRAPPER else 10.0
 STOP_TIMEOUT = 30.0 if WRAPPER else 5.0
@@ -90,6 +97,10 @@ DEBIAN_PACKAGES = {
     "rspamd": "rspamd",
     "haproxy": "haproxy",  # /usr/sbin; a balancer for test_proxy.py
     "prometheus": "prometheus",  # scrapes /metrics in test_metrics.py
+    # test_install.py (the unit, offline) and test_man_pages.py
+    "systemd-analyze": "systemd",
+    "man": "man-db",
+    "groff": "groff-base",
 }
 
 # swaks looks up its own host name (gethostbyname(hostname())) when it

@@ -564,7 +564,7 @@ class MetricsTest(PosternTestCase):
 
     def test_bad_metrics_config(self):
         cases = [
-            (9425, r"\$\.metrics: expected an object"),
+            (9425, r"\$\.metrics: expected an object or null"),
             ({"address": "localhost", "port": 9425},
              r"\$\.metrics\.address: expected a numeric IPv4 or IPv6 address"),
             ({"address": "127.0.0.1"}, r"\$\.metrics\.port: .*expected"),
@@ -578,6 +578,8 @@ class MetricsTest(PosternTestCase):
             self.assertNotEqual(rc, 0, "accepted: %r" % (metrics,))
             self.assertRegex(out, re.escape(path) + ": " + want)
         rc, out, _ = self.check_config({"address": "::1", "port": 9425})
+        self.assertEqual(rc, 0, out)
+        rc, out, _ = self.check_config(None)  # null: off, as when absent
         self.assertEqual(rc, 0, out)
 
     def test_metrics_port_taken_fails_start(self):

@@ -150,7 +150,7 @@ class PluginSdkTest(PosternTestCase):
         cls.stage = stage
         prefix = run(["pkg-config", "--variable=prefix", pcs[0]]).stdout.strip()
         cls.prefix = prefix
-        cls.staged_bin = os.path.join(stage + prefix, "bin", "postern")
+        cls.staged_bin = os.path.join(stage + prefix, "sbin", "postern")
         cls.installed_module_dir = run(
             ["pkg-config", "--variable=moduledir", pcs[0]]).stdout.strip()
         env = dict(os.environ, PKG_CONFIG_PATH=os.path.dirname(pcs[0]))
@@ -242,7 +242,7 @@ class PluginSdkTest(PosternTestCase):
         moved = var("--define-variable=prefix=/somewhere/else",
                     "--variable=moduledir")
         self.assertTrue(moved.startswith("/somewhere/else/"), moved)
-        self.assertTrue(moved.endswith("/postern"), moved)
+        self.assertTrue(moved.endswith("/postern/modules"), moved)
         self.assertEqual(var("--variable=moduledir"),
                          self.prefix + moved[len("/somewhere/else"):])
         abi = (var("--variable=abi_major"), var("--variable=abi_minor"))

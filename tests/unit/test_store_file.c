@@ -317,7 +317,8 @@ test_stores_exact_bytes(void **state)
     assert_non_null(sf);
 
     assert_stored(store(sf));
-    assert_int_equal(mock_pool_submit_count(), 1);
+    /* One job writes the files, one commits them. */
+    assert_int_equal(mock_pool_submit_count(), 2);
     assert_int_equal(count_entries(path_of(root, "new"), name, sizeof name), 1);
     assert_int_equal(count_entries(path_of(root, "tmp"), NULL, 0), 0);
     assert_int_equal(count_entries(path_of(root, "cur"), NULL, 0), 0);
@@ -747,14 +748,64 @@ test_orphaned(void **state)
     assert_int_equal(store(sf), POSTERN_PENDING);
     assert_int_equal(mock_resume_count(), 0);
     assert_int_equal(mock_readers_open(), 1);
-    /* The client goes away while the pool works. */
+    /* The client goes away while the pool works: the files are written,
+     * then committed. */
     mock_set_orphaned(1);
+    assert_int_equal(mock_pool_run(), 1);
+    assert_int_equal(mock_resume_count(), 0);
+    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 0);
     assert_int_equal(mock_pool_run(), 1);
     assert_int_equal(mock_resume_count(), 1);
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
     assert_int_equal(mock_last_reply()->count, 0);
     assert_int_equal(mock_readers_open(), 0);
     assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 1);
+    destroy(sf);
+}
+
+/*
+ * Between the write and the commit: a delivery to one maildir is an
+ * unnamed file (nothing in tmp/), its envelope is already in envelope/,
+ * and new/ is empty until the commit links the message there. A delivery
+ * to two maildirs writes a named file in the first tmp/ and links it into
+ * the second.
+ */
+static void
+test_written_then_committed(void **state)
+{
+    (void)state;
+    void *sf = create_root("");
+
+    mock_set_message("hello\r\n", 7);
+    mock_set_pool_mode(MOCK_POOL_DEFER);
+    assert_int_equal(store(sf), POSTERN_PENDING);
+    assert_int_equal(mock_pool_run(), 1); /* the write */
+    assert_int_equal(count_entries(path_of(root, "tmp"), NULL, 0), 0);
+    assert_int_equal(count_entries(path_of(root, "envelope"), NULL, 0), 1);
+    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 0);
+    assert_int_equal(mock_resume_count(), 0);
+    assert_int_equal(mock_pool_run(), 1); /* the commit */
+    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 1);
+    assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
+    destroy(sf);
+
+    mock_reset();
+    mock_set_transaction_id(ID);
+    mock_set_message("hello\r\n", 7);
+    mock_add_rcpt("alice@example.com");
+    mock_add_rcpt("bob@example.com");
+    mock_set_pool_mode(MOCK_POOL_DEFER);
+    sf = create_root(", \"per_recipient\": true");
+    assert_non_null(sf);
+    assert_int_equal(store(sf), POSTERN_PENDING);
+    assert_int_equal(mock_pool_run(), 1);
+    char alice[512];
+    snprintf(alice, sizeof alice, "%s/alice@example.com", root);
+    assert_int_equal(count_entries(path_of(alice, "tmp"), NULL, 0), 1);
+    assert_int_equal(mock_pool_run(), 1);
+    assert_int_equal(count_entries(path_of(alice, "tmp"), NULL, 0), 0);
+    assert_int_equal(count_entries(path_of(alice, "new"), NULL, 0), 1);
+    assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
     destroy(sf);
 }
 
@@ -1022,6 +1073,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_reader_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_orphaned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_written_then_committed, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_fsync_off_warns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_tmp_files_removed, setup,
                                         teardown),

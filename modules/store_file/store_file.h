@@ -1,0 +1,102 @@
+/*
+ * store_file.h - what the parts of the store_file module share: the
+ * instance, one delivery (a job) and its target maildirs.
+ *
+ *   store_file.c          the module: config, create, the store hook, and
+ *                         the scheduling on the loop thread (write jobs in
+ *                         parallel, one group commit at a time)
+ *   store_file_job.c      gathering a delivery on the loop thread: targets,
+ *                         envelope text, unique file name
+ *   store_file_write.c    one delivery's files, on a pool thread
+ *   store_file_commit.c   the durability points of a group of deliveries
+ *   store_file_fs.c       paths, directories, errors
+ *   store_file_cleanup.c  leftovers in tmp/ at start
+ */
+#ifndef POSTERN_STORE_FILE_H
+#define POSTERN_STORE_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <postern/postern.h>
+
+struct store_file {
+    char *root;
+    /* Where quarantined messages go (postern_message_quarantine()): a
+     * Maildir++ folder ".<name>" inside each maildir, or, when the config
+     * value is an absolute path, a separate root laid out like root. */
+    char *quarantine_folder; /* ".Quarantine"; NULL with quarantine_root */
+    char *quarantine_root;
+    bool per_recipient;
+    bool envelope;
+    bool fsync;
+    /* Messages are written as unnamed files (O_TMPFILE) and linked into
+     * new/: no name in tmp/ to make and rename. Probed at start. */
+    bool unnamed_files;
+    char host[256]; /* sanitised host name, for unique file names */
+    /* Group commit, on the loop thread only (see sf_commit_submit()). */
+    struct sf_job *written, **written_tail; /* waiting for a commit */
+    bool committing;                        /* a commit is in the pool */
+    unsigned long commits, committed;       /* commits done, their jobs */
+};
+
+/* The first failure of a delivery: what, where, errno. */
+struct sf_error {
+    int err;
+    const char *op;
+    char *path;
+};
+
+/* One maildir a delivery goes to. */
+struct sf_target {
+    char *base;     /* a maildir to make before dir (dir is its folder) */
+    char *dir;      /* the maildir */
+    char *envelope; /* JSON text, or NULL with "envelope": false */
+    char *tmp, *new, *env;
+    int fd; /* the unnamed message file until it is linked, or -1 */
+    bool tmp_made, env_made, delivered;
+};
+
+struct sf_job {
+    struct sf_job *next;   /* in the instance's queue, or in a commit */
+    struct store_file *sf; /* read only, on pool threads */
+    postern_ctx *ctx;
+    postern_message_reader *reader;
+    char *id;   /* transaction id, for the reply */
+    char *name; /* the unique file name */
+    bool quarantined;
+    bool make_dirs; /* the target maildirs may not exist yet */
+    struct sf_target *targets;
+    size_t n_targets;
+    struct sf_error error;
+};
+
+/* store_file_fs.c */
+int sf_fail(struct sf_error *e, const char *op, const char *path, int err);
+char *sf_path(const char *a, const char *b, const char *c);
+int sf_mkdir_parents(const char *path, struct sf_error *e);
+int sf_make_maildir(const char *dir, bool envelope, bool sync,
+                    struct sf_error *e);
+int sf_write_all(int fd, const char *buf, size_t len);
+bool sf_unnamed_files_work(const char *maildir);
+
+/* store_file_job.c: NULL when out of memory. */
+struct sf_job *sf_job_new(struct store_file *sf, postern_ctx *ctx);
+void sf_job_free(struct sf_job *job);
+
+/* store_file_write.c, on a pool thread. sf_write_job() writes every file
+ * of a delivery (and without fsync delivers it): 0, or -1 after undoing
+ * it. */
+int sf_write_job(struct sf_job *job);
+int sf_deliver_all(struct sf_job *job);
+void sf_undo(struct sf_job *job);
+
+/* store_file_commit.c, on a pool thread: make the written deliveries
+ * jobs (a list through next) durable and deliver them; each failure is
+ * undone and kept in its job's error. */
+void sf_commit(struct sf_job *jobs);
+
+/* store_file_cleanup.c, at start */
+void sf_clean_leftovers(const struct store_file *sf);
+
+#endif
