@@ -54,7 +54,7 @@ fi
 ninja -C "$build" >/dev/null
 postern_bin=$build/postern
 
-work=$(mktemp -d /tmp/postern-bench-store.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/postern-bench-store.XXXXXX")
 maildir_base=${BENCH_MAILDIR:-$work}
 pg_pid=
 cleanup() {
