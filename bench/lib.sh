@@ -27,7 +27,7 @@ bench_init() {
     build=${BENCH_BUILD_DIR:-$repo/build-bench}
     export PATH="$PATH:/usr/sbin:/sbin"
     command -v python3 >/dev/null || die "python3 not found"
-    work=$(mktemp -d "/tmp/postern-bench-$bench_name.XXXXXX")
+    work=$(mktemp -d "${TMPDIR:-/tmp}/postern-bench-$bench_name.XXXXXX")
     pids=()
     trap bench_cleanup EXIT
 }

@@ -151,8 +151,9 @@ report '%s, %s CPUs, %s\n' "$("$postern_bin" --version 2>/dev/null | head -1)" \
 # --- 1. throughput against smtp-sink ------------------------------------------
 
 if want throughput; then
-    report '\n## Throughput (smtp-source -s %d; ratio = postern / smtp-sink, same run; store_file fsync=%s; median of %d round(s))\n\n' \
-        "$sessions" "$fsync" "$rounds"
+    create_us=$(python3 "$here/create_cost.py" "$work" 200)
+    report '\n## Throughput (smtp-source -s %d; ratio = postern / smtp-sink, same run; store_file fsync=%s; median of %d round(s); %s µs per file created before the first run)\n\n' \
+        "$sessions" "$fsync" "$rounds" "$create_us"
     report '| size | msgs/conn | messages | smtp-sink msg/s | discard msg/s | ratio | store_file msg/s | ratio | store_file / discard |\n'
     report '|---|---|---:|---:|---:|---:|---:|---:|---:|\n'
     for size in $sizes; do
@@ -180,7 +181,11 @@ if want throughput; then
                             die "store_file stored $stored of $count messages"
                     fi
                     stop_postern
-                    rm -rf "$pg_dir"
+                    # Kept until the end (bench_cleanup): on ext4 without
+                    # a journal, deleting thousands of files makes every
+                    # file creation of the next minutes slow (see
+                    # bench/create_cost.py), which the next store_file
+                    # run would pay.
                 done
                 log "$(size_label "$size") $mode/conn round $round: smtp-sink $s, discard ${r[discard]}, store_file ${r[store_file]} msg/s"
                 sl+=("$s") dl+=("${r[discard]}") fl+=("${r[store_file]}")

@@ -54,12 +54,12 @@ fi
 ninja -C "$build" >/dev/null
 postern_bin=$build/postern
 
-work=$(mktemp -d /tmp/postern-bench-store.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/postern-bench-store.XXXXXX")
 maildir_base=${BENCH_MAILDIR:-$work}
 pg_pid=
 cleanup() {
     if [ -n "$pg_pid" ]; then kill "$pg_pid" 2>/dev/null || true; wait "$pg_pid" 2>/dev/null || true; fi
-    rm -rf "$maildir_base"/done-* "$work"
+    rm -rf "$maildir_base"/done-* "$maildir_base"/create-cost.* "$work"
 }
 trap cleanup EXIT
 
@@ -113,6 +113,10 @@ JSON
 
 declare -A rates
 for r in $(seq 1 "$rounds"); do
+    # What creating a file costs right now (see create_cost.py): a round
+    # after a large delete in this file system is slow for every setup
+    # that stores.
+    log "round $r: $(python3 "$here/create_cost.py" "$maildir_base" 200) µs per file created in $maildir_base"
     for name in $setups; do
         rate=$(run_setup "$name")
         rates[$name]="${rates[$name]:-} $rate"

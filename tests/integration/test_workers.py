@@ -370,8 +370,9 @@ class CrashTest(PosternTestCase):
             self.assertEqual(stop_and_wait(srv), 0)
 
     def test_killed_supervisor_takes_its_workers(self):
-        """SIGKILL the supervisor: its workers die with it, and a new
-        postern started at once on the same port binds it and serves."""
+        """SIGKILL the supervisor: its workers die with it and close the
+        port, and a new postern started on the same port binds it and
+        serves."""
         with Server(plugins={"store": store_plugin()},
                     config={"workers": 2}) as srv:
             self.assertIsNotNone(srv.wait_log(r"supervisor_ready", IO_TIMEOUT))
@@ -382,6 +383,11 @@ class CrashTest(PosternTestCase):
             srv.proc = None  # the harness would call SIGKILL a crash
             srv._log.close()
             srv._log = None
+            # The orphaned workers close their copies of the socket as
+            # they go (slowly under valgrind); until then the port would
+            # answer for them, not for the new postern.
+            self.assertTrue(wait_until(lambda: not is_listening(srv.port),
+                                       STOP_TIMEOUT))
             listen = [{"address": "127.0.0.1", "port": srv.port,
                        "tls": "none"}]
             again = Server(plugins={"store": store_plugin()},
@@ -390,6 +396,8 @@ class CrashTest(PosternTestCase):
             again.port = srv.port
             with again:
                 again.start()
+                self.assertIsNotNone(again.wait_log(r"supervisor_ready",
+                                                    IO_TIMEOUT))
                 with Client(srv.port) as c:
                     c.expect(220)
                     r = c.transaction("a@example.org", ["b@example.com"],
