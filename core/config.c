@@ -218,6 +218,9 @@ enum ftype {
 #define F_REQUIRED 1u /* absent is an error */
 #define F_NONEMPTY 2u /* F_ARRAY: at least one element */
 #define F_EXCL_MIN 4u /* F_SECONDS: min itself is not allowed */
+/* F_OBJECT: null turns it off (zeroed, size bytes); printed as null while
+ * its first field, a string, is NULL */
+#define F_NULL_OFF 8u
 
 struct field {
     const char *key; /* NULL ends a table */
@@ -347,6 +350,13 @@ static const struct field http_fields[] = {
     {.key = NULL},
 };
 
+static const struct field metrics_fields[] = {
+    {"address", F_ADDRESS, AT(metrics_config, address), .flags = F_REQUIRED},
+    {"port", F_INT, AT(metrics_config, port), RANGE(1, 65535),
+     .flags = F_REQUIRED},
+    {.key = NULL},
+};
+
 static const struct field main_fields[] = {
     {"hostname", F_DOMAIN, AT(config, hostname)},
     {"listen", ARRAY_OF(config, listeners, n_listeners, F_OBJECT),
@@ -378,6 +388,8 @@ static const struct field main_fields[] = {
     {"spool_threads", F_UNSIGNED, AT(config, spool_threads), RANGE(1, 64)},
     {"dns", F_OBJECT, AT(config, dns), .sub = dns_fields},
     {"http", F_OBJECT, AT(config, http), .sub = http_fields},
+    {"metrics", F_OBJECT, AT(config, metrics), .sub = metrics_fields,
+     .size = sizeof(struct metrics_config), .flags = F_NULL_OFF},
     {.key = NULL},
 };
 
@@ -455,7 +467,7 @@ describe(const struct field *f, char *buf, size_t len)
     case F_CIDR:
         return "a network such as \"192.0.2.0/24\" or \"2001:db8::/32\"";
     case F_OBJECT:
-        return "an object";
+        return f->flags & F_NULL_OFF ? "an object or null" : "an object";
     case F_ARRAY:
         return f->flags & F_NONEMPTY ? "a non-empty array" : "an array";
     }
@@ -633,6 +645,13 @@ parse_value(struct vctx *c, const char *path, const struct field *f,
             return fail_expected(c, path, what, v);
         return 0;
     case F_OBJECT:
+        if ((f->flags & F_NULL_OFF) && json_is_null(v)) {
+            free_value(f, base);
+            memset(p, 0, f->size);
+            return 0;
+        }
+        if (!json_is_object(v))
+            return fail_expected(c, path, what, v);
         return parse_object(c, path, v, f->sub, p);
     case F_ARRAY:
         return parse_array(c, path, f, v, base, what);
@@ -742,6 +761,9 @@ value_to_json(const struct field *f, const void *base)
     case F_CIDR:
         return cidr_to_json(p);
     case F_OBJECT:
+        if ((f->flags & F_NULL_OFF) &&
+            !*(char *const *)((const char *)p + f->sub[0].offset))
+            return json_null();
         return object_to_json(f->sub, p);
     case F_ARRAY: {
         const void *arr = *(void *const *)p;

@@ -114,6 +114,12 @@ struct http_config {
     char *ca_file;          /* PEM CA bundle; NULL: the system store */
 };
 
+/* The Prometheus endpoint (metrics_server.h); address NULL: off. */
+struct metrics_config {
+    char *address; /* numeric IPv4 or IPv6 address */
+    int port;
+};
+
 struct config {
     char *source; /* file name, or "(built-in defaults)" */
     char *hostname;
@@ -146,6 +152,7 @@ struct config {
     unsigned spool_threads;      /* the core pool: spool writes */
     struct dns_config dns;
     struct http_config http;
+    struct metrics_config metrics;
 };
 
 /*

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "metrics.h"
 
 #define CONN_OUT_INITIAL 4096
 #define CONN_OUT_SHARED (16 * 1024)
@@ -395,6 +396,7 @@ conn_on_readable(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     c->in_end += (size_t)n;
+    metrics_received((uint64_t)n);
     in_read_callback = true;
     c->cb->on_input(c, c->owner);
     in_read_callback = false;
@@ -561,9 +563,10 @@ conn_tls_handshake_step(struct conn *c)
     c->tls_handshaking = false;
     ev_io_stop(c->loop, &c->ww);
     ev_io_stop(c->loop, &c->rw);
-    if (rc == 0)
+    if (rc == 0) {
         c->tls_active = true;
-    else
+        metrics_tls_session((int)gnutls_protocol_get_version(c->tls));
+    } else
         c->failed = true; /* no plaintext fallback after a failed TLS */
     conn_update_read_watcher(c);
     c->cb->on_tls_ready(c, c->owner, rc == 0);

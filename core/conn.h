@@ -60,6 +60,7 @@ struct conn {
     bool eof;     /* peer closed its side */
     bool failed;  /* an I/O error happened; owner told */
     bool close_after_flush;
+    int last_code; /* of the last SMTP reply queued (smtp_reply.c) */
 
     /* TLS (tls.c); NULL while plaintext */
     gnutls_session_t tls;

@@ -13,6 +13,7 @@
 
 #include "hook.h"
 #include "log.h"
+#include "metrics.h"
 #include "module.h"
 #include "module_scope.h"
 
@@ -44,6 +45,7 @@ struct hook_ctx {
     uint32_t slot;
     struct hook_ctx *orphan_prev, *orphan_next; /* while orphaned */
     struct hook_work *works;                    /* tied to the current call */
+    double run_started, call_started; /* metrics_clock(), for the metrics */
 };
 
 /* --- handles: slot + generation --- */
@@ -434,6 +436,8 @@ hook_finish(struct hook_ctx *ctx, postern_result result)
     /* The reply belongs to the result of the handler that set it. */
     if (result == POSTERN_CONTINUE)
         hook_reply_clear(&reply);
+    if (ctx->hook == POSTERN_HOOK_STORE)
+        metrics_store_latency(metrics_clock() - ctx->run_started);
     if (result == POSTERN_DISCARD && !hook_discard_allowed(ctx->hook)) {
         log_event(LOG_LEVEL_WARNING, ctx->sid, "hook",
                   "hook=%s module=%s result=discard is not possible here; "
@@ -467,16 +471,22 @@ hook_call(struct hook_ctx *ctx, const struct hook_handler *h)
     hook_reply_clear(&ctx->reply);
     ctx->in_handler = true;
     ctx->resumed_early = false;
+    ctx->call_started = metrics_clock();
     const struct module_instance *was = module_scope_enter(h->instance);
     postern_result r = h->fn(hook_ctx_handle(ctx), h->instance->state);
     module_scope_leave(was);
     ctx->in_handler = false;
     if (r == POSTERN_PENDING && ctx->resumed_early)
         r = ctx->early_result;
-    else if (r == POSTERN_PENDING)
+    else if (r == POSTERN_PENDING) {
+        metrics_pending(1);
         return r; /* the handle stays live until the resume */
+    }
     ctx_retire(ctx, h->instance->instance);
-    return result_checked(ctx, r, h->instance->instance);
+    r = result_checked(ctx, r, h->instance->instance);
+    metrics_hook_result(h->instance->metrics_id, ctx->hook, r,
+                        metrics_clock() - ctx->call_started);
+    return r;
 }
 
 /* Walk the chain from ctx->index until a handler decides or goes pending. */
@@ -507,6 +517,7 @@ hook_run(struct hook_ctx *ctx, postern_hook hook, hook_done_fn done)
     ctx->index = 0;
     ctx->done = done;
     ctx->pending = false;
+    ctx->run_started = metrics_clock();
     hook_advance(ctx);
 }
 
@@ -547,6 +558,15 @@ postern_resume(postern_ctx *handle, postern_result result)
         return;
     }
     const char *instance = ctx_instance(ctx);
+    const struct hook_chain *chain = &chains[ctx->hook];
+    if (ctx->index < chain->n) /* counted as the module said it */
+        metrics_hook_result(
+            chain->handlers[ctx->index].instance->metrics_id, ctx->hook,
+            (unsigned)result < POSTERN_PENDING || result == POSTERN_DISCARD
+                ? result
+                : POSTERN_TEMPFAIL,
+            metrics_clock() - ctx->call_started);
+    metrics_pending(-1);
     ctx->pending = false;
     ctx_retire(ctx, instance);
     if (ctx->orphaned) {
@@ -702,6 +722,12 @@ hook_ctx_log_names(const postern_ctx *handle, const char **sid,
     *sid = ctx ? ctx->sid : NULL;
     *instance = ctx ? ctx_instance(ctx) : NULL;
     pthread_mutex_unlock(&slots_lock);
+}
+
+postern_hook
+hook_ctx_hook(const struct hook_ctx *ctx)
+{
+    return ctx ? ctx->hook : POSTERN_HOOK_COUNT;
 }
 
 const char *

@@ -127,6 +127,9 @@ void hook_ctx_log_names(const postern_ctx *handle, const char **sid,
 const char *hook_ctx_log_sid(const postern_ctx *handle);
 const char *hook_ctx_log_instance(const postern_ctx *handle);
 
+/* The hook ctx runs or last ran (POSTERN_HOOK_COUNT for NULL). */
+postern_hook hook_ctx_hook(const struct hook_ctx *ctx);
+
 /* The instance whose handler decided the last outcome of ctx (valid in
  * the done callback); NULL when no handler decided. */
 const char *hook_ctx_decider(const struct hook_ctx *ctx);

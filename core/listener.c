@@ -26,6 +26,7 @@
 #include "client_limit.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "smtp_session.h"
 
 #define ACCEPTS_PER_WAKEUP 64
@@ -126,6 +127,7 @@ listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
                                                : "total_limit",
                       client_limit_name(v));
             listener_refuse(fd, reply);
+            metrics_refused(client_limit_name(v));
             continue;
         }
         int one = 1;

@@ -13,6 +13,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,9 @@
 
 #include <jansson.h>
 
+#include <postern/metrics.h>
+
+#include "metrics.h"
 #include "module.h"
 #include "module_scope.h"
 
@@ -32,6 +36,7 @@ struct postern_module_init {
     bool failed; /* postern_init_error() was called */
     char *err;
     size_t errlen;
+    const char *module; /* the module's name, for its counters' names */
 };
 
 /* --- what create() is given ------------------------------------------- */
@@ -67,6 +72,58 @@ one_line(char *s)
     for (; *s; s++)
         if ((unsigned char)*s < 0x20 || *s == 0x7f)
             *s = ' ';
+}
+
+/* --- a module's own counters (postern/metrics.h) -------------------- */
+
+/* A handle is the counter's id + 1 (no allocation, nothing to free); a
+ * handle that counts nothing (metrics off, --check-config, a full
+ * registry) is NO_COUNTER. */
+#define NO_COUNTER ((postern_counter *)(uintptr_t)(METRICS_NO_ID + 1))
+
+static bool
+counter_name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n < 7 || n > 64 || strcmp(name + n - 6, "_total") != 0 ||
+        !(name[0] >= 'a' && name[0] <= 'z'))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') ||
+              (name[i] >= '0' && name[i] <= '9') || name[i] == '_'))
+            return false;
+    return true;
+}
+
+postern_counter *
+postern_init_counter(postern_module_init *init, const char *name,
+                     const char *help)
+{
+    if (!counter_name_ok(name)) {
+        postern_init_error(init, "",
+                           "module %s registers a counter named \"%s\"; "
+                           "expected lower-case letters, digits and '_', "
+                           "ending in _total",
+                           init->module, name ? name : "");
+        return NULL;
+    }
+    if (init->check_only)
+        return NO_COUNTER;
+    char full[METRICS_NAME_MAX];
+    snprintf(full, sizeof(full), "postern_%s_%s", init->module, name);
+    char line[METRICS_HELP_MAX];
+    snprintf(line, sizeof(line), "%s", help ? help : "");
+    one_line(line);
+    unsigned id = metrics_module_counter_id(full, init->instance, line);
+    return (postern_counter *)(uintptr_t)(id + 1);
+}
+
+void
+postern_counter_add(postern_counter *counter, uint64_t n)
+{
+    uintptr_t id = (uintptr_t)counter;
+    if (id > 0 && counter != NO_COUNTER)
+        metrics_module_add((unsigned)(id - 1), n);
 }
 
 void
@@ -256,7 +313,7 @@ instance_load(const struct config *cfg, const struct plugin_config *pc,
 {
     struct postern_module_init init = {pc->config,    pc->instance, pc->file,
                                        cfg->hostname, check_only,   false,
-                                       err,           errlen};
+                                       err,           errlen,       pc->module};
     const postern_module *desc;
     char *path = NULL;
     void *state = NULL;
@@ -295,6 +352,8 @@ instance_load(const struct config *cfg, const struct plugin_config *pc,
     }
     mi->desc = desc;
     module_scope_leave(was);
+    mi->metrics_id =
+        check_only ? METRICS_NO_ID : metrics_instance_id(pc->instance);
     mi->state = state;
     mi->hooks_mask = mask;
     mi->threads = pc->threads;

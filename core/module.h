@@ -28,6 +28,7 @@ struct module_instance {
     unsigned threads;    /* "threads" of its file: 0 uses the shared pool */
     struct pool *pool;   /* its own, while the pools run (pool.c) */
     lt_dlhandle handle;
+    unsigned metrics_id; /* its labels in metrics.h; METRICS_NO_ID: none */
 };
 
 struct module_set {

@@ -20,6 +20,7 @@
 #include "hook.h"
 #include "id.h"
 #include "log.h"
+#include "metrics.h"
 #include "message_receipt.h"
 #include "notes.h"
 #include "session_proxy.h"
@@ -168,6 +169,7 @@ session_on_hook_done(struct session *s, postern_result r,
 {
     bool was_pending = s->wait == SESSION_WAIT_HOOK_PENDING;
     hook_done_fn done = s->hook_done;
+    postern_hook hook = hook_ctx_hook(s->ctx);
 
     if (s->tx) /* before done(), which may end the transaction */
         s->tx->hook_ms[s->hook_running] +=
@@ -175,7 +177,12 @@ session_on_hook_done(struct session *s, postern_result r,
 
     s->wait = SESSION_WAIT_NONE;
     s->hook_done = NULL;
+    /* What the stage answered: a reply made inside done (last_code) is
+     * counted once, here, and not again by an outer hook's done. */
+    s->conn.last_code = 0;
     done(s, r, reply);
+    metrics_stage_reply(hook, s->conn.last_code);
+    s->conn.last_code = 0;
     if (was_pending)
         session_continue(s);
 }
@@ -417,6 +424,7 @@ session_close(struct session *s, const char *why)
     tls_session_release(s);
     smtp_auth_free(s);
     live_sessions--;
+    metrics_connection_closed();
     if (s->live_prev)
         s->live_prev->live_next = s->live_next;
     else
@@ -717,6 +725,7 @@ session_start(int fd, const struct sockaddr *peer, socklen_t peer_len,
                      &s->local_port);
     smtp_line_init(&s->lines, cfg->limits.command_line);
     live_sessions++;
+    metrics_connection_opened();
     s->live_next = live_list;
     if (live_list)
         live_list->live_prev = s;

@@ -20,6 +20,7 @@
 
 #include "client_limit.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy_protocol.h"
 #include "session_proxy.h"
 #include "smtp_reply.h"
@@ -85,6 +86,7 @@ session_proxy_admit(struct session *s)
                   : v == CLIENT_LIMIT_TOTAL ? "total_limit"
                                             : "limit",
                   client_limit_name(v), client, port);
+        metrics_refused(client_limit_name(v));
         session_close(s, "connection_limit");
         return;
     }

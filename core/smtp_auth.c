@@ -21,6 +21,7 @@
 #include "client_limit.h"
 #include "hook.h"
 #include "log.h"
+#include "metrics.h"
 #include "smtp_auth.h"
 #include "smtp_reply.h"
 #include "smtp_session.h"
@@ -191,6 +192,7 @@ on_auth_done(struct session *s, postern_result r,
     if (r == POSTERN_ACCEPT) {
         smtp_reply_hook(&s->conn, reply, 235, "2.7.0",
                         "Authentication successful");
+        metrics_auth(true);
         log_event(LOG_LEVEL_INFO, s->id, "auth", "mechanism=%s user=%s",
                   st->mech == SASL_PLAIN ? "PLAIN" : "LOGIN",
                   postern_log_value(st->authcid));
@@ -203,6 +205,7 @@ on_auth_done(struct session *s, postern_result r,
         /* REJECT, or no module said yes: a failure, replied after a
          * delay that grows with each failure. */
         s->auth_failures++;
+        metrics_auth(false);
         client_limit_auth_failed(s->cfg,
                                  (const struct sockaddr *)&s->conn.peer);
         log_event(LOG_LEVEL_INFO, s->id, "auth_failed",

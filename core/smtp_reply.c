@@ -28,6 +28,7 @@ smtp_reply(struct conn *c, int code, const char *enhanced, const char *fmt, ...)
     va_list ap;
     int n;
 
+    c->last_code = code;
     if (enhanced && *enhanced)
         n = snprintf(line, sizeof(line), "%d %s ", code, enhanced);
     else
@@ -47,6 +48,7 @@ smtp_reply_lines(struct conn *c, int code, const char *const *lines, size_t n)
 {
     char line[REPLY_MAX + 1];
 
+    c->last_code = code;
     for (size_t i = 0; i < n; i++) {
         int k = snprintf(line, sizeof(line), "%d%c%s", code,
                          i + 1 < n ? '-' : ' ', lines[i]);
@@ -61,6 +63,7 @@ reply_line(struct conn *c, int code, char mark, const char *enhanced,
            const char *sep, const char *text)
 {
     char line[REPLY_MAX + 1];
+    c->last_code = code;
     int n = snprintf(line, sizeof(line), "%d%c%s%s%s", code, mark, enhanced,
                      sep, text);
     if (n > (int)sizeof(line) - 1)

@@ -16,6 +16,7 @@
 
 #include "postern/services.h"
 
+#include "metrics.h"
 #include "pool.h"
 #include "spool.h"
 
@@ -139,6 +140,7 @@ spool_open(const char *dir)
     sp->released = false;
     sp->wake = NULL;
     sp->wake_arg = NULL;
+    metrics_spool(1, 0);
     return sp;
 }
 
@@ -157,6 +159,7 @@ spool_adopt(const char *dir, int fd, uint64_t flushed, char *block,
     sp->filled = filled;
     sp->flushed = flushed;
     sp->size = flushed + filled;
+    metrics_spool(1, (int64_t)sp->size);
     return sp;
 }
 
@@ -298,6 +301,7 @@ spool_write(struct spool *sp, const char *buf, size_t len)
     if (sp->error)
         return -1;
     sp->size += len;
+    metrics_spool(0, (int64_t)len);
     while (len > 0) {
         if (sp->filled == SPOOL_BLOCK) {
             if (sp->busy) { /* more than spool_room() allowed */
@@ -410,6 +414,7 @@ spool_free(struct spool *sp)
     sp->wake = NULL;
     sp->finishing = false;
     sp->released = true;
+    metrics_spool(-1, -(int64_t)sp->size);
     if (sp->size > sp->high_water)
         sp->high_water = sp->size;
     if (atomic_fetch_sub(&sp->refs, 1) != 1)

@@ -28,6 +28,8 @@
 #include "config_check.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_server.h"
 #include "notify.h"
 #include "server.h"
 #include "shared_state.h"
@@ -79,7 +81,11 @@ static struct {
     double restart_at[MAX_WORKERS]; /* 0: none pending */
     double restart_delay[MAX_WORKERS];
     int sigpipe[2];
-    bool starting; /* the first generation is not ready yet */
+    /* The metrics process (metrics_server.h), when "metrics" is set. */
+    int metrics_fd; /* -1: metrics off */
+    pid_t metrics_pid;
+    double metrics_restart_at; /* 0: none pending */
+    bool starting;             /* the first generation is not ready yet */
     bool start_failed;
     bool reload_wanted;    /* SIGHUP came */
     double watchdog_every; /* seconds between WATCHDOG=1; 0: none wanted */
@@ -300,6 +306,57 @@ child_close_inherited(const struct generation *keep)
     for (size_t i = 0; i < sup.n_sockets; i++)
         if (!socket_used_by(keep, sup.sockets[i].fd))
             close(sup.sockets[i].fd);
+    if (sup.metrics_fd >= 0 && keep)
+        close(sup.metrics_fd);
+}
+
+/* --- the metrics process ------------------------------------------------ */
+
+static void
+metrics_spawn(void)
+{
+    sup.metrics_restart_at = 0;
+    if (sup.metrics_fd < 0 || sup.metrics_pid > 0 || sup.stop_signals > 0)
+        return;
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    fflush(NULL);
+    pid_t supervisor = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_close_inherited(NULL); /* no client listener; keeps ours */
+        metrics_server_main(sup.current->cfg, sup.metrics_fd, supervisor);
+    }
+    int saved = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        log_event(LOG_LEVEL_ERROR, NULL, "metrics_start_failed", "error=%s",
+                  postern_log_value(strerror(saved)));
+        sup.metrics_restart_at = now() + RESTART_DELAY_MAX;
+        return;
+    }
+    sup.metrics_pid = pid;
+    log_event(LOG_LEVEL_INFO, NULL, "metrics_started", "pid=%ld", (long)pid);
+}
+
+/* The metrics process ended: again in a second, unless postern stops. */
+static void
+metrics_reaped(int status)
+{
+    bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (clean)
+        log_event(LOG_LEVEL_INFO, NULL, "metrics_exited", "pid=%ld",
+                  (long)sup.metrics_pid);
+    else if (WIFSIGNALED(status))
+        log_event(LOG_LEVEL_ERROR, NULL, "metrics_died", "pid=%ld signal=SIG%s",
+                  (long)sup.metrics_pid, signal_name(WTERMSIG(status)));
+    else
+        log_event(LOG_LEVEL_ERROR, NULL, "metrics_died", "pid=%ld exit_code=%d",
+                  (long)sup.metrics_pid, WEXITSTATUS(status));
+    sup.metrics_pid = 0;
+    if (sup.stop_signals == 0)
+        sup.metrics_restart_at = now() + (clean ? 0.001 : 1.0);
 }
 
 /* Fork worker `index` of g. 0, or -1 (logged). */
@@ -357,6 +414,7 @@ worker_spawn(struct generation *g, unsigned index)
         .started = now(),
     };
     g->alive++;
+    metrics_slot_started(slot);
     log_event(LOG_LEVEL_INFO, NULL, "worker_started",
               "pid=%ld worker=%u generation=%u", (long)pid, slot, g->id);
     return 0;
@@ -434,7 +492,13 @@ stop_all(int signo)
             free(sup.sockets[i].address);
         }
         sup.n_sockets = 0;
+        if (sup.metrics_fd >= 0)
+            close(sup.metrics_fd);
+        sup.metrics_fd = -1;
+        if (sup.metrics_pid > 0)
+            kill(sup.metrics_pid, SIGTERM);
     }
+    sup.metrics_restart_at = 0;
     for (size_t i = 0; i < MAX_WORKERS; i++)
         sup.restart_at[i] = 0;
     /* The second: SIGQUIT, as two SIGTERMs close together could reach a
@@ -471,6 +535,8 @@ reload_check(char *err, size_t errlen)
             _exit(1);
         close(p[0]);
         child_close_inherited(NULL);
+        if (sup.metrics_fd >= 0)
+            close(sup.metrics_fd);
         signal(SIGTERM, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
         signal(SIGCHLD, SIG_DFL);
@@ -604,6 +670,23 @@ reload_begin(void)
     }
 }
 
+/* The metrics process serves the current configuration (its spool_dir
+ * and user): it is started again on it. The socket stays: a changed
+ * "metrics" address needs a restart of postern. */
+static void
+metrics_reload(const struct config *old)
+{
+    const struct metrics_config *a = &old->metrics,
+                                *b = &sup.current->cfg->metrics;
+    if ((a->address == NULL) != (b->address == NULL) ||
+        (a->address &&
+         (strcmp(a->address, b->address) != 0 || a->port != b->port)))
+        log_event(LOG_LEVEL_WARNING, NULL, "metrics_unchanged",
+                  "reason=a_changed_metrics_key_needs_a_restart");
+    if (sup.metrics_pid > 0)
+        kill(sup.metrics_pid, SIGTERM); /* its exit starts the new one */
+}
+
 /* Every new worker is serving: the old generation retires. */
 static void
 reload_commit(void)
@@ -618,6 +701,7 @@ reload_commit(void)
     signal_generation(old, SIGUSR1, true);
     generation_retire_list_add(old);
     sockets_prune();
+    metrics_reload(old->cfg);
     log_event(LOG_LEVEL_INFO, NULL, "reloaded", "generation=%u workers=%u",
               sup.current->id, sup.current->cfg->workers);
     notify_ready("serving: generation %u, %u workers, %zu listeners",
@@ -679,6 +763,7 @@ worker_reaped(struct worker *w, int status)
     /* Before the log line: once a death is logged, what the worker held
      * no longer counts. */
     shared_state_release_slot(slot);
+    metrics_release_slot(slot);
     if (w->retiring && clean)
         log_event(LOG_LEVEL_INFO, NULL, "worker_exited",
                   "pid=%ld worker=%u generation=%u %s", (long)w->pid, slot,
@@ -730,6 +815,10 @@ reap_children(void)
         pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid <= 0)
             return;
+        if (pid == sup.metrics_pid) {
+            metrics_reaped(status);
+            continue;
+        }
         for (size_t i = 0; i < SHARED_STATE_MAX_SLOTS; i++)
             if (sup.workers[i].pid == pid) {
                 worker_reaped(&sup.workers[i], status);
@@ -768,6 +857,8 @@ restarts_due(void)
             if (worker_spawn(sup.current, i) < 0)
                 sup.restart_at[i] = t + RESTART_DELAY_MAX;
         }
+    if (sup.metrics_restart_at != 0 && sup.metrics_restart_at <= t)
+        metrics_spawn();
 }
 
 /* WATCHDOG=1 when its time came: the supervisor's loop turns, so it
@@ -791,6 +882,9 @@ poll_timeout_ms(void)
     for (unsigned i = 0; i < MAX_WORKERS; i++)
         if (sup.restart_at[i] != 0 && (first == 0 || sup.restart_at[i] < first))
             first = sup.restart_at[i];
+    if (sup.metrics_restart_at != 0 &&
+        (first == 0 || sup.metrics_restart_at < first))
+        first = sup.metrics_restart_at;
     if (first == 0)
         return -1;
     double ms = (first - now()) * 1000;
@@ -803,7 +897,7 @@ supervisor_loop(void)
     struct pollfd fds[1 + SHARED_STATE_MAX_SLOTS];
     struct worker *owner[1 + SHARED_STATE_MAX_SLOTS];
 
-    while (sup.stop_signals == 0 || live_workers() > 0) {
+    while (sup.stop_signals == 0 || live_workers() > 0 || sup.metrics_pid > 0) {
         size_t n = 0;
         fds[n++] = (struct pollfd){.fd = sup.sigpipe[0], .events = POLLIN};
         for (size_t i = 0; i < SHARED_STATE_MAX_SLOTS; i++)
@@ -852,6 +946,7 @@ supervisor_run(const char *config_path, struct config *cfg)
 
     sup.config_path = config_path;
     sup.sigpipe[0] = sup.sigpipe[1] = -1;
+    sup.metrics_fd = -1;
     for (size_t i = 0; i < SHARED_STATE_MAX_SLOTS; i++)
         sup.workers[i].ready_fd = -1;
     server_raise_fd_limit();
@@ -871,6 +966,16 @@ supervisor_run(const char *config_path, struct config *cfg)
         config_free(cfg);
         return 1;
     }
+    if (cfg->metrics.address &&
+        (metrics_create(err, sizeof(err)) < 0 ||
+         (sup.metrics_fd = metrics_socket_open(cfg, err, sizeof(err))) < 0)) {
+        fprintf(stderr, "postern: %s\n", err);
+        tls_deinit();
+        shared_state_destroy();
+        metrics_destroy();
+        config_free(cfg);
+        return 1;
+    }
     socket_activation_take();
     sup.current = generation_new(cfg, err, sizeof(err));
     socket_activation_close_unclaimed();
@@ -878,6 +983,9 @@ supervisor_run(const char *config_path, struct config *cfg)
         fprintf(stderr, "postern: %s\n", err);
         tls_deinit();
         shared_state_destroy();
+        metrics_destroy();
+        if (sup.metrics_fd >= 0)
+            close(sup.metrics_fd);
         return 1;
     }
     sup.starting = true;
@@ -886,6 +994,7 @@ supervisor_run(const char *config_path, struct config *cfg)
         sup.exit_code = 1;
         stop_all(SIGTERM);
     }
+    metrics_spawn();
     supervisor_loop();
 
     if (sup.exit_code == 0)
@@ -900,6 +1009,9 @@ supervisor_run(const char *config_path, struct config *cfg)
     free(sup.sockets);
     tls_deinit();
     shared_state_destroy();
+    metrics_destroy();
+    if (sup.metrics_fd >= 0)
+        close(sup.metrics_fd);
     close(sup.sigpipe[0]);
     close(sup.sigpipe[1]);
     return sup.exit_code;

@@ -16,6 +16,7 @@
 #include "hook.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "module.h"
 #include "server.h"
 #include "services.h"
@@ -95,6 +96,7 @@ worker_main(const struct worker_start *w)
     signal(SIGUSR1, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
     shared_state_enter_slot(w->slot);
+    metrics_enter_slot(w->slot);
     log_set_worker(w->slot);
 
     if (services_start(err, sizeof(err)) < 0 ||

@@ -34,8 +34,9 @@ extern "C" {
  * 1.2 added postern/http.h and postern/curl.h.
  * 1.3 added postern/message.h (structured headers, message and envelope
  * changes, quarantine), POSTERN_DISCARD, postern_reply_line(), 4xx/5xx
- * with POSTERN_DISCONNECT, and postern_loop_call(). */
-#define POSTERN_ABI_MINOR 3
+ * with POSTERN_DISCONNECT, and postern_loop_call().
+ * 1.4 added postern/metrics.h (a module's own Prometheus counters). */
+#define POSTERN_ABI_MINOR 4
 #define POSTERN_ABI_VERSION ((POSTERN_ABI_MAJOR << 16) | POSTERN_ABI_MINOR)
 
 /* Room for hooks added by later minor versions; unused slots are NULL. */

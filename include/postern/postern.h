@@ -15,5 +15,6 @@
 #include "http.h"
 #include "session.h"
 #include "message.h"
+#include "metrics.h"
 
 #endif

@@ -69,6 +69,8 @@ struct dnsbl_module {
     bool postmaster;
     dnsbl_on_error on_error;
     char *state_key; /* the session note of this instance's check */
+    /* postern_dnsbl_listed_total (postern/metrics.h) */
+    postern_counter *listed;
 };
 
 typedef enum dnsbl_outcome {
@@ -316,6 +318,7 @@ dnsbl_publish(postern_ctx *ctx, struct dnsbl_check *c)
         return;
     c->published = true;
     if (c->listed != NULL) {
+        postern_counter_add(mod->listed, 1);
         /* Another dnsbl instance may have noted its zones already. */
         const char *before =
             postern_note_get(ctx, POSTERN_NOTE_SESSION, DNSBL_NOTE_LISTED);
@@ -975,6 +978,13 @@ dnsbl_create(postern_module_init *init, void **instance)
     mod->postmaster = true;
     mod->on_error = DNSBL_ERROR_CONTINUE;
     if (dnsbl_config(init, mod) != 0) {
+        dnsbl_destroy(mod);
+        return -1;
+    }
+    mod->listed = postern_init_counter(
+        init, "listed_total",
+        "Clients found on at least one of the instance's lists.");
+    if (mod->listed == NULL) {
         dnsbl_destroy(mod);
         return -1;
     }

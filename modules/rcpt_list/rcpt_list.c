@@ -430,6 +430,8 @@ struct rcpt_list {
     postern_timer *timer;     /* the next periodic check, or NULL */
     struct rl_reload *reload; /* the check on the pool, or NULL */
     bool destroyed;           /* destroy() ran while reload was on the pool */
+    /* postern_rcpt_list_unknown_total (postern/metrics.h) */
+    postern_counter *unknown;
 };
 
 static struct rl_ident
@@ -799,6 +801,13 @@ rl_create(postern_module_init *init, void **instance)
         rl_destroy(rl);
         return -1;
     }
+    rl->unknown = postern_init_counter(
+        init, "unknown_total",
+        "Recipients refused as unknown users of a listed domain.");
+    if (rl->unknown == NULL) {
+        rl_destroy(rl);
+        return -1;
+    }
     /* last_check stays 0: the first recipient or timer tick checks the
      * file. Under --check-config nothing is started. */
     if (rl->file != NULL && !postern_init_check_only(init))
@@ -862,6 +871,7 @@ rl_rcpt(postern_ctx *ctx, void *instance)
     case RL_LISTED:
         return rl->continue_on_match ? POSTERN_CONTINUE : POSTERN_ACCEPT;
     case RL_UNKNOWN:
+        postern_counter_add(rl->unknown, 1);
         postern_reply(ctx, 550, "5.1.1",
                       "<%s>: Recipient address rejected: User unknown", addr);
         return POSTERN_REJECT;

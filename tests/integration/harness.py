@@ -96,6 +96,7 @@ DEBIAN_PACKAGES = {
     "opendkim-genkey": "opendkim-tools",
     "rspamd": "rspamd",
     "haproxy": "haproxy",  # /usr/sbin; a balancer for test_proxy.py
+    "prometheus": "prometheus",  # scrapes /metrics in test_metrics.py
     # test_install.py (the unit, offline) and test_man_pages.py
     "systemd-analyze": "systemd",
     "man": "man-db",

@@ -12,12 +12,14 @@ port), must take a message with smtplib and store it.
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import smtplib
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 from harness import (POSTERN_BIN, START_TIMEOUT, STOP_TIMEOUT, TIMER_GUARD,
                      PosternTestCase, free_port, is_listening, main,
@@ -242,6 +244,9 @@ class InstallTest(PosternTestCase):
         cfg["user"] = None  # no "postern" user on a build machine
         cfg["module_path"] = [self.staged(self.dirs["moduledir"])]
         cfg["dns"] = {"reverse": False}
+        # the example serves metrics on loopback; a free port here
+        self.assertEqual(cfg["metrics"]["address"], "127.0.0.1")
+        cfg["metrics"]["port"] = free_port()
         os.makedirs(cfg["plugins_dir"])
         os.makedirs(os.path.dirname(cfg["spool_dir"]), exist_ok=True)
         for name, body in plugins.items():
@@ -289,13 +294,27 @@ class InstallTest(PosternTestCase):
         self.assertEqual(proc.returncode, 0, self.log(log_path))
 
     def check_metrics(self, cfg, delivered):
-        """The step that reads /metrics from the installed postern.
+        """The installed postern serves /metrics where the example config
+        says (cfg is the running configuration), and it counted the
+        `delivered` messages as stored."""
+        url = "http://%s:%d/metrics" % (cfg["metrics"]["address"],
+                                         cfg["metrics"]["port"])
+        series = 'postern_messages_total{stage="store",result="accepted"}'
 
-        Issue 12 item 1 (the Prometheus endpoint) is built on another
-        branch. Once it is merged and the example postern.json turns it
-        on, read http://<metrics address>/metrics here (cfg is the running
-        configuration, delivered the number of messages stored) and check
-        the accepted-messages counter equals `delivered`."""
+        def stored():
+            try:
+                with urllib.request.urlopen(url, timeout=TIMER_GUARD) as r:
+                    self.assertEqual(r.headers["Content-Type"],
+                                     "text/plain; version=0.0.4; "
+                                     "charset=utf-8")
+                    page = r.read().decode("utf-8")
+            except OSError:
+                return None
+            m = re.search("^" + re.escape(series) + r" (\d+)$", page, re.M)
+            return int(m.group(1)) if m else None
+
+        self.assertTrue(wait_until(lambda: stored() == delivered,
+                                   TIMER_GUARD), "%s: %r" % (series, stored()))
 
     @staticmethod
     def log(path):

@@ -1705,3 +1705,49 @@ postern_io_stop(postern_io *io)
     free(io);
 }
 /* === end of the milter module fakes ===================================== */
+
+/* --- counters (postern/metrics.h) ----------------------------------------- */
+
+#define MOCK_COUNTERS 16
+
+struct postern_counter {
+    char name[80];
+    uint64_t value;
+};
+
+static struct postern_counter mock_counters[MOCK_COUNTERS];
+static unsigned mock_n_counters;
+
+postern_counter *
+postern_init_counter(postern_module_init *init, const char *name,
+                     const char *help)
+{
+    (void)init;
+    (void)help;
+    if (!name || strlen(name) >= sizeof(mock_counters[0].name))
+        return NULL;
+    for (unsigned i = 0; i < mock_n_counters; i++)
+        if (strcmp(mock_counters[i].name, name) == 0)
+            return &mock_counters[i];
+    if (mock_n_counters == MOCK_COUNTERS)
+        return NULL;
+    struct postern_counter *c = &mock_counters[mock_n_counters++];
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    return c;
+}
+
+void
+postern_counter_add(postern_counter *counter, uint64_t n)
+{
+    if (counter)
+        __atomic_fetch_add(&counter->value, n, __ATOMIC_RELAXED);
+}
+
+long long
+mock_counter(const char *name)
+{
+    for (unsigned i = 0; i < mock_n_counters; i++)
+        if (strcmp(mock_counters[i].name, name) == 0)
+            return (long long)mock_counters[i].value;
+    return -1;
+}

@@ -35,6 +35,12 @@ postern_module_init *mock_init(const json_t *config, int check_only);
  * why); a create() that fails without a message fails the test. */
 void *mock_create(const char *config_text, int check_only);
 
+/* The value of a counter the module registered (postern/metrics.h) by
+ * name, "unknown_total"; -1 when it registered none by that name. The
+ * counters survive mock_reset() (a module registers them once, in
+ * create()). */
+long long mock_counter(const char *name);
+
 /* --- fake state ---------------------------------------------------------- */
 
 void mock_set_session_id(const char *id);

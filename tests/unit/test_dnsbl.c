@@ -73,6 +73,7 @@ test_listed_ipv4_rejected_at_rcpt(void **state)
     (void)state;
     void *inst = mock_create("{\"lists\": [{\"zone\": \"bl.test\"}]}", 0);
     mock_dns_add(V4_NAME("bl.test"), POSTERN_DNS_A, "127.0.0.2");
+    long long listed = mock_counter("listed_total");
 
     assert_int_equal(call(POSTERN_HOOK_CONNECT, inst), POSTERN_CONTINUE);
     assert_int_equal(mock_dns_pending(), 1);
@@ -94,6 +95,9 @@ test_listed_ipv4_rejected_at_rcpt(void **state)
     /* the next recipient: the same answer, no new lookup */
     assert_int_equal(call(POSTERN_HOOK_RCPT, inst), POSTERN_REJECT);
     assert_int_equal(mock_dns_lookup_count(), 1);
+    /* counted once per listed client, in postern_dnsbl_listed_total */
+    assert_true(listed >= 0);
+    assert_int_equal(mock_counter("listed_total"), listed + 1);
     assert_int_equal(mock_resume_count(), 0);
     postern_module_descriptor.destroy(inst);
 }
@@ -131,9 +135,11 @@ test_unlisted_passes(void **state)
     void *inst = mock_create("{\"lists\": [{\"zone\": \"bl.test\"}]}", 0);
     mock_dns_add(V4_NAME("other.test"), POSTERN_DNS_A, "127.0.0.2");
 
+    long long listed = mock_counter("listed_total");
     assert_int_equal(session_to_rcpt(inst), POSTERN_CONTINUE);
     assert_null(note_listed());
     assert_int_equal(mock_last_reply()->count, 0);
+    assert_int_equal(mock_counter("listed_total"), listed);
     postern_module_descriptor.destroy(inst);
 }
 

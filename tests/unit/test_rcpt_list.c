@@ -98,10 +98,14 @@ assert_unknown(void *instance, const char *addr)
 {
     char text[512];
     int before = mock_last_reply()->count;
+    long long unknown = mock_counter("unknown_total");
 
     assert_int_equal(rcpt(instance, addr), POSTERN_REJECT);
     const struct mock_reply *reply = mock_last_reply();
     assert_int_equal(reply->count, before + 1);
+    /* each refusal counts once in postern_rcpt_list_unknown_total */
+    assert_true(unknown >= 0);
+    assert_int_equal(mock_counter("unknown_total"), unknown + 1);
     assert_int_equal(reply->code, 550);
     assert_string_equal(reply->enhanced, "5.1.1");
     snprintf(text, sizeof text,
