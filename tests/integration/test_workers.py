@@ -39,11 +39,13 @@ def setUpModule():
 
 
 def worker_pids(srv):
-    """The supervisor's children (its workers), sorted."""
+    """The supervisor's live children (its workers), sorted; a worker
+    that has exited but is not reaped yet is not counted."""
     pid = srv.proc.pid
     try:
         with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return sorted(int(p) for p in f.read().split())
+            return sorted(int(p) for p in f.read().split()
+                          if pid_alive(int(p)))
     except OSError:
         return []
 
