@@ -11,7 +11,8 @@
 
 #include "log_json.h"
 
-#define KEYS_MAX 64      /* keys remembered for the duplicate check */
+#define KEYS_MAX 64      /* members a line may have from its fields */
+#define KEY_TEXT_MAX 256 /* a member name as written: escapes, suffix */
 #define NUMBER_DIGITS 15 /* more digits than a double keeps exactly */
 /* Room kept back for ,"truncated":true ,"worker":N and } */
 #define TAIL_ROOM 48
@@ -270,10 +271,16 @@ is_number(const char *s, size_t len)
     return i == len && digits <= NUMBER_DIGITS;
 }
 
-struct seen_key {
-    const char *key;
-    size_t len;
-    unsigned suffix; /* 0: none; else "_N" */
+/*
+ * The member names written so far, as written (escaped, with any "_N"
+ * suffix). The escaping is the same for the same bytes, so two names are
+ * the same JSON string exactly when they are written alike: comparing the
+ * written text catches a field "m_2" meeting the second "m".
+ */
+struct seen_names {
+    char text[KEYS_MAX][KEY_TEXT_MAX];
+    size_t len[KEYS_MAX];
+    size_t n;
 };
 
 /* The members the line has besides its fields. */
@@ -282,32 +289,34 @@ struct fixed_keys {
     size_t n;
 };
 
-static bool
-key_taken(const struct fixed_keys *fixed, const struct seen_key *seen, size_t n,
-          const char *key, size_t len, unsigned suffix)
+/* key with suffix (0: none) as written between the quotes, into dst;
+ * its length, or 0 when it does not fit KEY_TEXT_MAX. */
+static size_t
+render_key(char *dst, const char *key, size_t len, unsigned suffix)
 {
-    for (size_t i = 0; suffix == 0 && i < fixed->n; i++)
-        if (strlen(fixed->names[i]) == len &&
-            memcmp(fixed->names[i], key, len) == 0)
-            return true;
-    for (size_t i = 0; i < n; i++)
-        if (seen[i].len == len && seen[i].suffix == suffix &&
-            memcmp(seen[i].key, key, len) == 0)
-            return true;
-    return false;
-}
+    struct jw k = {dst, 0, KEY_TEXT_MAX, false};
 
-static void
-jw_member_key(struct jw *w, const char *key, size_t len, unsigned suffix)
-{
-    jw_put(w, ",\"", 2);
-    jw_escaped(w, key, len, false);
+    jw_escaped(&k, key, len, false);
     if (suffix) {
         char tail[16];
-        int k = snprintf(tail, sizeof(tail), "_%u", suffix);
-        jw_put(w, tail, (size_t)k);
+        int n = snprintf(tail, sizeof(tail), "_%u", suffix);
+        jw_put(&k, tail, (size_t)n);
     }
-    jw_put(w, "\":", 2);
+    return k.over ? 0 : k.n;
+}
+
+static bool
+name_taken(const struct fixed_keys *fixed, const struct seen_names *seen,
+           const char *name, size_t len)
+{
+    for (size_t i = 0; i < fixed->n; i++)
+        if (strlen(fixed->names[i]) == len &&
+            memcmp(fixed->names[i], name, len) == 0)
+            return true;
+    for (size_t i = 0; i < seen->n; i++)
+        if (seen->len[i] == len && memcmp(seen->text[i], name, len) == 0)
+            return true;
+    return false;
 }
 
 static void
@@ -338,11 +347,13 @@ size_t
 log_json_format(char *out, size_t cap, const struct log_json_line *l)
 {
     struct jw w = {out, 0, cap - 1 - TAIL_ROOM, false};
-    struct seen_key seen[KEYS_MAX];
-    size_t n_seen = 0, pos = 0, mark;
+    struct seen_names seen; /* only n is set: the rest fills as used */
+    size_t pos = 0, mark;
     bool truncated = false, any_text = false;
     struct token t;
     const char *f = l->fields ? l->fields : "";
+
+    seen.n = 0;
 
     struct fixed_keys fixed = {{"level", "event", "msg", "truncated"}, 4};
     if (l->time)
@@ -375,16 +386,30 @@ log_json_format(char *out, size_t cap, const struct log_json_line *l)
             any_text = true;
             continue;
         }
+        /* Past KEYS_MAX members, or a name too long to compare, the
+         * rest of the line is left out rather than risk a duplicate. */
+        char name[KEY_TEXT_MAX];
+        size_t name_len = 0;
         unsigned suffix = 0;
-        while (key_taken(&fixed, seen, n_seen, t.key, t.key_len, suffix))
+        while (seen.n < KEYS_MAX &&
+               (name_len = render_key(name, t.key, t.key_len, suffix)) &&
+               name_taken(&fixed, &seen, name, name_len))
             suffix = suffix ? suffix + 1 : 2;
-        mark = w.n;
-        jw_member_key(&w, t.key, t.key_len, suffix);
-        jw_value(&w, &t);
-        if (!member_fits(&w, mark))
+        if (seen.n == KEYS_MAX || name_len == 0) {
             truncated = true;
-        else if (n_seen < KEYS_MAX)
-            seen[n_seen++] = (struct seen_key){t.key, t.key_len, suffix};
+            break;
+        }
+        mark = w.n;
+        jw_put(&w, ",\"", 2);
+        jw_put(&w, name, name_len);
+        jw_put(&w, "\":", 2);
+        jw_value(&w, &t);
+        if (!member_fits(&w, mark)) {
+            truncated = true;
+        } else {
+            memcpy(seen.text[seen.n], name, name_len);
+            seen.len[seen.n++] = name_len;
+        }
     }
     if (any_text && !truncated) {
         /* The free words, in order, one space apart. */

@@ -205,6 +205,31 @@ test_duplicate_and_reserved_keys(void **state)
     json_decref(j);
 }
 
+/*
+ * Names that only meet once written (found by fuzz_log_json): a field
+ * named like a suffixed one, and more members than are remembered for
+ * the check.
+ */
+static void
+test_names_collide_only_as_written(void **state)
+{
+    (void)state;
+    json_t *j = fields_json("m=1 m=2 m_2=3");
+    assert_int_equal(json_integer_value(json_object_get(j, "m")), 1);
+    assert_int_equal(json_integer_value(json_object_get(j, "m_2")), 2);
+    assert_int_equal(json_integer_value(json_object_get(j, "m_2_2")), 3);
+    json_decref(j);
+
+    char many[2048] = "";
+    for (int i = 0; i < 100; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "k=%d ", i);
+    j = fields_json(many); /* parsed with duplicates rejected */
+    assert_true(json_is_true(json_object_get(j, "truncated")));
+    assert_int_equal(json_integer_value(json_object_get(j, "k_64")), 63);
+    assert_null(json_object_get(j, "k_65"));
+    json_decref(j);
+}
+
 static void
 test_free_words_become_msg(void **state)
 {
@@ -309,6 +334,7 @@ main(void)
         cmocka_unit_test(test_utf8_kept_and_invalid_replaced),
         cmocka_unit_test(test_numbers_null_and_strings),
         cmocka_unit_test(test_duplicate_and_reserved_keys),
+        cmocka_unit_test(test_names_collide_only_as_written),
         cmocka_unit_test(test_free_words_become_msg),
         cmocka_unit_test(test_long_values_truncate_whole_members),
         cmocka_unit_test(test_string_escaper),
