@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "metrics.h"
+#include "robust_mutex.h"
 
 const double metrics_bucket_bounds[METRICS_BUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
@@ -54,16 +55,7 @@ metrics_create(char *err, size_t errlen)
         return -1;
     }
     struct metrics_map *m = map; /* zero-filled */
-    pthread_mutexattr_t attr;
-    int rc = pthread_mutexattr_init(&attr);
-    if (rc == 0) {
-        rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-        if (rc == 0)
-            rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-        if (rc == 0)
-            rc = pthread_mutex_init(&m->lock, &attr);
-        pthread_mutexattr_destroy(&attr);
-    }
+    int rc = robust_mutex_init(&m->lock);
     if (rc != 0) {
         snprintf(err, errlen, "metrics: process-shared mutex: %s",
                  strerror(rc));
@@ -88,10 +80,7 @@ metrics_destroy(void)
 static bool
 map_lock(void)
 {
-    int rc = pthread_mutex_lock(&metrics.m->lock);
-    if (rc == EOWNERDEAD)
-        rc = pthread_mutex_consistent(&metrics.m->lock);
-    return rc == 0;
+    return robust_mutex_lock(&metrics.m->lock, NULL) == 0;
 }
 
 static void

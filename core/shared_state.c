@@ -3,13 +3,13 @@
  * (shared_state.h): one MAP_SHARED|MAP_ANONYMOUS mapping made before the
  * workers are forked, so each inherits it at the same address.
  *
- * The lock is a pthread mutex with PTHREAD_PROCESS_SHARED and
- * PTHREAD_MUTEX_ROBUST. A worker killed while holding it does not wedge
- * the others: the next locker gets EOWNERDEAD, rebuilds the table from
- * what is in it (the dead process may have stopped half-way through an
- * insert or a backward shift, leaving a duplicate or a broken probe chain;
- * an entry is marked used only once it is whole, so none is ever torn) and
- * recomputes every derived count, then marks the mutex consistent.
+ * The lock is a robust process-shared mutex (robust_mutex.h). A worker
+ * killed while holding it does not wedge the others: the next locker is
+ * told its owner died, and rebuilds the table from what is in it (the dead
+ * process may have stopped half-way through an insert or a backward shift,
+ * leaving a duplicate or a broken probe chain; an entry is marked used only
+ * once it is whole, so none is ever torn) and recomputes every derived
+ * count.
  *
  * What each worker holds is booked under its slot (a holding entry per
  * slot and client, and a per-slot total); a client's open connections and
@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "robust_mutex.h"
 #include "shared_state.h"
 
 #define MIN_CAPACITY 256u
@@ -295,16 +296,7 @@ shared_state_create(const struct config *cfg, char *err, size_t errlen)
         return -1;
     }
     struct shared_header *h = map; /* zero-filled */
-    pthread_mutexattr_t attr;
-    int rc = pthread_mutexattr_init(&attr);
-    if (rc == 0) {
-        rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-        if (rc == 0)
-            rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-        if (rc == 0)
-            rc = pthread_mutex_init(&h->lock, &attr);
-        pthread_mutexattr_destroy(&attr);
-    }
+    int rc = robust_mutex_init(&h->lock);
     if (rc != 0) {
         snprintf(err, errlen, "shared state: process-shared mutex: %s",
                  strerror(rc));
@@ -330,11 +322,10 @@ shared_state_enter_slot(unsigned slot)
 static bool
 state_lock(void)
 {
-    int rc = pthread_mutex_lock(&state.h->lock);
-    if (rc == EOWNERDEAD) {
+    bool owner_died;
+    int rc = robust_mutex_lock(&state.h->lock, &owner_died);
+    if (owner_died)
         table_rebuild(SHARED_CLIENT);
-        rc = pthread_mutex_consistent(&state.h->lock);
-    }
     return rc == 0;
 }
 
