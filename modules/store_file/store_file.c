@@ -10,9 +10,11 @@
  * every delivery written while the previous one ran, so deliveries that
  * finish together share their durability points, and the writing of the
  * next deliveries overlaps the commit of these. The 250s of a commit are
- * sent only once all its copies are in new/ and on disk. On any failure
- * the client gets 451 and retries, and what no reader can have seen is
- * removed (sf_undo()).
+ * sent only once all its copies are in new/ and on disk. With the journal
+ * (the default) a delivery goes into new/ as soon as it is written and
+ * appended to the journal, and the commit is one fdatasync of the journal
+ * (store_file_journal.c). On any failure the client gets 451 and retries,
+ * and what no reader can have seen is removed (sf_undo()).
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -26,11 +28,15 @@
 /* --- answering, and scheduling on the loop thread -------------------------
  */
 
-/* A commit: the deliveries it covers. */
+/* A commit: the deliveries it covers; with the journal, the next
+ * segment when it is time to rotate (rotate_seq), made by the commit. */
 struct sf_batch {
     struct store_file *sf;
     struct sf_job *jobs;
     size_t n_jobs;
+    unsigned long rotate_seq;
+    struct sf_segment *next_segment;
+    int rotate_err;
 };
 
 /* On a pool thread. */
@@ -39,7 +45,17 @@ sf_commit_work(void *arg)
 {
     struct sf_batch *b = arg;
 
-    sf_commit(b->jobs);
+    if (!b->sf->journal_on) {
+        sf_commit(b->jobs);
+        return;
+    }
+    sf_journal_sync(b->jobs);
+    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
+        if (j->error.err != 0)
+            sf_undo(j);
+    if (b->rotate_seq != 0)
+        b->next_segment =
+            sf_journal_segment_new(b->sf, b->rotate_seq, &b->rotate_err);
 }
 
 /* On a pool thread: one delivery's files. Only postern_message_read() may
@@ -65,6 +81,7 @@ sf_job_done(struct sf_job *job, unsigned long commit)
 {
     postern_ctx *ctx = job->ctx;
 
+    sf_journal_release(job->sf, job->segment);
     if (job->error.err == 0) {
         char point[48] = "";
         if (job->sf->fsync)
@@ -124,12 +141,20 @@ sf_commit_done(void *arg)
     unsigned long commit = ++sf->commits;
 
     sf->committed += b->n_jobs;
+    if (b->rotate_seq != 0 && b->next_segment == NULL)
+        postern_log(NULL, POSTERN_LOG_WARNING,
+                    "journal: cannot start a new segment in %s error=%s: "
+                    "the current one goes on",
+                    postern_log_value(sf->journal.dir),
+                    postern_log_value(strerror(b->rotate_err)));
+    if (b->rotate_seq != 0)
+        sf_journal_install(sf, b->next_segment);
     for (struct sf_job *j = b->jobs, *next; j != NULL; j = next) {
         next = j->next;
         sf_job_done(j, commit);
     }
     free(b);
-    sf->committing = false;
+    sf->committing--;
     if (sf->written != NULL && sf_commit_submit(sf) != 0)
         sf_fail_waiting(sf); /* the pool is gone (shutting down) */
 }
@@ -146,16 +171,22 @@ sf_commit_submit(struct store_file *sf)
         return -1;
     b->sf = sf;
     b->jobs = sf->written;
+    if (sf->journal_on && !sf->journal.rotating &&
+        sf_journal_rotation_due(sf)) {
+        b->rotate_seq = ++sf->journal.seq;
+        sf->journal.rotating = true;
+    }
     for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
         b->n_jobs++;
     struct sf_job **tail = sf->written_tail;
     sf->written = NULL;
     sf->written_tail = &sf->written;
-    sf->committing = true;
+    sf->committing++;
     if (postern_pool_submit(sf_commit_work, sf_commit_done, b) != 0) {
         sf->written = b->jobs;
         sf->written_tail = tail;
-        sf->committing = false;
+        sf->committing--;
+        sf->journal.rotating = sf->journal.rotating && !b->rotate_seq;
         free(b);
         return -1;
     }
@@ -210,6 +241,8 @@ sf_store(postern_ctx *ctx, void *instance)
             postern_log_value(errno ? strerror(errno) : "unknown error"));
         goto fail;
     }
+    if (sf->journal_on)
+        job->segment = sf_journal_assign(sf);
     if (postern_pool_submit(sf_write_work, sf_write_done, job) != 0) {
         postern_log(ctx, POSTERN_LOG_ERROR,
                     "the thread pool refused the delivery id=%s", job->id);
@@ -218,6 +251,8 @@ sf_store(postern_ctx *ctx, void *instance)
     /* job now belongs to sf_write_done(); it may even be freed already. */
     return POSTERN_PENDING;
 fail:
+    if (job != NULL)
+        sf_journal_release(sf, job->segment);
     sf_job_free(job);
     sf_reply_failure(ctx);
     return POSTERN_TEMPFAIL;
@@ -235,8 +270,12 @@ sf_destroy(void *instance)
         return;
     if (sf->committed > 0)
         postern_log(NULL, POSTERN_LOG_INFO,
-                    "group commit: deliveries=%lu batches=%lu fsync=%s",
-                    sf->committed, sf->commits, sf->fsync ? "yes" : "no");
+                    "group commit: deliveries=%lu batches=%lu fsync=%s%s",
+                    sf->committed, sf->commits, sf->fsync ? "yes" : "no",
+                    sf->journal_on ? " journal=yes" : "");
+    if (sf->journal.active != NULL)
+        sf_journal_close(sf);
+    free(sf->journal.dir);
     free(sf->root);
     free(sf->quarantine_folder);
     free(sf->quarantine_root);
@@ -326,10 +365,35 @@ sf_config(postern_module_init *init, struct store_file *sf)
             rc = sf_config_bool(init, key, value, &sf->envelope);
         } else if (strcmp(key, "fsync") == 0) {
             rc = sf_config_bool(init, key, value, &sf->fsync);
+        } else if (strcmp(key, "journal") == 0) {
+            rc = sf_config_bool(init, key, value, &sf->journal_on);
+        } else if (strcmp(key, "journal_dir") == 0) {
+            if (!json_is_string(value) || json_string_length(value) == 0 ||
+                strlen(json_string_value(value)) != json_string_length(value)) {
+                postern_init_error(init, key,
+                                   "expected a non-empty string (a "
+                                   "directory)");
+                return -1;
+            }
+            free(sf->journal.dir);
+            if (!(sf->journal.dir = strdup(json_string_value(value)))) {
+                postern_init_error(init, key, "out of memory");
+                return -1;
+            }
+        } else if (strcmp(key, "journal_checkpoint") == 0) {
+            double v = json_is_number(value) ? json_number_value(value) : -1;
+            if (!(v >= 0.01 && v <= 86400)) {
+                postern_init_error(init, key,
+                                   "expected seconds between checkpoints, "
+                                   "from 0.01 to 86400");
+                return -1;
+            }
+            sf->journal.checkpoint = v;
         } else {
             postern_init_error(init, key,
                                "unknown key (expected root, quarantine, "
-                               "per_recipient, envelope or fsync)");
+                               "per_recipient, envelope, fsync, journal, "
+                               "journal_dir or journal_checkpoint)");
             return -1;
         }
         if (rc != 0)
@@ -338,6 +402,15 @@ sf_config(postern_module_init *init, struct store_file *sf)
     if (sf->root == NULL) {
         postern_init_error(init, "root",
                            "required: the directory to deliver into");
+        return -1;
+    }
+    /* The journal, by default beside envelope/ in the maildir (no reader
+     * looks there), or with per_recipient where no recipient's maildir
+     * can be named (theirs never start with '.'). */
+    if (sf->journal.dir == NULL &&
+        !(sf->journal.dir = sf_path(
+              sf->root, sf->per_recipient ? ".journal" : "journal", NULL))) {
+        postern_init_error(init, "journal_dir", "out of memory");
         return -1;
     }
     if (!sf->quarantine_folder && !sf->quarantine_root &&
@@ -375,6 +448,8 @@ sf_create_instance(postern_module_init *init, void **instance)
     }
     sf->envelope = true;
     sf->fsync = true;
+    sf->journal_on = true;
+    sf->journal.checkpoint = 1.0;
     sf->written_tail = &sf->written;
     if (sf_config(init, sf) != 0) {
         sf_destroy(sf);
@@ -405,7 +480,16 @@ sf_create_instance(postern_module_init *init, void **instance)
         /* With per_recipient the root is no maildir (it holds one per
          * recipient), so the probe fails and files get names. */
         sf->unnamed_files = sf_unnamed_files_work(sf->root);
+        char err[512];
+        if (sf->fsync && sf->journal_on &&
+            sf_journal_open(sf, err, sizeof err) != 0) {
+            postern_init_error(init, "journal_dir", "%s", err);
+            sf_destroy(sf);
+            return -1;
+        }
     }
+    /* Not under --check-config, nor without fsync. */
+    sf->journal_on = sf->journal_on && sf->fsync && sf->journal.active;
     if (!sf->fsync)
         postern_log(NULL, POSTERN_LOG_WARNING,
                     "fsync disabled: a 250 reply no longer means "

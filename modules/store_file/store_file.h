@@ -11,14 +11,52 @@
  *   store_file_commit.c   the durability points of a group of deliveries
  *   store_file_fs.c       paths, directories, errors
  *   store_file_cleanup.c  leftovers in tmp/ at start
+ *   store_file_journal.c  the write-ahead journal: append, sync, segments
+ *   store_file_replay.c   the journal left by a crash, at start
  */
 #ifndef POSTERN_STORE_FILE_H
 #define POSTERN_STORE_FILE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #include <postern/postern.h>
+
+/* A journal segment: one file, appended to by pool threads. */
+struct sf_segment {
+    struct sf_segment *next; /* sealed, waiting for their checkpoint */
+    char *path;
+    int fd;
+    pthread_mutex_t lock; /* end, devs: reserving a record's space */
+    uint64_t end;
+    size_t records;
+    /* The file systems its deliveries went to (syncfs at checkpoint),
+     * each with a maildir on it. */
+    dev_t devs[8];
+    char *dev_dirs[8];
+    size_t n_devs;
+    bool devs_overflow; /* more than 8: sync every file system */
+    /* Loop thread only. */
+    double opened;  /* postern_now() */
+    size_t pending; /* deliveries in it not yet answered */
+};
+
+/* The journal of an instance (with "journal": true). Loop thread only,
+ * but for what struct sf_segment says. */
+struct sf_journal {
+    char *dir;
+    char boot_id[40];
+    unsigned long seq;
+    double checkpoint; /* seconds between checkpoints */
+    struct sf_segment *active;
+    struct sf_segment *sealed, **sealed_tail;
+    bool checkpointing;
+    bool rotating; /* a commit is making the next segment */
+    unsigned long checkpoints;
+};
 
 struct store_file {
     char *root;
@@ -30,13 +68,15 @@ struct store_file {
     bool per_recipient;
     bool envelope;
     bool fsync;
+    bool journal_on; /* 250 once the journal is synced (see journal.c) */
+    struct sf_journal journal;
     /* Messages are written as unnamed files (O_TMPFILE) and linked into
      * new/: no name in tmp/ to make and rename. Probed at start. */
     bool unnamed_files;
     char host[256]; /* sanitised host name, for unique file names */
     /* Group commit, on the loop thread only (see sf_commit_submit()). */
     struct sf_job *written, **written_tail; /* waiting for a commit */
-    bool committing;                        /* a commit is in the pool */
+    unsigned committing;                    /* commits in the pool */
     unsigned long commits, committed;       /* commits done, their jobs */
 };
 
@@ -65,7 +105,10 @@ struct sf_job {
     char *id;   /* transaction id, for the reply */
     char *name; /* the unique file name */
     bool quarantined;
-    bool make_dirs; /* the target maildirs may not exist yet */
+    bool make_dirs;
+    struct sf_segment *segment;
+    /* its journal segment, or NULL */ /* the target maildirs may not exist
+                                          yet */
     struct sf_target *targets;
     size_t n_targets;
     struct sf_error error;
@@ -78,6 +121,7 @@ int sf_mkdir_parents(const char *path, struct sf_error *e);
 int sf_make_maildir(const char *dir, bool envelope, bool sync,
                     struct sf_error *e);
 int sf_write_all(int fd, const char *buf, size_t len);
+int sf_sync_dir(const char *path, struct sf_error *e);
 bool sf_unnamed_files_work(const char *maildir);
 
 /* store_file_job.c: NULL when out of memory. */
@@ -95,6 +139,24 @@ void sf_undo(struct sf_job *job);
  * jobs (a list through next) durable and deliver them; each failure is
  * undone and kept in its job's error. */
 void sf_commit(struct sf_job *jobs);
+
+/* store_file_journal.c. Loop thread: open (at start; replays what a
+ * crash left), assign a delivery to the active segment, give it back once
+ * answered, close (at exit). Pool threads: append a written delivery,
+ * sync the segments of a commit. */
+int sf_journal_open(struct store_file *sf, char *err, size_t errlen);
+struct sf_segment *sf_journal_assign(struct store_file *sf);
+void sf_journal_release(struct store_file *sf, struct sf_segment *seg);
+bool sf_journal_rotation_due(const struct store_file *sf);
+int sf_journal_append(struct sf_job *job);
+void sf_journal_sync(struct sf_job *jobs);
+struct sf_segment *sf_journal_segment_new(const struct store_file *sf,
+                                          unsigned long seq, int *err);
+void sf_journal_install(struct store_file *sf, struct sf_segment *next);
+void sf_journal_close(struct store_file *sf);
+
+/* store_file_replay.c, at start: every segment no live process holds. */
+void sf_replay_orphans(const struct store_file *sf);
 
 /* store_file_cleanup.c, at start */
 void sf_clean_leftovers(const struct store_file *sf);

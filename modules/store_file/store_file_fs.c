@@ -48,7 +48,7 @@ sf_mkdir(const char *path, bool *created, struct sf_error *e)
 }
 
 /* fsync a directory, so the entries just made in it survive a crash. */
-static int
+int
 sf_sync_dir(const char *path, struct sf_error *e)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

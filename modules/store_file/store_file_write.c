@@ -84,7 +84,8 @@ static int
 sf_create_unnamed(const struct sf_target *t)
 {
     char *tmp = sf_path(t->dir, "tmp", NULL);
-    int fd = tmp ? open(tmp, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600) : -1;
+    /* Read back for the journal, so not write-only. */
+    int fd = tmp ? open(tmp, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
     int err = tmp ? errno : ENOMEM;
 
     free(tmp);
@@ -202,6 +203,28 @@ sf_deliver(struct sf_job *job, struct sf_target *t)
     return 0;
 }
 
+/* Every target's new/ opens as a directory, so a delivery to several
+ * maildirs fails before the first rename, not half way (as the commit
+ * checks without the journal). One target needs no check: its rename
+ * fails alone. */
+static int
+sf_new_dirs_open(struct sf_job *job)
+{
+    for (size_t i = 0; job->n_targets > 1 && i < job->n_targets; i++) {
+        char *dir = sf_path(job->targets[i].dir, "new", NULL);
+        int fd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+        int err = dir ? errno : ENOMEM;
+        if (fd < 0) {
+            sf_fail(&job->error, "open", dir ? dir : job->targets[i].dir, err);
+            free(dir);
+            return -1;
+        }
+        close(fd);
+        free(dir);
+    }
+    return 0;
+}
+
 /*
  * The renames of a delivery whose files are written, in order. A failure
  * half way leaves the copies already in new/ there (see sf_undo) and the
@@ -267,9 +290,13 @@ sf_write_job(struct sf_job *job)
     for (size_t i = 0; sf->envelope && i < job->n_targets; i++)
         if (sf_write_envelope(job, &job->targets[i]) != 0)
             goto fail;
-    /* With fsync, the commit delivers once all this is on disk. */
-    if (sf->fsync)
+    /* With fsync but no journal, the commit delivers once all this is on
+     * disk. With the journal, it goes to new/ now, after its record. */
+    if (sf->fsync && !sf->journal_on)
         return 0;
+    if (sf->journal_on &&
+        (sf_new_dirs_open(job) != 0 || sf_journal_append(job) != 0))
+        goto fail;
     if (sf_deliver_all(job) != 0)
         goto fail;
     return 0;

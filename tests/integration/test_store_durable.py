@@ -1,6 +1,10 @@
 """store_file's group commit: deliveries that finish together share one
 durability point, a 250 still comes only once the message is on disk, and
-no SIGKILL loses (or duplicates) an acknowledged message."""
+no SIGKILL loses (or duplicates) an acknowledged message. With the journal
+(the default), a crash leaves a segment that the next start recovers: after
+a SIGKILL it only syncs, after a power loss (simulated: the segment is
+marked as written under another boot, and files are taken away) it
+restores what the page cache lost."""
 
 import os
 import random
@@ -16,6 +20,7 @@ from harness import (  # noqa: E402
     Server,
     main,
     maildir_messages,
+    envelope_path,
     maildir_tmp,
     read_bytes,
     read_envelope,
@@ -247,6 +252,143 @@ class StoreDurableTest(PosternTestCase):
             srv.stop()
             if not os.environ.get("POSTERN_KEEP_TMP"):
                 srv.cleanup()
+
+
+def journal_segments(srv):
+    d = os.path.join(srv.maildir, "journal")
+    return sorted(os.path.join(d, n) for n in os.listdir(d)
+                  if n.endswith(".journal"))
+
+
+def send_all(srv, tags):
+    """One session, a message per tag, each answered 250: {tag: body}."""
+    sent = {}
+    with srv.client() as c:
+        c.ehlo()
+        for tag in tags:
+            body = body_for(tag, 2048)
+            r = c.transaction("a@example.org", ["b@example.com"], body)
+            if r.code != 250:
+                raise AssertionError("%s: %s" % (tag, r))
+            sent[tag] = body
+    return sent
+
+
+def by_tag(root):
+    out = {}
+    for path in maildir_messages(root):
+        out.setdefault(tag_of(read_bytes(path)), []).append(path)
+    return out
+
+
+class StoreJournalTest(PosternTestCase):
+    # Checkpoints far apart: the segment outlives the test's deliveries.
+    # Two workers, so a segment each.
+    plugin = store_plugin(fsync=True, journal_checkpoint=3600)
+
+    def killed_with_segment(self, srv, tags):
+        """Deliver tags, SIGKILL postern: a segment with their records
+        stays (a checkpoint would have deleted it)."""
+        sent = send_all(srv, tags)
+        srv.proc.kill()
+        srv.proc.wait(10)
+        # one per worker; the session's worker has the records
+        segments = journal_segments(srv)
+        used = [p for p in segments if os.path.getsize(p) > 96]
+        self.assertEqual(len(used), 1, segments)
+        self.assertGreater(os.path.getsize(used[0]), 96 + 2048 * len(tags))
+        return sent, used[0]
+
+    def test_sigkill_same_boot_only_syncs(self):
+        """After a SIGKILL the page cache kept everything: the next start
+        syncs and deletes the segment, and changes no message (one a
+        reader took stays taken)."""
+        srv = Server(plugins={"20-store": self.plugin},
+                     config={"workers": 2})
+        try:
+            srv.start()
+            sent, segment = self.killed_with_segment(srv, ["s1", "s2", "s3"])
+            taken = by_tag(srv.maildir)["s2"][0]
+            os.unlink(taken)  # a mail reader took it
+            before = {p: read_bytes(p) for p in maildir_messages(srv.maildir)}
+            restart(srv)
+            self.assertIsNotNone(srv.wait_log(
+                r"journal recovered segment=\S+ boot=same records=3 "
+                r"restored=0 skipped=0"))
+            self.assertFalse(os.path.exists(segment))
+            after = {p: read_bytes(p) for p in maildir_messages(srv.maildir)}
+            # only the segments of the live workers are left
+            self.assertEqual(len(journal_segments(srv)), 2)
+            self.assertEqual(after, before)
+        finally:
+            srv.stop()
+            srv.cleanup()
+
+    def test_power_loss_restores_what_was_lost(self):
+        """A segment from another boot: a message gone from new/, one cut
+        to nothing, a lost envelope are written again from the journal; a
+        message a reader moved to cur/ is not delivered twice; a torn
+        record (never acknowledged) is skipped."""
+        srv = Server(plugins={"20-store": self.plugin},
+                     config={"workers": 2})
+        try:
+            srv.start()
+            tags = ["p1", "p2", "p3", "p4", "p5"]
+            sent, segment = self.killed_with_segment(srv, tags)
+            paths = {t: p[0] for t, p in by_tag(srv.maildir).items()}
+            original = {t: read_bytes(p) for t, p in paths.items()}
+            env3 = envelope_path(srv.maildir, paths["p3"])
+            with open(env3, "rb") as f:
+                original_env3 = f.read()
+
+            # The power loss: written under another boot ...
+            with open(segment, "r+b") as f:
+                f.seek(32)
+                f.write(b"00000000-0000-0000-0000-000000000000")
+                # ... with a record whose writer never finished: a whole
+                # header, a body of zeros.
+                f.seek(96)
+                first = f.read(24)
+                f.seek(0, os.SEEK_END)
+                f.write(first)
+                f.write(b"\0" * 4096)
+            os.unlink(paths["p1"])
+            open(paths["p2"], "wb").close()
+            os.unlink(env3)
+            cur = os.path.join(srv.maildir, "cur",
+                               os.path.basename(paths["p4"]) + ":2,S")
+            os.rename(paths["p4"], cur)
+
+            restart(srv)
+            self.assertIsNotNone(srv.wait_log(
+                r"journal recovered segment=\S+ boot=other records=5 "
+                r"restored=2 skipped=1"))
+            self.assertFalse(os.path.exists(segment))
+            now = by_tag(srv.maildir)  # new/ and cur/
+            self.assertEqual(sorted(now), tags)
+            for t in tags:
+                self.assertEqual(len(now[t]), 1, t)  # never twice
+                self.assertEqual(read_bytes(now[t][0]), original[t], t)
+                split_added_headers(read_bytes(now[t][0]), sent[t])
+            with open(env3, "rb") as f:
+                self.assertEqual(f.read(), original_env3)
+            self.assertEqual(now["p4"], [cur])
+            # and it goes on delivering
+            send_all(srv, ["after"])
+            self.assertIn("after", by_tag(srv.maildir))
+        finally:
+            srv.stop()
+            srv.cleanup()
+
+    def test_clean_stop_leaves_no_segment(self):
+        """SIGTERM: every segment is checkpointed and deleted."""
+        with Server(plugins={"20-store": self.plugin},
+                    config={"workers": 2}) as srv:
+            send_all(srv, ["c1", "c2"])
+            self.assertEqual(len(journal_segments(srv)), 2)  # per worker
+            self.assertEqual(srv.stop(), [])
+            self.assertEqual(journal_segments(srv), [])
+            self.assertEqual(sorted(by_tag(srv.maildir)), ["c1", "c2"])
 
 
 if __name__ == "__main__":

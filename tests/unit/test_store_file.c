@@ -296,7 +296,9 @@ test_creates_maildir(void **state)
              "{\"root\": \"%s\", \"per_recipient\": true}", nested);
     sf = create(config, 0);
     assert_true(is_dir_0700(nested));
-    assert_int_equal(count_entries(nested, NULL, 0), 0);
+    /* Only the journal, where no recipient's maildir can be named. */
+    assert_int_equal(count_entries(nested, NULL, 0), 1);
+    assert_true(is_dir_0700(path_of(nested, ".journal")));
     destroy(sf);
     assert_int_equal(mock_log_find(POSTERN_LOG_WARNING, "fsync"), -1);
 }
@@ -505,7 +507,7 @@ test_per_recipient(void **state)
     void *sf = create_root(", \"per_recipient\": true");
     assert_stored(store(sf));
 
-    assert_int_equal(count_entries(root, NULL, 0), 4);
+    assert_int_equal(count_entries(root, NULL, 0), 4 + 1); /* .journal */
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
         char *dir = path_of(root, expected[i].dir), name[256], env_name[300];
         char sub[512];
@@ -748,12 +750,12 @@ test_orphaned(void **state)
     assert_int_equal(store(sf), POSTERN_PENDING);
     assert_int_equal(mock_resume_count(), 0);
     assert_int_equal(mock_readers_open(), 1);
-    /* The client goes away while the pool works: the files are written,
-     * then committed. */
+    /* The client goes away while the pool works: the delivery is written
+     * (and in new/), then its journal synced. */
     mock_set_orphaned(1);
     assert_int_equal(mock_pool_run(), 1);
     assert_int_equal(mock_resume_count(), 0);
-    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 0);
+    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 1);
     assert_int_equal(mock_pool_run(), 1);
     assert_int_equal(mock_resume_count(), 1);
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
@@ -761,6 +763,49 @@ test_orphaned(void **state)
     assert_int_equal(mock_readers_open(), 0);
     assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 1);
     destroy(sf);
+}
+
+/* The size of the only journal segment of dir, or -1. */
+static long long
+segment_size(const char *dir)
+{
+    char name[256];
+    struct stat st;
+
+    if (count_entries(dir, name, sizeof name) != 1 ||
+        stat(path_of(dir, name), &st) != 0)
+        return -1;
+    return (long long)st.st_size;
+}
+
+/*
+ * With the journal: the write puts the message into new/ at once and
+ * appends it to the segment; the 250 waits for the commit (the segment
+ * synced). At exit the segment is checkpointed and deleted.
+ */
+static void
+test_written_then_journaled(void **state)
+{
+    (void)state;
+    void *sf = create_root("");
+    const char *journal = path_of(root, "journal");
+
+    long long empty = segment_size(journal);
+    assert_true(empty > 0); /* its header only */
+    mock_set_message("hello\r\n", 7);
+    mock_set_pool_mode(MOCK_POOL_DEFER);
+    assert_int_equal(store(sf), POSTERN_PENDING);
+    assert_int_equal(mock_pool_run(), 1); /* the write */
+    assert_int_equal(count_entries(path_of(root, "tmp"), NULL, 0), 0);
+    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 1);
+    /* header, name, maildir, envelope, the 7 bytes, trailer */
+    assert_true(segment_size(journal) > empty + 7 + (long long)strlen(root));
+    assert_int_equal(mock_resume_count(), 0);
+    assert_int_equal(mock_pool_run(), 1); /* the commit */
+    assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
+    assert_int_equal(mock_last_reply()->code, 250);
+    destroy(sf);
+    assert_int_equal(count_entries(journal, NULL, 0), 0);
 }
 
 /*
@@ -774,7 +819,7 @@ static void
 test_written_then_committed(void **state)
 {
     (void)state;
-    void *sf = create_root("");
+    void *sf = create_root(", \"journal\": false");
 
     mock_set_message("hello\r\n", 7);
     mock_set_pool_mode(MOCK_POOL_DEFER);
@@ -795,7 +840,7 @@ test_written_then_committed(void **state)
     mock_add_rcpt("alice@example.com");
     mock_add_rcpt("bob@example.com");
     mock_set_pool_mode(MOCK_POOL_DEFER);
-    sf = create_root(", \"per_recipient\": true");
+    sf = create_root(", \"per_recipient\": true, \"journal\": false");
     assert_non_null(sf);
     assert_int_equal(store(sf), POSTERN_PENDING);
     assert_int_equal(mock_pool_run(), 1);
@@ -929,7 +974,7 @@ static void
 test_bad_config(void **state)
 {
     (void)state;
-    char config[256], file[160];
+    char config[512], file[160];
 
     assert_config_error("[]", "", "expected an object");
     assert_config_error("{}", "root", "required");
@@ -950,6 +995,14 @@ test_bad_config(void **state)
                         "quarantine", "not starting with '.'");
     assert_config_error("{\"root\": \"/x\", \"quarantine\": 1}", "quarantine",
                         "absolute directory path");
+    assert_config_error("{\"root\": \"/x\", \"journal\": \"on\"}", "journal",
+                        "expected true or false");
+    assert_config_error("{\"root\": \"/x\", \"journal_dir\": \"\"}",
+                        "journal_dir", "expected a non-empty string");
+    assert_config_error("{\"root\": \"/x\", \"journal_checkpoint\": 0}",
+                        "journal_checkpoint", "from 0.01 to 86400");
+    assert_config_error("{\"root\": \"/x\", \"journal_checkpoint\": \"1\"}",
+                        "journal_checkpoint", "seconds between checkpoints");
 
     /* A root that cannot be created. */
     snprintf(file, sizeof file, "%s/plain-file", tmpdir);
@@ -959,6 +1012,10 @@ test_bad_config(void **state)
     snprintf(config, sizeof config, "{\"root\": \"%s/mail\"}", file);
     assert_config_error(config, "root", "Not a directory");
     assert_non_null(strstr(mock_init_error_text(), file));
+    /* A journal directory that cannot be created. */
+    snprintf(config, sizeof config,
+             "{\"root\": \"%s/ok\", \"journal_dir\": \"%s/j\"}", tmpdir, file);
+    assert_config_error(config, "journal_dir", "Not a directory");
     /* ... is fine under --check-config, which creates nothing. */
     mock_reset();
     void *sf = create(config, 1);
@@ -1073,6 +1130,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_reader_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_orphaned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_written_then_journaled, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_written_then_committed, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsync_off_warns, setup, teardown),
