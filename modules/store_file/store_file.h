@@ -105,10 +105,13 @@ struct sf_job {
     char *id;   /* transaction id, for the reply */
     char *name; /* the unique file name */
     bool quarantined;
-    bool make_dirs;
-    struct sf_segment *segment;
-    /* its journal segment, or NULL */ /* the target maildirs may not exist
-                                          yet */
+    bool make_dirs;             /* the target maildirs may not exist yet */
+    struct sf_segment *segment; /* its journal segment, or NULL */
+    /* With the journal, the whole message when it is small enough
+     * (SF_INLINE_MAX): written to the file and the journal from here. */
+    char *copy;
+    size_t copy_len;
+    bool copy_whole;
     struct sf_target *targets;
     size_t n_targets;
     struct sf_error error;
@@ -127,6 +130,10 @@ bool sf_unnamed_files_work(const char *maildir);
 /* store_file_job.c: NULL when out of memory. */
 struct sf_job *sf_job_new(struct store_file *sf, postern_ctx *ctx);
 void sf_job_free(struct sf_job *job);
+
+/* A message up to this size is kept in memory while it is written, for
+ * the journal; a larger one is read back from its file. */
+#define SF_INLINE_MAX (1024 * 1024)
 
 /* store_file_write.c, on a pool thread. sf_write_job() writes every file
  * of a delivery (and without fsync delivers it): 0, or -1 after undoing

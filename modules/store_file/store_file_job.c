@@ -36,6 +36,7 @@ sf_job_free(struct sf_job *job)
         free(t->env);
     }
     free(job->targets);
+    free(job->copy);
     free(job->id);
     free(job->name);
     free(job->error.path);

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "store_file.h"
@@ -134,6 +135,30 @@ sf_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
         p += n;
         len -= (size_t)n;
         off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* pwritev() until every byte is written; iov is consumed. */
+static int
+sf_pwritev_all(int fd, struct iovec *iov, int n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t w = pwritev(fd, iov, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        off += (uint64_t)w;
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
     }
     return 0;
 }
@@ -351,23 +376,67 @@ sf_append_message(struct sf_job *job, int src, uint64_t len, uint64_t off,
     return done == len ? 0 : -1;
 }
 
-/*
- * Append a written delivery to its segment (before its renames into new/:
- * a record whose delivery a crash cut short is replayed only after a
- * power loss, when the client may get a copy it was not told about, never
- * one less). The space is reserved and the header written under the
- * segment's lock; the rest is written without it, in parallel with other
- * deliveries.
- */
-int
-sf_journal_append(struct sf_job *job)
+/* The file system of a delivery's first maildir, for the checkpoint. */
+static int
+sf_delivery_dev(struct sf_job *job, dev_t *dev)
+{
+    const struct sf_target *t = &job->targets[0];
+    struct stat st;
+
+    if ((t->fd >= 0 ? fstat(t->fd, &st) : stat(t->dir, &st)) != 0)
+        return sf_fail(&job->error, "stat", t->dir, errno);
+    *dev = st.st_dev;
+    return 0;
+}
+
+/* A message kept in memory (job->copy): the whole record in one write,
+ * under the segment's lock. */
+static int
+sf_append_inline(struct sf_job *job, const char *meta, size_t meta_len,
+                 dev_t dev)
+{
+    struct sf_segment *seg = job->segment;
+    struct sf_record_header h = {
+        .magic = SF_RECORD_MAGIC,
+        .body_len = meta_len + job->copy_len,
+        .n_targets = (uint32_t)job->n_targets,
+    };
+    struct sf_sum sum;
+
+    h.check = sf_record_header_check(&h);
+    sf_sum_init(&sum);
+    sf_sum_add(&sum, meta, meta_len);
+    sf_sum_add(&sum, job->copy, job->copy_len);
+    struct sf_record_trailer tr = {.check = sf_sum_final(&sum)};
+    struct iovec iov[4] = {
+        {&h, sizeof h},
+        {(void *)meta, meta_len},
+        {job->copy, job->copy_len},
+        {&tr, sizeof tr},
+    };
+
+    pthread_mutex_lock(&seg->lock);
+    int rc = sf_pwritev_all(seg->fd, iov, 4, seg->end);
+    int err = errno;
+    if (rc == 0) {
+        seg->end += sizeof h + h.body_len + sizeof tr;
+        seg->records++;
+        sf_segment_note_dev(seg, dev, job->targets[0].dir);
+    }
+    pthread_mutex_unlock(&seg->lock);
+    return rc == 0 ? 0 : sf_fail(&job->error, "write", seg->path, err);
+}
+
+/* A message too big to keep in memory: the space is reserved and the
+ * header written under the lock, the rest is read back from the message
+ * file and written without it, in parallel with other deliveries. */
+static int
+sf_append_streamed(struct sf_job *job, const char *meta, size_t meta_len)
 {
     struct sf_segment *seg = job->segment;
     bool opened;
     int src = sf_message_source(job, &opened);
     struct stat st;
-    char *meta = NULL;
-    size_t meta_len = 0;
     int rc = -1;
 
     if (src < 0)
@@ -376,13 +445,12 @@ sf_journal_append(struct sf_job *job)
         sf_fail(&job->error, "stat", job->targets[0].tmp, errno);
         goto out;
     }
-    if ((meta = sf_record_meta(job, (uint64_t)st.st_size, &meta_len)) == NULL) {
-        sf_fail(&job->error, "copy to", seg->path, ENOMEM);
-        goto out;
-    }
+    /* The message length ends the meta part. */
+    uint64_t msg_len = (uint64_t)st.st_size;
+    memcpy((char *)meta + meta_len - sizeof msg_len, &msg_len, sizeof msg_len);
     struct sf_record_header h = {
         .magic = SF_RECORD_MAGIC,
-        .body_len = meta_len + (uint64_t)st.st_size,
+        .body_len = meta_len + msg_len,
         .n_targets = (uint32_t)job->n_targets,
     };
     h.check = sf_record_header_check(&h);
@@ -410,8 +478,7 @@ sf_journal_append(struct sf_job *job)
         sf_fail(&job->error, "write", seg->path, errno);
         goto out;
     }
-    if (sf_append_message(job, src, (uint64_t)st.st_size, off + meta_len,
-                          &sum) != 0)
+    if (sf_append_message(job, src, msg_len, off + meta_len, &sum) != 0)
         goto out;
     struct sf_record_trailer tr = {.check = sf_sum_final(&sum)};
     if (sf_pwrite_all(seg->fd, &tr, sizeof tr, off + h.body_len) != 0) {
@@ -420,9 +487,33 @@ sf_journal_append(struct sf_job *job)
     }
     rc = 0;
 out:
-    free(meta);
     if (opened)
         close(src);
+    return rc;
+}
+
+/*
+ * Append a written delivery to its segment, before its renames into new/:
+ * a record whose delivery a crash cut short is replayed only after a
+ * power loss, when the client may get a copy it was not told about, never
+ * one less. A header is always on the file before the next record's
+ * space is reserved (see store_file_journal.h).
+ */
+int
+sf_journal_append(struct sf_job *job)
+{
+    size_t meta_len = 0;
+    char *meta = sf_record_meta(job, job->copy_len, &meta_len);
+    dev_t dev = 0;
+    int rc = -1;
+
+    if (meta == NULL)
+        return sf_fail(&job->error, "copy to", job->segment->path, ENOMEM);
+    if (!job->copy_whole)
+        rc = sf_append_streamed(job, meta, meta_len);
+    else if (sf_delivery_dev(job, &dev) == 0)
+        rc = sf_append_inline(job, meta, meta_len, dev);
+    free(meta);
     return rc;
 }
 

@@ -79,6 +79,60 @@ sf_read_fd(void *src, void *buf, size_t len)
     return read(*(int *)src, buf, len);
 }
 
+/*
+ * With the journal: read the message into job->copy, up to SF_INLINE_MAX,
+ * and write it to fd in one go; job->copy_whole tells whether that was
+ * all of it (else the rest is copied as usual and the journal reads the
+ * file back). 0 or -1.
+ */
+static int
+sf_write_inline(struct sf_job *job, int fd, const char *path, bool *whole)
+{
+    size_t cap = 16 * 1024, len = 0;
+    char *buf = malloc(cap);
+
+    *whole = false;
+    if (buf == NULL)
+        return sf_fail(&job->error, "copy to", path, ENOMEM);
+    for (;;) {
+        if (len == cap) {
+            if (cap > SF_INLINE_MAX)
+                break; /* too big to keep: the rest streams */
+            char *bigger = realloc(buf, cap * 2);
+            if (bigger == NULL) {
+                free(buf);
+                return sf_fail(&job->error, "copy to", path, ENOMEM);
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        ssize_t n = postern_message_read(job->reader, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            free(buf);
+            return sf_fail(&job->error, "read", "message", errno);
+        }
+        if (n == 0) {
+            *whole = true;
+            break;
+        }
+        len += (size_t)n;
+    }
+    if (sf_write_all(fd, buf, len) != 0) {
+        free(buf);
+        return sf_fail(&job->error, "write", path, errno);
+    }
+    if (*whole) {
+        job->copy = buf;
+        job->copy_len = len;
+        job->copy_whole = true;
+    } else {
+        free(buf);
+    }
+    return 0;
+}
+
 /* An unnamed file in t's tmp/, or -1 with errno. */
 static int
 sf_create_unnamed(const struct sf_target *t)
@@ -121,8 +175,11 @@ sf_write_message(struct sf_job *job, struct sf_target *t)
             return -1;
         t->tmp_made = true;
     }
-    if (sf_copy(job, sf_read_message, job->reader, "message", fd, t->tmp) !=
-        0) {
+    bool whole = false;
+    if ((job->sf->journal_on &&
+         sf_write_inline(job, fd, t->tmp, &whole) != 0) ||
+        (!whole && sf_copy(job, sf_read_message, job->reader, "message", fd,
+                           t->tmp) != 0)) {
         if (t->fd < 0)
             close(fd);
         return -1;
