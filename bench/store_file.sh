@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 #
 # bench/store_file.sh - what durable storage costs: postern + store_file
-# (the default, with its journal; "journal": false, a group commit of the
-# files themselves; "fsync": false) as a ratio to postern + discard, same
+# (the default, a group commit of the files themselves; "journal": true,
+# a write-ahead journal; "fsync": false) as a ratio to postern + discard, same
 # binary, same load, same run. The load is smtp-source with many messages
 # per connection (-d), 10 KB payloads, 50 sessions. Rounds alternate the
 # setups so the noise of a shared machine hits all alike. Prints the
@@ -36,8 +36,8 @@ threads=${BENCH_THREADS:-}
 build=${BENCH_BUILD_DIR:-$repo/build-bench}
 run_timeout=${BENCH_TIMEOUT:-300}
 baseline=${BENCH_BASELINE_MODULES:-}
-setups="discard fsync commit nofsync"
-[ -n "$baseline" ] && setups="discard baseline fsync commit nofsync"
+setups="discard fsync journal nofsync"
+[ -n "$baseline" ] && setups="discard baseline fsync journal nofsync"
 
 bench_name=bench-store
 . "$here/lib.sh" # log, die, free_port, wait_port
@@ -88,7 +88,7 @@ JSON
     case $name in
     discard) echo '{"module": "discard"}' >"$dir/plugins.d/50-discard.json" ;;
     fsync|baseline) printf '{"module": "store_file"%s, "config": {"root": "%s"}}\n' "$extra" "$maildir" >"$dir/plugins.d/50-store.json" ;;
-    commit) printf '{"module": "store_file"%s, "config": {"root": "%s", "journal": false}}\n' "$extra" "$maildir" >"$dir/plugins.d/50-store.json" ;;
+    journal) printf '{"module": "store_file"%s, "config": {"root": "%s", "journal": true}}\n' "$extra" "$maildir" >"$dir/plugins.d/50-store.json" ;;
     nofsync) printf '{"module": "store_file"%s, "config": {"root": "%s", "fsync": false}}\n' "$extra" "$maildir" >"$dir/plugins.d/50-store.json" ;;
     esac
     "$postern_bin" -c "$dir/postern.json" >/dev/null 2>"$dir/postern.log" &
@@ -135,12 +135,14 @@ for name in $setups; do
     m=$(echo "${rates[$name]}" | median)
     label=$name
     [ "$name" = discard ] && label="discard"
-    [ "$name" = fsync ] && label="store_file (journal)"
-    [ "$name" = commit ] && label='store_file ("journal": false)'
+    [ "$name" = fsync ] && label="store_file (fsync)"
+    [ "$name" = journal ] && label='store_file ("journal": true)'
     [ "$name" = nofsync ] && label='store_file ("fsync": false)'
     [ "$name" = baseline ] && label="store_file (fsync), baseline"
     printf '%-30s %10s %7s\n' "$label" "$m" "$(awk -v a="$m" -v b="$d" 'BEGIN { printf "%.2f", a / b }')"
 done
-if [ -f "$work/commits-fsync" ]; then
-    printf '\nstore_file (fsync), last round: %s\n' "$(cat "$work/commits-fsync")"
-fi
+for name in fsync journal; do
+    if [ -f "$work/commits-$name" ]; then
+        printf '\nstore_file (%s), last round: %s\n' "$name" "$(cat "$work/commits-$name")"
+    fi
+done

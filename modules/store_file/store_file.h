@@ -78,6 +78,7 @@ struct store_file {
     struct sf_job *written, **written_tail; /* waiting for a commit */
     unsigned committing;                    /* commits in the pool */
     unsigned long commits, committed;       /* commits done, their jobs */
+    double commit_seconds;                  /* time the commits took */
 };
 
 /* The first failure of a delivery: what, where, errno. */

@@ -1,7 +1,7 @@
 """store_file's group commit: deliveries that finish together share one
 durability point, a 250 still comes only once the message is on disk, and
 no SIGKILL loses (or duplicates) an acknowledged message. With the journal
-(the default), a crash leaves a segment that the next start recovers: after
+("journal": true), a crash leaves a segment that the next start recovers: after
 a SIGKILL it only syncs, after a power loss (simulated: the segment is
 marked as written under another boot, and files are taken away) it
 restores what the page cache lost."""
@@ -284,7 +284,7 @@ def by_tag(root):
 class StoreJournalTest(PosternTestCase):
     # Checkpoints far apart: the segment outlives the test's deliveries.
     # Two workers, so a segment each.
-    plugin = store_plugin(fsync=True, journal_checkpoint=3600)
+    plugin = store_plugin(fsync=True, journal=True, journal_checkpoint=3600)
 
     def killed_with_segment(self, srv, tags):
         """Deliver tags, SIGKILL postern: a segment with their records

@@ -296,7 +296,16 @@ test_creates_maildir(void **state)
              "{\"root\": \"%s\", \"per_recipient\": true}", nested);
     sf = create(config, 0);
     assert_true(is_dir_0700(nested));
-    /* Only the journal, where no recipient's maildir can be named. */
+    assert_int_equal(count_entries(nested, NULL, 0), 0);
+    destroy(sf);
+    /* With the journal, it goes where no recipient's maildir can be
+     * named. */
+    snprintf(nested, sizeof nested, "%s/perrcpt-journal", tmpdir);
+    snprintf(config, sizeof config,
+             "{\"root\": \"%s\", \"per_recipient\": true, "
+             "\"journal\": true}",
+             nested);
+    sf = create(config, 0);
     assert_int_equal(count_entries(nested, NULL, 0), 1);
     assert_true(is_dir_0700(path_of(nested, ".journal")));
     destroy(sf);
@@ -507,7 +516,7 @@ test_per_recipient(void **state)
     void *sf = create_root(", \"per_recipient\": true");
     assert_stored(store(sf));
 
-    assert_int_equal(count_entries(root, NULL, 0), 4 + 1); /* .journal */
+    assert_int_equal(count_entries(root, NULL, 0), 4);
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
         char *dir = path_of(root, expected[i].dir), name[256], env_name[300];
         char sub[512];
@@ -750,12 +759,12 @@ test_orphaned(void **state)
     assert_int_equal(store(sf), POSTERN_PENDING);
     assert_int_equal(mock_resume_count(), 0);
     assert_int_equal(mock_readers_open(), 1);
-    /* The client goes away while the pool works: the delivery is written
-     * (and in new/), then its journal synced. */
+    /* The client goes away while the pool works: the files are written,
+     * then committed. */
     mock_set_orphaned(1);
     assert_int_equal(mock_pool_run(), 1);
     assert_int_equal(mock_resume_count(), 0);
-    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 1);
+    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 0);
     assert_int_equal(mock_pool_run(), 1);
     assert_int_equal(mock_resume_count(), 1);
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
@@ -787,7 +796,7 @@ static void
 test_written_then_journaled(void **state)
 {
     (void)state;
-    void *sf = create_root("");
+    void *sf = create_root(", \"journal\": true");
     const char *journal = path_of(root, "journal");
 
     long long empty = segment_size(journal);
@@ -819,7 +828,7 @@ static void
 test_written_then_committed(void **state)
 {
     (void)state;
-    void *sf = create_root(", \"journal\": false");
+    void *sf = create_root("");
 
     mock_set_message("hello\r\n", 7);
     mock_set_pool_mode(MOCK_POOL_DEFER);
@@ -840,7 +849,7 @@ test_written_then_committed(void **state)
     mock_add_rcpt("alice@example.com");
     mock_add_rcpt("bob@example.com");
     mock_set_pool_mode(MOCK_POOL_DEFER);
-    sf = create_root(", \"per_recipient\": true, \"journal\": false");
+    sf = create_root(", \"per_recipient\": true");
     assert_non_null(sf);
     assert_int_equal(store(sf), POSTERN_PENDING);
     assert_int_equal(mock_pool_run(), 1);
@@ -1013,8 +1022,10 @@ test_bad_config(void **state)
     assert_config_error(config, "root", "Not a directory");
     assert_non_null(strstr(mock_init_error_text(), file));
     /* A journal directory that cannot be created. */
-    snprintf(config, sizeof config,
-             "{\"root\": \"%s/ok\", \"journal_dir\": \"%s/j\"}", tmpdir, file);
+    snprintf(
+        config, sizeof config,
+        "{\"root\": \"%s/ok\", \"journal\": true, \"journal_dir\": \"%s/j\"}",
+        tmpdir, file);
     assert_config_error(config, "journal_dir", "Not a directory");
     /* ... is fine under --check-config, which creates nothing. */
     mock_reset();
