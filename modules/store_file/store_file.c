@@ -6,7 +6,8 @@
  * hands the delivery to the thread pool at once, so no open, write or
  * fsync ever blocks the loop and deliveries are written in parallel
  * (store_file_write.c). With fsync, a written delivery then waits for a
- * group commit (store_file_commit.c): one commit runs at a time and takes
+ * group commit (store_file_commit.c), made on the pool thread that found
+ * none running (sf_commit_queue()): one commit runs at a time and takes
  * every delivery written while the previous one ran, so deliveries that
  * finish together share their durability points, and the writing of the
  * next deliveries overlaps the commit of these. The 250s of a commit are
@@ -30,7 +31,7 @@
  */
 
 /* A commit: the deliveries it covers; with the journal, the next
- * segment when it is time to rotate (rotate_seq), made by the commit. */
+ * segment when the loop asked for one (rotate_seq), made by the commit. */
 struct sf_batch {
     struct store_file *sf;
     struct sf_job *jobs;
@@ -39,6 +40,13 @@ struct sf_batch {
     struct sf_segment *next_segment;
     int rotate_err;
     double seconds; /* the commit's work, on its pool thread */
+};
+
+/* A delivery on its way through the pool: whether it went on to a
+ * commit, which then answers it (the pool's done must not touch it). */
+struct sf_write_task {
+    struct sf_job *job;
+    bool committing;
 };
 
 static double
@@ -50,11 +58,10 @@ sf_monotonic(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* On a pool thread. */
+/* The durability points of a batch, on the pool thread leading it. */
 static void
-sf_commit_work(void *arg)
+sf_commit_batch(struct sf_batch *b)
 {
-    struct sf_batch *b = arg;
     double start = sf_monotonic();
 
     if (!b->sf->journal_on) {
@@ -72,12 +79,21 @@ sf_commit_work(void *arg)
     b->seconds = sf_monotonic() - start;
 }
 
+static void sf_commit_queue(struct store_file *sf, struct sf_job *job);
+
 /* On a pool thread: one delivery's files. Only postern_message_read() may
- * be called here; errors are kept in the job's error for sf_job_done(). */
+ * be called here; errors are kept in the job's error for sf_job_done().
+ * With fsync, a delivery written goes on to a commit. */
 static void
 sf_write_work(void *arg)
 {
-    (void)sf_write_job(arg);
+    struct sf_write_task *task = arg;
+    struct sf_job *job = task->job;
+
+    if (sf_write_job(job) == 0 && job->sf->fsync) {
+        task->committing = true;
+        sf_commit_queue(job->sf, job);
+    }
 }
 
 static void
@@ -129,24 +145,9 @@ sf_job_done(struct sf_job *job, unsigned long commit)
     sf_job_free(job);
 }
 
-static int sf_commit_submit(struct store_file *sf);
-
-/* Every waiting delivery fails: nobody will commit them. */
-static void
-sf_fail_waiting(struct store_file *sf)
-{
-    for (struct sf_job *j = sf->written, *next; j != NULL; j = next) {
-        next = j->next;
-        sf_fail(&j->error, "submit", "thread pool", EAGAIN);
-        sf_undo(j);
-        sf_job_done(j, 0);
-    }
-    sf->written = NULL;
-    sf->written_tail = &sf->written;
-}
-
 /* On the loop thread: the commit is durable (or failed); answer all its
- * clients together, then commit what was written meanwhile. */
+ * clients together. With the journal, ask the next commit for a new
+ * segment when it is time. */
 static void
 sf_commit_done(void *arg)
 {
@@ -169,62 +170,85 @@ sf_commit_done(void *arg)
         sf_job_done(j, commit);
     }
     free(b);
-    sf->committing--;
-    if (sf->written != NULL && sf_commit_submit(sf) != 0)
-        sf_fail_waiting(sf); /* the pool is gone (shutting down) */
-}
-
-/* Hand every written delivery to the pool as one commit. 0, or -1 when the
- * pool refused it (the queue is left as it was). The queue is taken before
- * the submit: a pool may run the commit, done included, right away. */
-static int
-sf_commit_submit(struct store_file *sf)
-{
-    struct sf_batch *b = calloc(1, sizeof *b);
-
-    if (b == NULL)
-        return -1;
-    b->sf = sf;
-    b->jobs = sf->written;
     if (sf->journal_on && !sf->journal.rotating &&
         sf_journal_rotation_due(sf)) {
-        b->rotate_seq = ++sf->journal.seq;
         sf->journal.rotating = true;
+        pthread_mutex_lock(&sf->queue_lock);
+        sf->rotate_seq = ++sf->journal.seq;
+        pthread_mutex_unlock(&sf->queue_lock);
     }
-    for (struct sf_job *j = b->jobs; j != NULL; j = j->next)
-        b->n_jobs++;
-    struct sf_job **tail = sf->written_tail;
-    sf->written = NULL;
-    sf->written_tail = &sf->written;
-    sf->committing++;
-    if (postern_pool_submit(sf_commit_work, sf_commit_done, b) != 0) {
-        sf->written = b->jobs;
-        sf->written_tail = tail;
-        sf->committing--;
-        sf->journal.rotating = sf->journal.rotating && !b->rotate_seq;
-        free(b);
-        return -1;
-    }
-    return 0;
 }
 
-/* On the loop thread: a delivery's files are written. Without fsync (or
- * after a failure) it is done; with fsync it waits for the next commit,
- * which starts now unless one is running. */
+/* Out of memory for a batch: its deliveries fail, one by one. */
+static void
+sf_commit_fail(void *arg)
+{
+    struct sf_job *job = arg;
+
+    sf_job_done(job, 0);
+}
+
+/*
+ * On a pool thread: queue a written delivery for the next commit. When no
+ * commit is running, this thread makes it, and then the next as long as
+ * deliveries were written meanwhile: one commit at a time, each starting
+ * the moment the previous one ends, without a trip through the loop or
+ * the pool's queue (as databases group the flushes of their log: the
+ * first to arrive leads). Each commit's answers go to the loop by
+ * postern_loop_call(), which takes calls as long as pool threads run.
+ */
+static void
+sf_commit_queue(struct store_file *sf, struct sf_job *job)
+{
+    pthread_mutex_lock(&sf->queue_lock);
+    *sf->written_tail = job;
+    sf->written_tail = &job->next;
+    if (sf->committing) {
+        pthread_mutex_unlock(&sf->queue_lock);
+        return;
+    }
+    sf->committing = true;
+    while (sf->written != NULL) {
+        struct sf_job *jobs = sf->written;
+        unsigned long rotate_seq = sf->rotate_seq;
+        sf->written = NULL;
+        sf->written_tail = &sf->written;
+        sf->rotate_seq = 0;
+        pthread_mutex_unlock(&sf->queue_lock);
+
+        struct sf_batch *b = calloc(1, sizeof *b);
+        if (b == NULL) {
+            for (struct sf_job *j = jobs, *next; j != NULL; j = next) {
+                next = j->next;
+                sf_fail(&j->error, "commit", "batch", ENOMEM);
+                sf_undo(j);
+                (void)postern_loop_call(sf_commit_fail, j);
+            }
+        } else {
+            b->sf = sf;
+            b->jobs = jobs;
+            b->rotate_seq = rotate_seq;
+            for (struct sf_job *j = jobs; j != NULL; j = j->next)
+                b->n_jobs++;
+            sf_commit_batch(b);
+            (void)postern_loop_call(sf_commit_done, b);
+        }
+        pthread_mutex_lock(&sf->queue_lock);
+    }
+    sf->committing = false;
+    pthread_mutex_unlock(&sf->queue_lock);
+}
+
+/* On the loop thread, once the pool is done with a delivery: answer it
+ * unless a commit took it. */
 static void
 sf_write_done(void *arg)
 {
-    struct sf_job *job = arg;
-    struct store_file *sf = job->sf;
+    struct sf_write_task *task = arg;
 
-    if (job->error.err != 0 || !sf->fsync) {
-        sf_job_done(job, 0);
-        return;
-    }
-    *sf->written_tail = job;
-    sf->written_tail = &job->next;
-    if (!sf->committing && sf_commit_submit(sf) != 0)
-        sf_fail_waiting(sf);
+    if (!task->committing)
+        sf_job_done(task->job, 0);
+    free(task);
 }
 
 /* The store hook: gather, hand to the pool, answer later. */
@@ -233,6 +257,7 @@ sf_store(postern_ctx *ctx, void *instance)
 {
     struct store_file *sf = instance;
     struct sf_job *job = NULL;
+    struct sf_write_task *task = NULL;
 
     if (postern_transaction_id(ctx) == NULL) {
         postern_log(ctx, POSTERN_LOG_ERROR,
@@ -256,14 +281,22 @@ sf_store(postern_ctx *ctx, void *instance)
             postern_log_value(errno ? strerror(errno) : "unknown error"));
         goto fail;
     }
-    if (sf->journal_on)
-        job->segment = sf_journal_assign(sf);
-    if (postern_pool_submit(sf_write_work, sf_write_done, job) != 0) {
+    if ((task = calloc(1, sizeof *task)) == NULL) {
         postern_log(ctx, POSTERN_LOG_ERROR,
-                    "the thread pool refused the delivery id=%s", job->id);
+                    "cannot prepare the delivery: out of memory");
         goto fail;
     }
-    /* job now belongs to sf_write_done(); it may even be freed already. */
+    task->job = job;
+    if (sf->journal_on)
+        job->segment = sf_journal_assign(sf);
+    if (postern_pool_submit(sf_write_work, sf_write_done, task) != 0) {
+        postern_log(ctx, POSTERN_LOG_ERROR,
+                    "the thread pool refused the delivery id=%s", job->id);
+        free(task);
+        goto fail;
+    }
+    /* job now belongs to the pool and the commit; it may even be freed
+     * already. */
     return POSTERN_PENDING;
 fail:
     if (job != NULL)
@@ -293,6 +326,7 @@ sf_destroy(void *instance)
     if (sf->journal.active != NULL)
         sf_journal_close(sf);
     free(sf->journal.dir);
+    pthread_mutex_destroy(&sf->queue_lock);
     free(sf->root);
     free(sf->quarantine_folder);
     free(sf->quarantine_root);
@@ -467,6 +501,7 @@ sf_create_instance(postern_module_init *init, void **instance)
     sf->fsync = true;
     sf->journal.checkpoint = 1.0;
     sf->written_tail = &sf->written;
+    pthread_mutex_init(&sf->queue_lock, NULL);
     if (sf_config(init, sf) != 0) {
         sf_destroy(sf);
         return -1;

@@ -74,11 +74,15 @@ struct store_file {
      * new/: no name in tmp/ to make and rename. Probed at start. */
     bool unnamed_files;
     char host[256]; /* sanitised host name, for unique file names */
-    /* Group commit, on the loop thread only (see sf_commit_submit()). */
+    /* Group commit (see sf_commit_queue()): under queue_lock, from pool
+     * threads. */
+    pthread_mutex_t queue_lock;
     struct sf_job *written, **written_tail; /* waiting for a commit */
-    unsigned committing;                    /* commits in the pool */
-    unsigned long commits, committed;       /* commits done, their jobs */
-    double commit_seconds;                  /* time the commits took */
+    bool committing;                        /* a pool thread leads one */
+    unsigned long rotate_seq; /* journal: make this segment next */
+    /* Loop thread only. */
+    unsigned long commits, committed; /* commits done, their jobs */
+    double commit_seconds;            /* time the commits took */
 };
 
 /* The first failure of a delivery: what, where, errno. */

@@ -1,7 +1,7 @@
 /*
  * store_file_commit.c - group commit: the durability points shared by
  * every delivery written while the previous commit ran (see
- * sf_commit_submit() in store_file.c), on a pool thread.
+ * sf_commit_queue() in store_file.c), on a pool thread.
  */
 #include <errno.h>
 #include <fcntl.h>

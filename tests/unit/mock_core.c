@@ -75,6 +75,11 @@ static struct {
     mock_pool_mode pool_mode;
     struct mock_job jobs[MOCK_MAX_JOBS]; /* queued, oldest first */
     size_t n_jobs;
+    /* postern_loop_call(): run after the pool job that made them, or by
+     * mock_loop_run() */
+    struct mock_job calls[MOCK_MAX_JOBS];
+    size_t n_calls;
+    bool calls_deferred; /* only mock_loop_run() runs them */
     int submits;
 
     struct postern_timer *timers[MOCK_MAX_TIMERS]; /* oldest first */
@@ -306,7 +311,40 @@ mock_pool_run(void)
     mock.n_jobs--;
     job.work(job.arg);
     job.done(job.arg);
+    if (!mock.calls_deferred)
+        mock_loop_run();
     return 1;
+}
+
+void
+mock_set_loop_calls_deferred(bool deferred)
+{
+    mock.calls_deferred = deferred;
+}
+
+int
+mock_loop_run(void)
+{
+    int n = 0;
+
+    while (mock.n_calls > 0) {
+        struct mock_job call = mock.calls[0];
+        memmove(&mock.calls[0], &mock.calls[1],
+                (mock.n_calls - 1) * sizeof mock.calls[0]);
+        mock.n_calls--;
+        call.done(call.arg);
+        n++;
+    }
+    return n;
+}
+
+int
+postern_loop_call(postern_done_fn fn, void *arg)
+{
+    if (mock.n_calls == MOCK_MAX_JOBS)
+        return -1;
+    mock.calls[mock.n_calls++] = (struct mock_job){.done = fn, .arg = arg};
+    return 0;
 }
 
 size_t
@@ -581,6 +619,8 @@ postern_pool_submit(postern_work_fn work, postern_done_fn done, void *arg)
         mock.submits++;
         work(arg);
         done(arg);
+        if (!mock.calls_deferred)
+            mock_loop_run();
         return 0;
     }
 }

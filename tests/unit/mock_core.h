@@ -13,6 +13,7 @@
 #ifndef POSTERN_MOCK_CORE_H
 #define POSTERN_MOCK_CORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <postern/postern.h>
@@ -77,6 +78,11 @@ typedef enum mock_pool_mode {
 void mock_set_pool_mode(mock_pool_mode mode);
 /* Run the oldest queued job (work, then done): 1 if one ran, 0 if none. */
 int mock_pool_run(void);
+/* Run the postern_loop_call()s queued (mock_pool_run() does after each
+ * job); how many ran. */
+int mock_loop_run(void);
+/* true: loop calls wait for mock_loop_run() (until mock_reset()). */
+void mock_set_loop_calls_deferred(bool deferred);
 /* Jobs queued and not run yet. */
 size_t mock_pool_pending(void);
 

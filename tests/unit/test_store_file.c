@@ -328,8 +328,8 @@ test_stores_exact_bytes(void **state)
     assert_non_null(sf);
 
     assert_stored(store(sf));
-    /* One job writes the files, one commits them. */
-    assert_int_equal(mock_pool_submit_count(), 2);
+    /* One job writes the files, and its thread commits them. */
+    assert_int_equal(mock_pool_submit_count(), 1);
     assert_int_equal(count_entries(path_of(root, "new"), name, sizeof name), 1);
     assert_int_equal(count_entries(path_of(root, "tmp"), NULL, 0), 0);
     assert_int_equal(count_entries(path_of(root, "cur"), NULL, 0), 0);
@@ -759,12 +759,9 @@ test_orphaned(void **state)
     assert_int_equal(store(sf), POSTERN_PENDING);
     assert_int_equal(mock_resume_count(), 0);
     assert_int_equal(mock_readers_open(), 1);
-    /* The client goes away while the pool works: the files are written,
-     * then committed. */
+    /* The client goes away while the pool works: the files are written
+     * and committed, and the loop is told. */
     mock_set_orphaned(1);
-    assert_int_equal(mock_pool_run(), 1);
-    assert_int_equal(mock_resume_count(), 0);
-    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 0);
     assert_int_equal(mock_pool_run(), 1);
     assert_int_equal(mock_resume_count(), 1);
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
@@ -803,14 +800,15 @@ test_written_then_journaled(void **state)
     assert_true(empty > 0); /* its header only */
     mock_set_message("hello\r\n", 7);
     mock_set_pool_mode(MOCK_POOL_DEFER);
+    mock_set_loop_calls_deferred(true);
     assert_int_equal(store(sf), POSTERN_PENDING);
-    assert_int_equal(mock_pool_run(), 1); /* the write */
+    assert_int_equal(mock_pool_run(), 1); /* the write, then the commit */
     assert_int_equal(count_entries(path_of(root, "tmp"), NULL, 0), 0);
     assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 1);
     /* header, name, maildir, envelope, the 7 bytes, trailer */
     assert_true(segment_size(journal) > empty + 7 + (long long)strlen(root));
     assert_int_equal(mock_resume_count(), 0);
-    assert_int_equal(mock_pool_run(), 1); /* the commit */
+    assert_int_equal(mock_loop_run(), 1); /* the commit's answers */
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
     assert_int_equal(mock_last_reply()->code, 250);
     destroy(sf);
@@ -818,11 +816,11 @@ test_written_then_journaled(void **state)
 }
 
 /*
- * Between the write and the commit: a delivery to one maildir is an
- * unnamed file (nothing in tmp/), its envelope is already in envelope/,
- * and new/ is empty until the commit links the message there. A delivery
- * to two maildirs writes a named file in the first tmp/ and links it into
- * the second.
+ * A delivery is written, then committed on the same pool thread, and
+ * answered when the loop runs the commit's call: a delivery to one
+ * maildir is an unnamed file (nothing ever in tmp/), linked into new/
+ * with its envelope in envelope/. A delivery to two maildirs writes a
+ * named file in the first tmp/ and links it into the second.
  */
 static void
 test_written_then_committed(void **state)
@@ -832,14 +830,14 @@ test_written_then_committed(void **state)
 
     mock_set_message("hello\r\n", 7);
     mock_set_pool_mode(MOCK_POOL_DEFER);
+    mock_set_loop_calls_deferred(true);
     assert_int_equal(store(sf), POSTERN_PENDING);
-    assert_int_equal(mock_pool_run(), 1); /* the write */
+    assert_int_equal(mock_pool_run(), 1); /* the write, then the commit */
     assert_int_equal(count_entries(path_of(root, "tmp"), NULL, 0), 0);
     assert_int_equal(count_entries(path_of(root, "envelope"), NULL, 0), 1);
-    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 0);
-    assert_int_equal(mock_resume_count(), 0);
-    assert_int_equal(mock_pool_run(), 1); /* the commit */
     assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 1);
+    assert_int_equal(mock_resume_count(), 0);
+    assert_int_equal(mock_loop_run(), 1); /* the commit's answers */
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
     destroy(sf);
 
@@ -853,12 +851,17 @@ test_written_then_committed(void **state)
     assert_non_null(sf);
     assert_int_equal(store(sf), POSTERN_PENDING);
     assert_int_equal(mock_pool_run(), 1);
-    char alice[512];
+    char alice[512], bob[512], name[256];
     snprintf(alice, sizeof alice, "%s/alice@example.com", root);
-    assert_int_equal(count_entries(path_of(alice, "tmp"), NULL, 0), 1);
-    assert_int_equal(mock_pool_run(), 1);
+    snprintf(bob, sizeof bob, "%s/bob@example.com", root);
     assert_int_equal(count_entries(path_of(alice, "tmp"), NULL, 0), 0);
-    assert_int_equal(count_entries(path_of(alice, "new"), NULL, 0), 1);
+    assert_int_equal(count_entries(path_of(alice, "new"), name, sizeof name),
+                     1);
+    /* one file, two names */
+    struct stat a, b;
+    assert_int_equal(stat(path_of(path_of(alice, "new"), name), &a), 0);
+    assert_int_equal(stat(path_of(path_of(bob, "new"), name), &b), 0);
+    assert_true(a.st_ino == b.st_ino && a.st_nlink == 2);
     assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
     destroy(sf);
 }
