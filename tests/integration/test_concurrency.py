@@ -204,6 +204,11 @@ class DrainTest(PosternTestCase):
     def test_sigterm_drains(self):
         plugins = {"20-store": store_plugin()}
         with Server(plugins=plugins) as srv:
+            # The port answers once one worker serves; the others may
+            # still be starting (slowly, under ASan): wait for all.
+            ready = srv.wait_log(r"supervisor_ready .*workers=(\d+)", 30)
+            self.assertIsNotNone(ready, srv.log_tail())
+            workers = int(ready.group(1))
             idle = srv.client()
             idle.ehlo()
             busy = srv.client()
@@ -214,8 +219,6 @@ class DrainTest(PosternTestCase):
             self.assertTrue(srv.wait_log(r"draining", 5))
             # Every worker closes its copy of the listening socket before
             # it logs "draining"; the port is closed once all of them did.
-            workers = int(srv.wait_log(r"supervisor_ready .*workers=(\d+)",
-                                       5).group(1))
             self.assertTrue(wait_until(
                 lambda: srv.count_log(r" draining ") == workers, 10),
                 srv.log_tail())
