@@ -956,7 +956,7 @@ config_defaults(void)
     cfg->workers = cpus < 1 ? 1 : cpus > 64 ? 64 : (unsigned)cpus;
     cfg->drain_timeout = 30;
     cfg->reload_drain_timeout = 300;
-    cfg->pool_threads = 4;
+    cfg->pool_threads = 8;
     cfg->spool_threads = 2;
     cfg->dns = (struct dns_config){
         .timeout = 5,

@@ -187,7 +187,7 @@ test_defaults(void **state)
     assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 64 ? 64 : cpus);
     assert_true(cfg->drain_timeout == 30);
     assert_true(cfg->reload_drain_timeout == 300);
-    assert_int_equal(cfg->pool_threads, 4);
+    assert_int_equal(cfg->pool_threads, 8);
     config_free(cfg);
     config_free(NULL);
 }
