@@ -33,6 +33,7 @@
 /* A commit: the deliveries it covers; with the journal, the next
  * segment when the loop asked for one (rotate_seq), made by the commit. */
 struct sf_batch {
+    struct sf_batch *next; /* only while unanswered (sf_write_done()) */
     struct store_file *sf;
     struct sf_job *jobs;
     size_t n_jobs;
@@ -46,6 +47,7 @@ struct sf_batch {
  * commit, which then answers it (the pool's done must not touch it). */
 struct sf_write_task {
     struct sf_job *job;
+    struct store_file *sf;
     bool committing;
 };
 
@@ -179,15 +181,6 @@ sf_commit_done(void *arg)
     }
 }
 
-/* Out of memory for a batch: its deliveries fail, one by one. */
-static void
-sf_commit_fail(void *arg)
-{
-    struct sf_job *job = arg;
-
-    sf_job_done(job, 0);
-}
-
 /*
  * On a pool thread: queue a written delivery for the next commit. When no
  * commit is running, this thread makes it, and then the next as long as
@@ -209,29 +202,40 @@ sf_commit_queue(struct store_file *sf, struct sf_job *job)
     }
     sf->committing = true;
     while (sf->written != NULL) {
+        pthread_mutex_unlock(&sf->queue_lock);
+        struct sf_batch *b = calloc(1, sizeof *b);
+        pthread_mutex_lock(&sf->queue_lock);
         struct sf_job *jobs = sf->written;
-        unsigned long rotate_seq = sf->rotate_seq;
         sf->written = NULL;
         sf->written_tail = &sf->written;
-        sf->rotate_seq = 0;
-        pthread_mutex_unlock(&sf->queue_lock);
-
-        struct sf_batch *b = calloc(1, sizeof *b);
         if (b == NULL) {
+            /* Out of memory: these deliveries fail, answered by the
+             * pool's done of this thread's own delivery. */
             for (struct sf_job *j = jobs, *next; j != NULL; j = next) {
                 next = j->next;
                 sf_fail(&j->error, "commit", "batch", ENOMEM);
                 sf_undo(j);
-                (void)postern_loop_call(sf_commit_fail, j);
+                j->next = sf->unanswered;
+                sf->unanswered = j;
             }
-        } else {
-            b->sf = sf;
-            b->jobs = jobs;
-            b->rotate_seq = rotate_seq;
-            for (struct sf_job *j = jobs; j != NULL; j = j->next)
-                b->n_jobs++;
-            sf_commit_batch(b);
-            (void)postern_loop_call(sf_commit_done, b);
+            continue;
+        }
+        b->sf = sf;
+        b->jobs = jobs;
+        b->rotate_seq = sf->rotate_seq;
+        sf->rotate_seq = 0;
+        pthread_mutex_unlock(&sf->queue_lock);
+
+        for (struct sf_job *j = jobs; j != NULL; j = j->next)
+            b->n_jobs++;
+        sf_commit_batch(b);
+        if (postern_loop_call(sf_commit_done, b) != 0) {
+            /* The loop could not take the call (out of memory): the
+             * pool's done of this thread's own delivery answers it. */
+            pthread_mutex_lock(&sf->queue_lock);
+            b->next = sf->unanswered_batches;
+            sf->unanswered_batches = b;
+            pthread_mutex_unlock(&sf->queue_lock);
         }
         pthread_mutex_lock(&sf->queue_lock);
     }
@@ -240,15 +244,31 @@ sf_commit_queue(struct store_file *sf, struct sf_job *job)
 }
 
 /* On the loop thread, once the pool is done with a delivery: answer it
- * unless a commit took it. */
+ * unless a commit took it, and whatever a commit on this thread could not
+ * hand to the loop (see sf_commit_queue()). */
 static void
 sf_write_done(void *arg)
 {
     struct sf_write_task *task = arg;
+    struct store_file *sf = task->sf; /* the job may be freed already */
 
     if (!task->committing)
         sf_job_done(task->job, 0);
     free(task);
+    pthread_mutex_lock(&sf->queue_lock);
+    struct sf_job *jobs = sf->unanswered;
+    struct sf_batch *batches = sf->unanswered_batches;
+    sf->unanswered = NULL;
+    sf->unanswered_batches = NULL;
+    pthread_mutex_unlock(&sf->queue_lock);
+    for (struct sf_job *j = jobs, *next; j != NULL; j = next) {
+        next = j->next;
+        sf_job_done(j, 0);
+    }
+    for (struct sf_batch *b = batches, *next; b != NULL; b = next) {
+        next = b->next;
+        sf_commit_done(b);
+    }
 }
 
 /* The store hook: gather, hand to the pool, answer later. */
@@ -287,6 +307,7 @@ sf_store(postern_ctx *ctx, void *instance)
         goto fail;
     }
     task->job = job;
+    task->sf = sf;
     if (sf->journal_on)
         job->segment = sf_journal_assign(sf);
     if (postern_pool_submit(sf_write_work, sf_write_done, task) != 0) {
@@ -507,6 +528,9 @@ sf_create_instance(postern_module_init *init, void **instance)
         return -1;
     }
     sf_host_name(sf->host, sizeof sf->host);
+    /* journal_on means "running with one" from here on. */
+    bool want_journal = sf->journal_on;
+    sf->journal_on = false;
 
     /* The root maildir now, so a bad root fails at start, not at the
      * first message; per-recipient maildirs are made on demand. */
@@ -532,7 +556,7 @@ sf_create_instance(postern_module_init *init, void **instance)
          * recipient), so the probe fails and files get names. */
         sf->unnamed_files = sf_unnamed_files_work(sf->root);
         char err[512];
-        if (sf->fsync && sf->journal_on &&
+        if (sf->fsync && want_journal &&
             sf_journal_open(sf, err, sizeof err) != 0) {
             postern_init_error(init, "journal_dir", "%s", err);
             sf_destroy(sf);
@@ -540,11 +564,14 @@ sf_create_instance(postern_module_init *init, void **instance)
         }
     }
     /* Not under --check-config, nor without fsync. */
-    sf->journal_on = sf->journal_on && sf->fsync && sf->journal.active;
+    sf->journal_on = want_journal && sf->fsync && sf->journal.active;
     if (!sf->fsync)
         postern_log(NULL, POSTERN_LOG_WARNING,
                     "fsync disabled: a 250 reply no longer means "
                     "the message is on disk; for tests only");
+    if (!sf->fsync && want_journal)
+        postern_log(NULL, POSTERN_LOG_WARNING,
+                    "journal ignored: it needs fsync");
     *instance = sf;
     return 0;
 }

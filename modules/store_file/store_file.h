@@ -39,6 +39,7 @@ struct sf_segment {
     char *dev_dirs[8];
     size_t n_devs;
     bool devs_overflow; /* more than 8: sync every file system */
+    bool broken;        /* an fdatasync failed: no more appends */
     /* Loop thread only. */
     double opened;  /* postern_now() */
     size_t pending; /* deliveries in it not yet answered */
@@ -49,6 +50,7 @@ struct sf_segment {
 struct sf_journal {
     char *dir;
     char boot_id[40];
+    unsigned long long started_ns; /* in segment names */
     unsigned long seq;
     double checkpoint; /* seconds between checkpoints */
     struct sf_segment *active;
@@ -80,6 +82,10 @@ struct store_file {
     struct sf_job *written, **written_tail; /* waiting for a commit */
     bool committing;                        /* a pool thread leads one */
     unsigned long rotate_seq; /* journal: make this segment next */
+    /* What a commit could not hand to the loop: answered from the pool's
+     * done of the commit thread's own delivery. */
+    struct sf_job *unanswered;
+    struct sf_batch *unanswered_batches;
     /* Loop thread only. */
     unsigned long commits, committed; /* commits done, their jobs */
     double commit_seconds;            /* time the commits took */
@@ -101,6 +107,8 @@ struct sf_target {
     int fd; /* the unnamed message file until it is linked, or -1 */
     bool tmp_made, env_made, delivered;
 };
+
+struct sf_batch;
 
 struct sf_job {
     struct sf_job *next;   /* in the instance's queue, or in a commit */

@@ -24,12 +24,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store_file.h"
@@ -186,8 +188,13 @@ sf_journal_segment_new(const struct store_file *sf, unsigned long seq, int *err)
     }
     seg->fd = -1;
     pthread_mutex_init(&seg->lock, NULL);
-    snprintf(name, sizeof name, "%ld.%lu.journal", (long)getpid(), seq);
-    snprintf(made, sizeof made, "%ld.%lu.new", (long)getpid(), seq);
+    /* The pid, the instance's start time and a sequence number: unique
+     * even for a pid reused after a crash, or two instances sharing a
+     * directory; and link(), unlike rename(), never replaces a segment. */
+    snprintf(name, sizeof name, "%ld.%llu.%lu.journal", (long)getpid(),
+             j->started_ns, seq);
+    snprintf(made, sizeof made, "%ld.%llu.%lu.new", (long)getpid(),
+             j->started_ns, seq);
     if (!(seg->path = sf_path(j->dir, name, NULL)) ||
         !(tmp = sf_path(j->dir, made, NULL))) {
         *err = ENOMEM;
@@ -197,14 +204,18 @@ sf_journal_segment_new(const struct store_file *sf, unsigned long seq, int *err)
     memcpy(header, SF_SEGMENT_MAGIC, strlen(SF_SEGMENT_MAGIC));
     memcpy(header + SF_BOOT_ID_OFFSET, j->boot_id, strlen(j->boot_id));
     seg->fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    bool linked = false;
     if (seg->fd < 0 || flock(seg->fd, LOCK_EX | LOCK_NB) != 0 ||
         sf_pwrite_all(seg->fd, header, sizeof header, 0) != 0 ||
-        rename(tmp, seg->path) != 0 || sf_sync_dir(j->dir, &e) != 0) {
+        !(linked = link(tmp, seg->path) == 0) || sf_sync_dir(j->dir, &e) != 0) {
         *err = e.err ? e.err : errno;
         if (seg->fd >= 0)
             unlink(tmp);
+        if (linked)
+            unlink(seg->path);
         goto fail;
     }
+    unlink(tmp);
     free(tmp);
     seg->end = SF_SEGMENT_HEADER_SIZE;
     return seg;
@@ -243,12 +254,22 @@ sf_journal_open(struct store_file *sf, char *err, size_t errlen)
 
     j->sealed_tail = &j->sealed;
     sf_read_boot_id(j->boot_id, sizeof j->boot_id);
-    if (sf_mkdir_parents(j->dir, &e) != 0) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    j->started_ns = (unsigned long long)now.tv_sec * 1000000000ull +
+                    (unsigned long long)now.tv_nsec;
+    /* The directory itself must survive a power loss: its parent is
+     * synced once it exists. */
+    char *parent = sf_path(j->dir, "..", NULL);
+    if (sf_mkdir_parents(j->dir, &e) != 0 ||
+        (parent && sf_sync_dir(parent, &e) != 0)) {
+        free(parent);
         snprintf(err, errlen, "cannot create %s: %s", e.path ? e.path : j->dir,
                  strerror(e.err));
         free(e.path);
         return -1;
     }
+    free(parent);
     sf_replay_orphans(sf);
     if ((j->active = sf_journal_segment_new(sf, ++j->seq, &rc)) == NULL) {
         snprintf(err, errlen, "cannot create a segment in %s: %s", j->dir,
@@ -376,24 +397,35 @@ sf_append_message(struct sf_job *job, int src, uint64_t len, uint64_t off,
     return done == len ? 0 : -1;
 }
 
-/* The file system of a delivery's first maildir, for the checkpoint. */
+/* The file systems of a delivery's maildirs, for the checkpoint: devs
+ * holds one per target. */
 static int
-sf_delivery_dev(struct sf_job *job, dev_t *dev)
+sf_delivery_devs(struct sf_job *job, dev_t *devs)
 {
-    const struct sf_target *t = &job->targets[0];
-    struct stat st;
-
-    if ((t->fd >= 0 ? fstat(t->fd, &st) : stat(t->dir, &st)) != 0)
-        return sf_fail(&job->error, "stat", t->dir, errno);
-    *dev = st.st_dev;
+    for (size_t i = 0; i < job->n_targets; i++) {
+        const struct sf_target *t = &job->targets[i];
+        struct stat st;
+        if ((t->fd >= 0 ? fstat(t->fd, &st) : stat(t->dir, &st)) != 0)
+            return sf_fail(&job->error, "stat", t->dir, errno);
+        devs[i] = st.st_dev;
+    }
     return 0;
+}
+
+/* Under the segment's lock. */
+static void
+sf_segment_note_devs(struct sf_segment *seg, const struct sf_job *job,
+                     const dev_t *devs)
+{
+    for (size_t i = 0; i < job->n_targets; i++)
+        sf_segment_note_dev(seg, devs[i], job->targets[i].dir);
 }
 
 /* A message kept in memory (job->copy): the whole record in one write,
  * under the segment's lock. */
 static int
 sf_append_inline(struct sf_job *job, const char *meta, size_t meta_len,
-                 dev_t dev)
+                 const dev_t *devs)
 {
     struct sf_segment *seg = job->segment;
     struct sf_record_header h = {
@@ -416,12 +448,12 @@ sf_append_inline(struct sf_job *job, const char *meta, size_t meta_len,
     };
 
     pthread_mutex_lock(&seg->lock);
-    int rc = sf_pwritev_all(seg->fd, iov, 4, seg->end);
-    int err = errno;
+    int rc = seg->broken ? -1 : sf_pwritev_all(seg->fd, iov, 4, seg->end);
+    int err = seg->broken ? EIO : errno;
     if (rc == 0) {
         seg->end += sizeof h + h.body_len + sizeof tr;
         seg->records++;
-        sf_segment_note_dev(seg, dev, job->targets[0].dir);
+        sf_segment_note_devs(seg, job, devs);
     }
     pthread_mutex_unlock(&seg->lock);
     return rc == 0 ? 0 : sf_fail(&job->error, "write", seg->path, err);
@@ -431,7 +463,8 @@ sf_append_inline(struct sf_job *job, const char *meta, size_t meta_len,
  * header written under the lock, the rest is read back from the message
  * file and written without it, in parallel with other deliveries. */
 static int
-sf_append_streamed(struct sf_job *job, const char *meta, size_t meta_len)
+sf_append_streamed(struct sf_job *job, const char *meta, size_t meta_len,
+                   const dev_t *devs)
 {
     struct sf_segment *seg = job->segment;
     bool opened;
@@ -457,12 +490,12 @@ sf_append_streamed(struct sf_job *job, const char *meta, size_t meta_len)
 
     pthread_mutex_lock(&seg->lock);
     uint64_t off = seg->end;
-    int written = sf_pwrite_all(seg->fd, &h, sizeof h, off);
-    int err = errno;
+    int written = seg->broken ? -1 : sf_pwrite_all(seg->fd, &h, sizeof h, off);
+    int err = seg->broken ? EIO : errno;
     if (written == 0) {
         seg->end += sizeof h + h.body_len + sizeof(struct sf_record_trailer);
         seg->records++;
-        sf_segment_note_dev(seg, st.st_dev, job->targets[0].dir);
+        sf_segment_note_devs(seg, job, devs);
     }
     pthread_mutex_unlock(&seg->lock);
     if (written != 0) {
@@ -504,15 +537,18 @@ sf_journal_append(struct sf_job *job)
 {
     size_t meta_len = 0;
     char *meta = sf_record_meta(job, job->copy_len, &meta_len);
-    dev_t dev = 0;
+    dev_t *devs = calloc(job->n_targets, sizeof *devs);
     int rc = -1;
 
-    if (meta == NULL)
-        return sf_fail(&job->error, "copy to", job->segment->path, ENOMEM);
-    if (!job->copy_whole)
-        rc = sf_append_streamed(job, meta, meta_len);
-    else if (sf_delivery_dev(job, &dev) == 0)
-        rc = sf_append_inline(job, meta, meta_len, dev);
+    if (meta == NULL || devs == NULL)
+        sf_fail(&job->error, "copy to", job->segment->path, ENOMEM);
+    else if (sf_delivery_devs(job, devs) != 0)
+        rc = -1;
+    else if (!job->copy_whole)
+        rc = sf_append_streamed(job, meta, meta_len, devs);
+    else
+        rc = sf_append_inline(job, meta, meta_len, devs);
+    free(devs);
     free(meta);
     return rc;
 }
@@ -532,6 +568,14 @@ sf_journal_sync(struct sf_job *jobs)
         if (seen)
             continue;
         int err = fdatasync(j->segment->fd) == 0 ? 0 : errno;
+        if (err != 0) {
+            /* The kernel may have dropped what failed to reach the disk,
+             * an earlier record's header with it: nothing more goes
+             * into this segment, and the next commit starts another. */
+            pthread_mutex_lock(&j->segment->lock);
+            j->segment->broken = true;
+            pthread_mutex_unlock(&j->segment->lock);
+        }
         for (struct sf_job *k = j; err != 0 && k != NULL; k = k->next)
             if (k->segment == j->segment && k->error.err == 0)
                 sf_fail(&k->error, "fdatasync", j->segment->path, err);
@@ -556,12 +600,17 @@ sf_journal_rotation_due(const struct store_file *sf)
     const struct sf_journal *j = &sf->journal;
     struct sf_segment *seg = j->active;
 
-    pthread_mutex_lock(&seg->lock);
+    /* The loop never waits for an append (a large one may take long):
+     * a segment being written to is asked again at the next commit. */
+    if (pthread_mutex_trylock(&seg->lock) != 0)
+        return false;
     uint64_t end = seg->end;
     size_t records = seg->records;
+    bool broken = seg->broken;
     pthread_mutex_unlock(&seg->lock);
-    return records > 0 && (end >= SF_SEGMENT_MAX ||
-                           postern_now() - seg->opened >= j->checkpoint);
+    return broken ||
+           (records > 0 && (end >= SF_SEGMENT_MAX ||
+                            postern_now() - seg->opened >= j->checkpoint));
 }
 
 /* Make the files of a segment's deliveries durable: syncfs() each file

@@ -3,7 +3,8 @@
  * format, shared by the writer (store_file_journal.c) and the start-up
  * recovery (store_file_replay.c).
  *
- * A journal directory holds segments, "<pid>.<seq>.journal", each locked
+ * A journal directory holds segments, "<pid>.<start>.<seq>.journal" (the
+ * process, the instance's start time in ns, a sequence number), each locked
  * (flock) by the process appending to it. A segment is
  *
  *   file header   SF_SEGMENT_HEADER_SIZE bytes: SF_SEGMENT_MAGIC, then the

@@ -24,6 +24,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,18 +124,20 @@ sf_write_synced(const char *path, const char *data, size_t len,
     return 0;
 }
 
-/* Is "name", or "name:<flags>", in dir/cur? A reader moved it there. */
-static bool
+/* The path of "name", or "name:<flags>", in dir/cur (a reader moved it
+ * there), or NULL. */
+static char *
 sf_in_cur(const char *dir, const char *name)
 {
     char *cur = sf_path(dir, "cur", NULL);
     DIR *d = cur ? opendir(cur) : NULL;
     size_t len = strlen(name);
-    bool found = false;
+    char *found = NULL;
 
     for (struct dirent *de; d && !found && (de = readdir(d)) != NULL;)
-        found = strncmp(de->d_name, name, len) == 0 &&
-                (de->d_name[len] == '\0' || de->d_name[len] == ':');
+        if (strncmp(de->d_name, name, len) == 0 &&
+            (de->d_name[len] == '\0' || de->d_name[len] == ':'))
+            found = sf_path(cur, de->d_name, NULL);
     if (d)
         closedir(d);
     free(cur);
@@ -167,8 +170,13 @@ sf_restore_target(struct sf_replay *r, const char *dir, const char *name,
         rc = 0;
         goto out;
     }
-    if (access(new_path, F_OK) != 0 && sf_in_cur(dir, name)) {
-        rc = 0; /* the reader has it */
+    /* A reader has it in cur/: left alone when whole; a copy the power
+     * loss cut short is delivered again (the reader's file is theirs). */
+    char *cur = access(new_path, F_OK) != 0 ? sf_in_cur(dir, name) : NULL;
+    bool reader_has_it = cur && sf_same_content(cur, msg, msg_len);
+    free(cur);
+    if (reader_has_it) {
+        rc = 0;
         goto out;
     }
     if (sf_write_synced(tmp_path, msg, msg_len, e) != 0)
@@ -364,6 +372,18 @@ sf_replay_segment(const struct store_file *sf, const char *path, int fd)
                 r.records, r.restored, r.skipped);
 }
 
+/* A "<pid>.….new" file is being made (and not yet locked) while its
+ * process lives: left to it. */
+static bool
+sf_owner_alive(const char *name)
+{
+    char *end;
+    long pid = strtol(name, &end, 10);
+
+    return end != name && *end == '.' && pid > 0 &&
+           (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
 static bool
 sf_ends_with(const char *s, const char *suffix)
 {
@@ -390,7 +410,7 @@ sf_replay_orphans(const struct store_file *sf)
         if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
             if (segment)
                 sf_replay_segment(sf, path, fd);
-            else
+            else if (!sf_owner_alive(de->d_name))
                 unlink(path); /* never held a record */
         }
         if (fd >= 0)

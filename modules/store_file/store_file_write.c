@@ -96,7 +96,7 @@ sf_write_inline(struct sf_job *job, int fd, const char *path, bool *whole)
         return sf_fail(&job->error, "copy to", path, ENOMEM);
     for (;;) {
         if (len == cap) {
-            if (cap > SF_INLINE_MAX)
+            if (cap >= SF_INLINE_MAX)
                 break; /* too big to keep: the rest streams */
             char *bigger = realloc(buf, cap * 2);
             if (bigger == NULL) {

@@ -327,13 +327,14 @@ class StoreJournalTest(PosternTestCase):
     def test_power_loss_restores_what_was_lost(self):
         """A segment from another boot: a message gone from new/, one cut
         to nothing, a lost envelope are written again from the journal; a
-        message a reader moved to cur/ is not delivered twice; a torn
-        record (never acknowledged) is skipped."""
+        message a reader moved to cur/ is not delivered twice, unless the
+        power loss cut the reader's copy short; a torn record (never
+        acknowledged) is skipped."""
         srv = Server(plugins={"20-store": self.plugin},
                      config={"workers": 2})
         try:
             srv.start()
-            tags = ["p1", "p2", "p3", "p4", "p5"]
+            tags = ["p1", "p2", "p3", "p4", "p5", "p6"]
             sent, segment = self.killed_with_segment(srv, tags)
             paths = {t: p[0] for t, p in by_tag(srv.maildir).items()}
             original = {t: read_bytes(p) for t, p in paths.items()}
@@ -358,14 +359,23 @@ class StoreJournalTest(PosternTestCase):
             cur = os.path.join(srv.maildir, "cur",
                                os.path.basename(paths["p4"]) + ":2,S")
             os.rename(paths["p4"], cur)
+            torn = os.path.join(srv.maildir, "cur",
+                                os.path.basename(paths["p6"]) + ":2,")
+            os.rename(paths["p6"], torn)
+            with open(torn, "r+b") as f:
+                f.truncate(100)
 
             restart(srv)
             self.assertIsNotNone(srv.wait_log(
-                r"journal recovered segment=\S+ boot=other records=5 "
-                r"restored=2 skipped=1"))
+                r"journal recovered segment=\S+ boot=other records=6 "
+                r"restored=3 skipped=1"))
             self.assertFalse(os.path.exists(segment))
             now = by_tag(srv.maildir)  # new/ and cur/
+            # the torn copy (cut before its tag) stays the reader's, and a
+            # whole one is in new/
+            self.assertEqual(now.pop(None), [torn])
             self.assertEqual(sorted(now), tags)
+            self.assertIn("/new/", now["p6"][0])
             for t in tags:
                 self.assertEqual(len(now[t]), 1, t)  # never twice
                 self.assertEqual(read_bytes(now[t][0]), original[t], t)

@@ -80,6 +80,7 @@ static struct {
     struct mock_job calls[MOCK_MAX_JOBS];
     size_t n_calls;
     bool calls_deferred; /* only mock_loop_run() runs them */
+    bool calls_refused;  /* postern_loop_call() fails, as out of memory */
     int submits;
 
     struct postern_timer *timers[MOCK_MAX_TIMERS]; /* oldest first */
@@ -338,10 +339,16 @@ mock_loop_run(void)
     return n;
 }
 
+void
+mock_set_loop_calls_refused(bool refused)
+{
+    mock.calls_refused = refused;
+}
+
 int
 postern_loop_call(postern_done_fn fn, void *arg)
 {
-    if (mock.n_calls == MOCK_MAX_JOBS)
+    if (mock.calls_refused || mock.n_calls == MOCK_MAX_JOBS)
         return -1;
     mock.calls[mock.n_calls++] = (struct mock_job){.done = fn, .arg = arg};
     return 0;

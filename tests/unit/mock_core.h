@@ -83,6 +83,8 @@ int mock_pool_run(void);
 int mock_loop_run(void);
 /* true: loop calls wait for mock_loop_run() (until mock_reset()). */
 void mock_set_loop_calls_deferred(bool deferred);
+/* true: postern_loop_call() fails (as when out of memory). */
+void mock_set_loop_calls_refused(bool refused);
 /* Jobs queued and not run yet. */
 size_t mock_pool_pending(void);
 

@@ -771,6 +771,27 @@ test_orphaned(void **state)
     destroy(sf);
 }
 
+/* A commit whose answers the loop cannot take (postern_loop_call() out
+ * of memory) is still answered, once, by the pool's done of the delivery
+ * whose thread made it. */
+static void
+test_commit_answered_without_loop_call(void **state)
+{
+    (void)state;
+    void *sf = create_root("");
+
+    mock_set_message("hello\r\n", 7);
+    mock_set_pool_mode(MOCK_POOL_DEFER);
+    mock_set_loop_calls_refused(true);
+    assert_int_equal(store(sf), POSTERN_PENDING);
+    assert_int_equal(mock_pool_run(), 1);
+    assert_int_equal(mock_resume_count(), 1);
+    assert_int_equal(mock_last_resume(), POSTERN_ACCEPT);
+    assert_int_equal(mock_last_reply()->code, 250);
+    assert_int_equal(count_entries(path_of(root, "new"), NULL, 0), 1);
+    destroy(sf);
+}
+
 /* The size of the only journal segment of dir, or -1. */
 static long long
 segment_size(const char *dir)
@@ -1144,6 +1165,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_reader_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_orphaned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_answered_without_loop_call,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_written_then_journaled, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_written_then_committed, setup,
