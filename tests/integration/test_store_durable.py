@@ -317,8 +317,11 @@ class StoreJournalTest(PosternTestCase):
                 r"restored=0 skipped=0"))
             self.assertFalse(os.path.exists(segment))
             after = {p: read_bytes(p) for p in maildir_messages(srv.maildir)}
-            # only the segments of the live workers are left
-            self.assertEqual(len(journal_segments(srv)), 2)
+            # only the segments of the live workers are left (the second
+            # may still be starting, slowly under ASan)
+            self.assertTrue(wait_until(
+                lambda: len(journal_segments(srv)) == 2, 30),
+                journal_segments(srv))
             self.assertEqual(after, before)
         finally:
             srv.stop()
@@ -395,7 +398,9 @@ class StoreJournalTest(PosternTestCase):
         with Server(plugins={"20-store": self.plugin},
                     config={"workers": 2}) as srv:
             send_all(srv, ["c1", "c2"])
-            self.assertEqual(len(journal_segments(srv)), 2)  # per worker
+            self.assertTrue(wait_until(  # one per worker
+                lambda: len(journal_segments(srv)) == 2, 30),
+                journal_segments(srv))
             self.assertEqual(srv.stop(), [])
             self.assertEqual(journal_segments(srv), [])
             self.assertEqual(sorted(by_tag(srv.maildir)), ["c1", "c2"])
