@@ -153,6 +153,7 @@ JSON
     pg_pid=$!
     pids+=("$pg_pid")
     wait_port "$port" "$pg_pid" || die "postern did not start: $(tail -5 "$dir/postern.log")"
+    wait_ready "$dir/postern.log" "$pg_pid" || die "postern's workers did not all start: $(tail -5 "$dir/postern.log")"
     local c0; c0=$(cpu_ticks "$pg_pid")
     out=$(timeout "$run_timeout" python3 "$here/smtp_load.py" 127.0.0.1 "$port" \
         --connections "$connections" --messages "$messages" --size "$size" \

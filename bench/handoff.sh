@@ -157,6 +157,7 @@ EOF
     pids+=("$pg_pid")
     pg_dir=$dir
     wait_port "$port" "$pg_pid" || die "postern did not start: $(tail -5 "$dir/postern.log")"
+    wait_ready "$dir/postern.log" "$pg_pid" || die "postern's workers did not all start: $(tail -5 "$dir/postern.log")"
 }
 
 declare -A pg_rate

@@ -52,6 +52,19 @@ for _ in range(50):
     print(p); break'
 }
 
+# wait_ready LOG PID: until postern's supervisor logged that every worker
+# serves (the port answers once the first does; a load started then puts
+# every long session on that one worker).
+wait_ready() {
+    local log=$1 pid=$2 i
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        grep -q 'supervisor_ready' "$log" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 wait_port() {
     local port=$1 pid=$2 i
     for i in $(seq 1 100); do

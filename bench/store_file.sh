@@ -94,6 +94,7 @@ JSON
     "$postern_bin" -c "$dir/postern.json" >/dev/null 2>"$dir/postern.log" &
     pg_pid=$!
     wait_port "$port" "$pg_pid" || die "postern did not start: $(tail -5 "$dir/postern.log")"
+    wait_ready "$dir/postern.log" "$pg_pid" || die "postern's workers did not all start: $(tail -5 "$dir/postern.log")"
     start=$(date +%s.%N)
     timeout "$run_timeout" smtp-source -d -s "$sessions" -m "$messages" -l "$size" \
         -M bench.client -f a@example.org -t b@example.com "127.0.0.1:$port" \
