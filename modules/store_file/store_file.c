@@ -47,8 +47,11 @@ struct sf_batch {
  * commit, which then answers it (the pool's done must not touch it). */
 struct sf_write_task {
     struct sf_job *job;
-    struct store_file *sf;
     bool committing;
+    /* What the commits this thread led could not hand to the loop:
+     * answered by this task's done (see sf_commit_queue()). */
+    struct sf_job *unanswered;
+    struct sf_batch *unanswered_batches;
 };
 
 static double
@@ -81,7 +84,8 @@ sf_commit_batch(struct sf_batch *b)
     b->seconds = sf_monotonic() - start;
 }
 
-static void sf_commit_queue(struct store_file *sf, struct sf_job *job);
+static void sf_commit_queue(struct store_file *sf, struct sf_job *job,
+                            struct sf_write_task *task);
 
 /* On a pool thread: one delivery's files. Only postern_message_read() may
  * be called here; errors are kept in the job's error for sf_job_done().
@@ -94,7 +98,7 @@ sf_write_work(void *arg)
 
     if (sf_write_job(job) == 0 && job->sf->fsync) {
         task->committing = true;
-        sf_commit_queue(job->sf, job);
+        sf_commit_queue(job->sf, job, task);
     }
 }
 
@@ -191,7 +195,8 @@ sf_commit_done(void *arg)
  * postern_loop_call(), which takes calls as long as pool threads run.
  */
 static void
-sf_commit_queue(struct store_file *sf, struct sf_job *job)
+sf_commit_queue(struct store_file *sf, struct sf_job *job,
+                struct sf_write_task *task)
 {
     pthread_mutex_lock(&sf->queue_lock);
     *sf->written_tail = job;
@@ -210,13 +215,13 @@ sf_commit_queue(struct store_file *sf, struct sf_job *job)
         sf->written_tail = &sf->written;
         if (b == NULL) {
             /* Out of memory: these deliveries fail, answered by the
-             * pool's done of this thread's own delivery. */
+             * done of this thread's own task. */
             for (struct sf_job *j = jobs, *next; j != NULL; j = next) {
                 next = j->next;
                 sf_fail(&j->error, "commit", "batch", ENOMEM);
                 sf_undo(j);
-                j->next = sf->unanswered;
-                sf->unanswered = j;
+                j->next = task->unanswered;
+                task->unanswered = j;
             }
             continue;
         }
@@ -231,11 +236,9 @@ sf_commit_queue(struct store_file *sf, struct sf_job *job)
         sf_commit_batch(b);
         if (postern_loop_call(sf_commit_done, b) != 0) {
             /* The loop could not take the call (out of memory): the
-             * pool's done of this thread's own delivery answers it. */
-            pthread_mutex_lock(&sf->queue_lock);
-            b->next = sf->unanswered_batches;
-            sf->unanswered_batches = b;
-            pthread_mutex_unlock(&sf->queue_lock);
+             * done of this thread's own task answers it. */
+            b->next = task->unanswered_batches;
+            task->unanswered_batches = b;
         }
         pthread_mutex_lock(&sf->queue_lock);
     }
@@ -250,25 +253,19 @@ static void
 sf_write_done(void *arg)
 {
     struct sf_write_task *task = arg;
-    struct store_file *sf = task->sf; /* the job may be freed already */
 
     if (!task->committing)
-        sf_job_done(task->job, 0);
-    free(task);
-    pthread_mutex_lock(&sf->queue_lock);
-    struct sf_job *jobs = sf->unanswered;
-    struct sf_batch *batches = sf->unanswered_batches;
-    sf->unanswered = NULL;
-    sf->unanswered_batches = NULL;
-    pthread_mutex_unlock(&sf->queue_lock);
-    for (struct sf_job *j = jobs, *next; j != NULL; j = next) {
+        sf_job_done(task->job, 0); /* else it may be freed already */
+    for (struct sf_job *j = task->unanswered, *next; j != NULL; j = next) {
         next = j->next;
         sf_job_done(j, 0);
     }
-    for (struct sf_batch *b = batches, *next; b != NULL; b = next) {
+    for (struct sf_batch *b = task->unanswered_batches, *next; b != NULL;
+         b = next) {
         next = b->next;
         sf_commit_done(b);
     }
+    free(task);
 }
 
 /* The store hook: gather, hand to the pool, answer later. */
@@ -307,7 +304,6 @@ sf_store(postern_ctx *ctx, void *instance)
         goto fail;
     }
     task->job = job;
-    task->sf = sf;
     if (sf->journal_on)
         job->segment = sf_journal_assign(sf);
     if (postern_pool_submit(sf_write_work, sf_write_done, task) != 0) {

@@ -82,10 +82,6 @@ struct store_file {
     struct sf_job *written, **written_tail; /* waiting for a commit */
     bool committing;                        /* a pool thread leads one */
     unsigned long rotate_seq; /* journal: make this segment next */
-    /* What a commit could not hand to the loop: answered from the pool's
-     * done of the commit thread's own delivery. */
-    struct sf_job *unanswered;
-    struct sf_batch *unanswered_batches;
     /* Loop thread only. */
     unsigned long commits, committed; /* commits done, their jobs */
     double commit_seconds;            /* time the commits took */
