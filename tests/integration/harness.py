@@ -453,6 +453,16 @@ class Server:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def worker_pids(self):
+        """The supervisor's children (its workers, and a metrics process
+        when configured), as strings."""
+        pid = self.proc.pid
+        try:
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                return f.read().split()
+        except OSError:
+            return []
+
     # logs
 
     def log_text(self):
@@ -761,6 +771,36 @@ def dot_stuff(body):
 
 
 # --- common plugin configs ----------------------------------------------------
+
+
+class SlowSyscalls:
+    """strace attached to a running process and its threads: each call of
+    the named syscalls waits `seconds` before it runs (fault injection),
+    for as long as the context lasts; then strace detaches and the process
+    runs on. Every syscall of the process stops for strace meanwhile, so
+    everything is somewhat slower, the named calls much slower."""
+
+    def __init__(self, pid, syscalls, seconds):
+        self.argv = [shutil.which("strace"), "-f", "-p", str(pid),
+                     "-o", "/dev/null", "-e", "trace=" + syscalls,
+                     "-e", "inject=%s:delay_enter=%d"
+                     % (syscalls, int(seconds * 1e6))]
+
+    def __enter__(self):
+        self.tracer = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        # strace says "Process N attached" once per thread.
+        line = self.tracer.stderr.readline()
+        if b"attached" not in line:
+            self.tracer.kill()
+            self.tracer.wait(10)
+            raise AssertionError("strace did not attach: %r" % line)
+        return self
+
+    def __exit__(self, *exc):
+        self.tracer.terminate()  # detaches
+        self.tracer.wait(10)
 
 
 def store_plugin(**extra):

@@ -14,10 +14,8 @@ daemon.
 
 import os
 import re
-import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +26,7 @@ from harness import (  # noqa: E402
     IO_TIMEOUT,
     PosternTestCase,
     Server,
+    SlowSyscalls,
     async_plugin,
     main,
     read_bytes,
@@ -308,39 +307,17 @@ class SlowDiskTest(PosternTestCase):
     DELAY = 1.0
 
     def test_slow_spool_writes_do_not_stall_other_sessions(self):
-        strace = shutil.which("strace")
         # One worker, and strace on it: the loop that must not wait is
         # the worker's (the supervisor only watches).
         with Server(plugins={"20-discard": {"module": "discard"}},
                     config={"log_level": "error", "workers": 1}) as srv:
-            pid = srv.proc.pid
-
-            def worker():
-                try:
-                    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-                        return f.read().split()
-                except OSError:
-                    return []
-
-            self.assertTrue(wait_until(worker, IO_TIMEOUT))
+            self.assertTrue(wait_until(srv.worker_pids, IO_TIMEOUT))
             # Its modules are loaded once it accepts.
             with srv.client() as c:
                 c.cmd_expect("NOOP", 250)
-            tracer = subprocess.Popen(
-                [strace, "-f", "-p", worker()[0], "-o", "/dev/null",
-                 "-e", "trace=write,pwrite64",
-                 "-e", "inject=write,pwrite64:delay_enter=%d"
-                 % int(self.DELAY * 1e6)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE)
-            try:
-                # strace says "Process N attached" once per thread.
-                line = tracer.stderr.readline()
-                self.assertIn(b"attached", line)
+            with SlowSyscalls(srv.worker_pids()[0], "write,pwrite64",
+                              self.DELAY):
                 self._run(srv)
-            finally:
-                tracer.terminate()  # detaches; the daemon runs on
-                tracer.wait(10)
 
     def _run(self, srv):
         body = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * 4000
