@@ -4,6 +4,13 @@
  * job->work in the module scope the job was submitted from, moves the job
  * to the completion queue and signals the loop; the loop runs job->done
  * in the same scope. done always runs, exactly once.
+ *
+ * The queue of jobs and the queue of completions have a lock each, and a
+ * submit wakes a thread only when one is idle, after letting go of the
+ * lock: a woken thread that found the lock still held would sleep again
+ * on it at once, and a lock shared by both queues had every finishing
+ * thread contend with the submitting loop. Each of those waits is a
+ * futex call and a context switch, per job.
  */
 #include <pthread.h>
 #include <stdbool.h>
@@ -33,11 +40,13 @@ struct pool {
     ev_async wake;
     pthread_t *threads;
     unsigned n_threads;
-    pthread_mutex_t lock;
+    pthread_mutex_t lock; /* todo, idle, stopping */
     pthread_cond_t more;
     struct job_queue todo;
-    struct job_queue finished;
+    unsigned idle; /* threads waiting on more */
     bool stopping;
+    pthread_mutex_t finished_lock;
+    struct job_queue finished;
     struct pool *next; /* every pool, for pools_stop() */
 };
 
@@ -71,8 +80,11 @@ pool_worker(void *arg)
 
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (!p->todo.head && !p->stopping)
+        while (!p->todo.head && !p->stopping) {
+            p->idle++;
             pthread_cond_wait(&p->more, &p->lock);
+            p->idle--;
+        }
         struct pool_job *job = p->todo.head;
         if (!job)
             break; /* stopping and nothing left */
@@ -87,9 +99,12 @@ pool_worker(void *arg)
             module_scope_leave(was);
         }
 
-        pthread_mutex_lock(&p->lock);
+        pthread_mutex_lock(&p->finished_lock);
         queue_push(&p->finished, job);
+        pthread_mutex_unlock(&p->finished_lock);
+        /* The watcher lives until every thread is joined (pools_stop). */
         ev_async_send(p->loop, &p->wake);
+        pthread_mutex_lock(&p->lock);
     }
     pthread_mutex_unlock(&p->lock);
     return NULL;
@@ -98,9 +113,9 @@ pool_worker(void *arg)
 static void
 pool_run_completions(struct pool *p)
 {
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(&p->finished_lock);
     struct pool_job *job = queue_take_all(&p->finished);
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&p->finished_lock);
 
     while (job) {
         struct pool_job *next = job->next;
@@ -130,6 +145,7 @@ pool_new(struct ev_loop *loop, unsigned threads)
         return NULL;
     p->loop = loop;
     pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->finished_lock, NULL);
     pthread_cond_init(&p->more, NULL);
     ev_async_init(&p->wake, pool_on_wake);
     ev_async_start(loop, &p->wake);
@@ -163,8 +179,11 @@ pool_submit(struct pool *p, const struct module_instance *scope,
     job->scope = scope;
     pthread_mutex_lock(&p->lock);
     queue_push(&p->todo, job);
-    pthread_cond_signal(&p->more);
+    bool wake = p->idle > 0;
     pthread_mutex_unlock(&p->lock);
+    /* A thread that goes idle after the unlock finds the job first. */
+    if (wake)
+        pthread_cond_signal(&p->more);
     return 0;
 }
 
@@ -207,6 +226,7 @@ pools_stop(struct module_set *set)
         ev_async_stop(p->loop, &p->wake);
         pthread_cond_destroy(&p->more);
         pthread_mutex_destroy(&p->lock);
+        pthread_mutex_destroy(&p->finished_lock);
         free(p);
     }
     core_pool = shared_pool = NULL;
