@@ -524,6 +524,7 @@ sf_create_instance(postern_module_init *init, void **instance)
         return -1;
     }
     sf_host_name(sf->host, sizeof sf->host);
+    sf->pid = (long)getpid();
     /* journal_on means "running with one" from here on. */
     bool want_journal = sf->journal_on;
     sf->journal_on = false;

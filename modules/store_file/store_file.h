@@ -76,6 +76,7 @@ struct store_file {
      * new/: no name in tmp/ to make and rename. Probed at start. */
     bool unnamed_files;
     char host[256]; /* sanitised host name, for unique file names */
+    long pid;       /* of the worker (instances are made after the fork) */
     /* Group commit (see sf_commit_queue()): under queue_lock, from pool
      * threads. */
     pthread_mutex_t queue_lock;

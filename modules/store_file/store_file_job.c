@@ -289,8 +289,8 @@ sf_unique_name(const struct store_file *sf, double now, const char *id)
     }
     safe_id[n] = '\0';
     unsigned long counter = atomic_fetch_add(&sf_counter, 1) + 1;
-    if (asprintf(&name, "%lld.M%ldP%ldQ%sR%lu.%s", sec, usec, (long)getpid(),
-                 safe_id, counter, sf->host) < 0)
+    if (asprintf(&name, "%lld.M%ldP%ldQ%sR%lu.%s", sec, usec, sf->pid, safe_id,
+                 counter, sf->host) < 0)
         return NULL;
     return name;
 }

@@ -46,25 +46,31 @@ sf_copy(struct sf_job *job, sf_read_fn read_fn, void *src, const char *what,
 
     if (buf == NULL)
         return sf_fail(&job->error, "copy to", path, ENOMEM);
-    for (;;) {
-        ssize_t n = read_fn(src, buf, SF_BUFFER_SIZE);
+    /* The buffer is filled before it is written: a message reads as its
+     * Received: header and then its body, and one write of both saves a
+     * system call per message. */
+    size_t len = 0;
+    bool eof = false;
+    while (!eof) {
+        ssize_t n = read_fn(src, buf + len, SF_BUFFER_SIZE - len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            sf_fail(&job->error, "read", what, errno);
-            break;
-        }
-        if (n == 0) {
             free(buf);
-            return 0;
+            return sf_fail(&job->error, "read", what, errno);
         }
-        if (sf_write_all(fd, buf, (size_t)n) != 0) {
-            sf_fail(&job->error, "write", path, errno);
-            break;
+        eof = n == 0;
+        len += (size_t)n;
+        if (len == 0 || (!eof && len < SF_BUFFER_SIZE))
+            continue;
+        if (sf_write_all(fd, buf, len) != 0) {
+            free(buf);
+            return sf_fail(&job->error, "write", path, errno);
         }
+        len = 0;
     }
     free(buf);
-    return -1;
+    return 0;
 }
 
 static ssize_t
