@@ -88,10 +88,11 @@ rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f\n", n / s }'; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
+# Whole numbers stay whole; ratios keep two decimals (1.00, not 1).
 median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1; if ($1 ~ /\./) frac = 1 }
         END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-              printf (m == int(m) ? "%d" : "%.2f"), m }'
+              printf (m == int(m) && !frac ? "%d" : "%.2f"), m }'
 }
 
 build_postern() {

@@ -78,6 +78,7 @@ build_postern
 run_source() {
     local port=$1 mode=$2 count=$3 size=$4 flags=() start end
     [ "$mode" = many ] && flags=(-d)
+    sync # the writeback of earlier runs is not this run's
     start=$(now)
     if ! timeout "$run_timeout" smtp-source "${flags[@]}" -s "$sessions" \
         -m "$count" -l "$size" -M bench.client \
