@@ -95,6 +95,7 @@ run_setup() {
   "hostname": "bench.postern.test",$workers_json
   "listen": [{"address": "127.0.0.1", "port": $port, "tls": "none"}],
   "limits": {"connections": 2000, "message_size": 104857600},
+  "dns": {"reverse": false},
   "spool_dir": "$dir/spool",
   "plugins_dir": "$dir/plugins.d",
   "module_path": ["$modules"]
