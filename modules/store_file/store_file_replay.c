@@ -213,6 +213,37 @@ sf_body_text(const char *body, size_t body_len, size_t *pos, size_t *len)
     return s;
 }
 
+/* dir is base or below it. */
+static bool
+sf_under(const char *base, const char *dir)
+{
+    size_t n = strlen(base);
+
+    while (n > 1 && base[n - 1] == '/')
+        n--;
+    return strncmp(dir, base, n) == 0 && (dir[n] == '\0' || dir[n] == '/');
+}
+
+/* Recovery writes where a record says, and a segment is input like any
+ * file: a maildir it names must lie under root (or the quarantine root),
+ * with no "." or ".." on the way. One that does not (root changed since,
+ * or a segment not of our making) is not written to. */
+static bool
+sf_replay_dir_allowed(const struct store_file *sf, const char *dir)
+{
+    if (!sf_under(sf->root, dir) &&
+        !(sf->quarantine_root && sf_under(sf->quarantine_root, dir)))
+        return false;
+    for (const char *p = dir; *p != '\0';) {
+        size_t n = strcspn(p, "/");
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return false;
+        p += n;
+        p += *p == '/';
+    }
+    return true;
+}
+
 /* One whole record: its maildirs noted for the sync, and under another
  * boot its files restored. -1 when its body does not parse. */
 static int
@@ -257,8 +288,18 @@ sf_replay_record(struct sf_replay *r, const struct sf_record_header *h,
             r->failed++;
             continue;
         }
-        if (r->other_boot && sf_restore_target(r, dir_z, name_z, env, env_len,
-                                               msg, msg_len, &e) != 0) {
+        if (r->other_boot && !sf_replay_dir_allowed(r->sf, dir_z)) {
+            /* Failed: the segment stays for a start whose root fits. */
+            r->failed++;
+            postern_log(NULL, POSTERN_LOG_ERROR,
+                        "journal record outside the maildir root segment=%s "
+                        "file=%s maildir=%s root=%s: not restored",
+                        postern_log_value(r->segment),
+                        postern_log_value(name_z), postern_log_value(dir_z),
+                        postern_log_value(r->sf->root));
+        } else if (r->other_boot &&
+                   sf_restore_target(r, dir_z, name_z, env, env_len, msg,
+                                     msg_len, &e) != 0) {
             r->failed++;
             postern_log(
                 NULL, POSTERN_LOG_ERROR,

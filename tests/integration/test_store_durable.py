@@ -406,6 +406,66 @@ class StoreJournalTest(PosternTestCase):
             srv.stop()
             srv.cleanup()
 
+    def test_power_loss_restores_nothing_outside_root(self):
+        """Recovery writes only under root: records of a maildir that is
+        not under it (here the root changed before the restart) are not
+        restored, and their segment stays until a start whose root fits
+        restores them."""
+        journal = {"journal_dir": "{tmp}/journal"}
+        srv = Server(plugins={"20-store": store_plugin(
+                         fsync=True, journal=True, journal_checkpoint=3600,
+                         **journal)},
+                     config={"workers": 1})
+        try:
+            srv.start()
+            send_all(srv, ["o1", "o2"])
+            srv.proc.kill()
+            srv.proc.wait(10)
+            journal_dir = os.path.join(srv.tmp, "journal")
+            segments = [os.path.join(journal_dir, n)
+                        for n in os.listdir(journal_dir)
+                        if n.endswith(".journal")]
+            self.assertEqual(len(segments), 1, segments)
+            segment = segments[0]
+            with open(segment, "r+b") as f:  # written under another boot
+                f.seek(32)
+                f.write(b"00000000-0000-0000-0000-000000000000")
+            lost = by_tag(srv.maildir)["o1"][0]
+            original = read_bytes(lost)
+            os.unlink(lost)
+
+            elsewhere = os.path.join(srv.tmp, "elsewhere")
+            srv.write_plugin("20-store", store_plugin(
+                root=elsewhere, fsync=True, journal=True,
+                journal_checkpoint=3600, **journal))
+            restart(srv)
+            self.assertIsNotNone(srv.wait_log(
+                r"journal recovery incomplete segment=\S+ records=2 "
+                r"failed=2 "))
+            self.assertIsNotNone(srv.wait_log(
+                r"journal record outside the maildir root .*file=\S+ "
+                r'maildir="?' + re.escape(srv.maildir) + r'"? '))
+            self.assertTrue(os.path.exists(segment))
+            self.assertNotIn("o1", by_tag(srv.maildir))
+            self.assertEqual(by_tag(elsewhere), {})
+            srv.proc.kill()
+            srv.proc.wait(10)
+
+            srv.write_plugin("20-store", store_plugin(
+                fsync=True, journal=True, journal_checkpoint=3600,
+                **journal))
+            restart(srv)
+            self.assertIsNotNone(srv.wait_log(
+                r"journal recovered segment=\S+ boot=other records=2 "
+                r"restored=1 skipped=0"))
+            self.assertFalse(os.path.exists(segment))
+            now = by_tag(srv.maildir)
+            self.assertEqual(sorted(now), ["o1", "o2"])
+            self.assertEqual(read_bytes(now["o1"][0]), original)
+        finally:
+            srv.stop()
+            srv.cleanup()
+
     def test_clean_stop_leaves_no_segment(self):
         """SIGTERM: every segment is checkpointed and deleted."""
         with Server(plugins={"20-store": self.plugin},
