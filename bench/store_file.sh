@@ -194,7 +194,7 @@ fl=$(echo "$floors" | median)
 dc=$(echo "${cpus[discard]}" | median)
 fc=$(echo "${cpus[fsync]}" | median)
 printf '\nfloor: fs_floor makes the same files and durability points alone (one thread, no SMTP,\n'
-printf 'batches of %s): %s µs CPU per message. discard + floor = %s µs, so a store adding nothing\n' \
+printf 'batches as the fsync runs committed, %s in the last round): %s µs CPU per message. discard + floor = %s µs, so a store adding nothing\n' \
     "$(cat "$work/floor-batch")" "$fl" "$((dc + fl))"
 printf 'of its own would reach about %s of discard at equal CPU use; store_file (fsync) spends\n' \
     "$(awk -v d="$dc" -v f="$fl" 'BEGIN { printf "%.2f", d / (d + f) }')"

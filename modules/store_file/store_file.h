@@ -105,8 +105,6 @@ struct sf_target {
     bool tmp_made, env_made, delivered;
 };
 
-struct sf_batch;
-
 struct sf_job {
     struct sf_job *next;   /* in the instance's queue, or in a commit */
     struct store_file *sf; /* read only, on pool threads */

@@ -267,8 +267,9 @@ class StoreDurableTest(PosternTestCase):
                 srv.cleanup()
 
 
-def journal_segments(srv):
-    d = os.path.join(srv.maildir, "journal")
+def journal_segments(srv, directory=None):
+    """The segments in directory (by default the maildir's journal/)."""
+    d = directory or os.path.join(srv.maildir, "journal")
     return sorted(os.path.join(d, n) for n in os.listdir(d)
                   if n.endswith(".journal"))
 
@@ -421,10 +422,7 @@ class StoreJournalTest(PosternTestCase):
             send_all(srv, ["o1", "o2"])
             srv.proc.kill()
             srv.proc.wait(10)
-            journal_dir = os.path.join(srv.tmp, "journal")
-            segments = [os.path.join(journal_dir, n)
-                        for n in os.listdir(journal_dir)
-                        if n.endswith(".journal")]
+            segments = journal_segments(srv, os.path.join(srv.tmp, "journal"))
             self.assertEqual(len(segments), 1, segments)
             segment = segments[0]
             with open(segment, "r+b") as f:  # written under another boot
