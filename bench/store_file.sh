@@ -2,7 +2,8 @@
 #
 # bench/store_file.sh - what durable storage costs: postern + store_file
 # (the default, a group commit of the files themselves; "journal": true,
-# a write-ahead journal; "fsync": false) as a ratio to postern + discard, same
+# a write-ahead journal; "envelope": false, one file per message with fsync,
+# the cheapest layout; "fsync": false) as a ratio to postern + discard, same
 # binary, same load, same run. The load is smtp-source with many messages
 # per connection (-d), 10 KB payloads, 50 sessions. Rounds alternate the
 # setups so the noise of a shared machine hits all alike. Prints the
@@ -45,8 +46,8 @@ workers_json=
 build=${BENCH_BUILD_DIR:-$repo/build-bench}
 run_timeout=${BENCH_TIMEOUT:-300}
 baseline=${BENCH_BASELINE_MODULES:-}
-setups="discard fsync journal nofsync"
-[ -n "$baseline" ] && setups="discard baseline fsync journal nofsync"
+setups="discard fsync journal noenvelope nofsync"
+[ -n "$baseline" ] && setups="discard baseline fsync journal noenvelope nofsync"
 
 bench_name=bench-store
 . "$here/lib.sh" # log, die, free_port, wait_port
@@ -106,6 +107,7 @@ JSON
     discard) echo '{"module": "discard"}' >"$dir/plugins.d/50-discard.json" ;;
     fsync|baseline) printf '{"module": "store_file"%s, "config": {"root": "%s"}}\n' "$extra" "$maildir" >"$dir/plugins.d/50-store.json" ;;
     journal) printf '{"module": "store_file"%s, "config": {"root": "%s", "journal": true}}\n' "$extra" "$maildir" >"$dir/plugins.d/50-store.json" ;;
+    noenvelope) printf '{"module": "store_file"%s, "config": {"root": "%s", "envelope": false}}\n' "$extra" "$maildir" >"$dir/plugins.d/50-store.json" ;;
     nofsync) printf '{"module": "store_file"%s, "config": {"root": "%s", "fsync": false}}\n' "$extra" "$maildir" >"$dir/plugins.d/50-store.json" ;;
     esac
     "$postern_bin" -c "$dir/postern.json" >/dev/null 2>"$dir/postern.log" &
@@ -128,8 +130,10 @@ JSON
         grep -o 'group commit.*' "$dir/postern.log" >"$dir/commits" || true
         cp "$dir/commits" "$work/commits-$name" 2>/dev/null || true
         # What fs_floor should write: the sizes store_file wrote.
-        find "$maildir/new" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s / NR }' >"$work/message-bytes"
-        find "$maildir/envelope" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s / NR }' >"$work/envelope-bytes"
+        if [ "$name" = fsync ]; then
+            find "$maildir/new" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s / NR }' >"$work/message-bytes"
+            find "$maildir/envelope" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s / NR }' >"$work/envelope-bytes"
+        fi
         # Removed at the end, not here: on a file system mounted with
         # "discard", freeing thousands of files makes the next journal
         # commits (the next setup's) slow.
@@ -178,16 +182,17 @@ median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[in
 d=$(echo "${rates[discard]}" | median)
 printf '\nstore_file vs discard: %d messages, %d sessions, %d-byte payload, many per connection, %s CPUs, %s worker(s), median of %d rounds\n\n' \
     "$messages" "$sessions" "$size" "$(nproc)" "${workers:-$(nproc)}" "$rounds"
-printf '%-30s %10s %7s %16s\n' setup "msg/s" ratio "CPU µs/msg"
+printf '%-32s %10s %7s %16s\n' setup "msg/s" ratio "CPU µs/msg"
 for name in $setups; do
     m=$(echo "${rates[$name]}" | median)
     label=$name
     [ "$name" = discard ] && label="discard"
     [ "$name" = fsync ] && label="store_file (fsync)"
     [ "$name" = journal ] && label='store_file ("journal": true)'
+    [ "$name" = noenvelope ] && label='store_file ("envelope": false)'
     [ "$name" = nofsync ] && label='store_file ("fsync": false)'
     [ "$name" = baseline ] && label="store_file (fsync), baseline"
-    printf '%-30s %10s %7s %15s\n' "$label" "$m" "$(awk -v a="$m" -v b="$d" 'BEGIN { printf "%.2f", a / b }')" \
+    printf '%-32s %10s %7s %15s\n' "$label" "$m" "$(awk -v a="$m" -v b="$d" 'BEGIN { printf "%.2f", a / b }')" \
         "$(echo "${cpus[$name]}" | median)"
 done
 fl=$(echo "$floors" | median)
@@ -199,7 +204,7 @@ printf 'batches as the fsync runs committed, %s in the last round): %s µs CPU p
 printf 'of its own would reach about %s of discard at equal CPU use; store_file (fsync) spends\n' \
     "$(awk -v d="$dc" -v f="$fl" 'BEGIN { printf "%.2f", d / (d + f) }')"
 printf '%s µs per message beyond discard + floor.\n' "$((fc - dc - fl))"
-for name in fsync journal; do
+for name in fsync journal noenvelope; do
     if [ -f "$work/commits-$name" ]; then
         printf '\nstore_file (%s), last round, per worker:\n' "$name"
         sed 's/^/  /' "$work/commits-$name"
