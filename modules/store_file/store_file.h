@@ -6,7 +6,8 @@
  *                         the scheduling on the loop thread (write jobs in
  *                         parallel, one group commit at a time)
  *   store_file_job.c      gathering a delivery on the loop thread: targets,
- *                         envelope text, unique file name
+ *                         unique file name
+ *   store_file_envelope.c the envelope of a delivery as a line of JSON
  *   store_file_write.c    one delivery's files, on a pool thread
  *   store_file_commit.c   the durability points of a group of deliveries
  *   store_file_fs.c       paths, directories, errors
@@ -134,6 +135,11 @@ int sf_make_maildir(const char *dir, bool envelope, bool sync,
 int sf_write_all(int fd, const char *buf, size_t len);
 int sf_sync_dir(const char *path, struct sf_error *e);
 bool sf_unnamed_files_work(const char *maildir);
+
+/* store_file_envelope.c: the envelope for the recipients rcpts[0..n) of
+ * the transaction, one line of JSON; NULL when out of memory. */
+char *sf_envelope_text(postern_ctx *ctx, const size_t *rcpts, size_t n,
+                       const char *received_at);
 
 /* store_file_job.c: NULL when out of memory. */
 struct sf_job *sf_job_new(struct store_file *sf, postern_ctx *ctx);

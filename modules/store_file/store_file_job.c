@@ -1,7 +1,8 @@
 /*
  * store_file_job.c - a delivery gathered on the loop thread, where the
  * context may be read: its target maildirs, the envelope of each as JSON
- * text, and a file name unique across processes and threads.
+ * text (store_file_envelope.c), and a file name unique across processes
+ * and threads.
  */
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -10,8 +11,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <jansson.h>
 
 #include "store_file.h"
 
@@ -41,94 +40,6 @@ sf_job_free(struct sf_job *job)
     free(job->name);
     free(job->error.path);
     free(job);
-}
-
-/* A JSON string; bytes of text that is not UTF-8 become '?'. */
-static json_t *
-sf_json_string(const char *s)
-{
-    if (s == NULL)
-        return json_null();
-    json_t *j = json_string(s);
-    if (j != NULL)
-        return j;
-    char *copy = strdup(s);
-    if (copy == NULL)
-        return NULL;
-    for (char *p = copy; *p != '\0'; p++)
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
-    j = json_string(copy);
-    free(copy);
-    return j;
-}
-
-/* Set key to value, taking value; -1 when either is missing. */
-static int
-sf_json_set(json_t *obj, const char *key, json_t *value)
-{
-    return value != NULL ? json_object_set_new(obj, key, value) : -1;
-}
-
-/* The envelope of this transaction, for the recipients rcpts[0..n). */
-static char *
-sf_envelope_text(postern_ctx *ctx, const size_t *rcpts, size_t n,
-                 const char *received_at)
-{
-    static const char *const params[] = {"SIZE", "BODY", "SMTPUTF8",
-                                         "AUTH", "RET",  "ENVID"};
-    json_t *env = json_object(), *mail_params = json_object(),
-           *rcpt_to = json_array();
-    int rc = (env && mail_params && rcpt_to) ? 0 : -1;
-
-    for (size_t i = 0; rc == 0 && i < sizeof params / sizeof params[0]; i++) {
-        const char *value = postern_mail_param(ctx, params[i]);
-        if (value != NULL)
-            rc = sf_json_set(mail_params, params[i], sf_json_string(value));
-    }
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        json_t *addr = sf_json_string(postern_rcpt_address(ctx, rcpts[i]));
-        rc = addr ? json_array_append_new(rcpt_to, addr) : -1;
-    }
-    if (rc == 0)
-        rc |= sf_json_set(env, "id",
-                          sf_json_string(postern_transaction_id(ctx))) |
-              sf_json_set(env, "session",
-                          sf_json_string(postern_session_id(ctx))) |
-              sf_json_set(env, "client_ip",
-                          sf_json_string(postern_client_ip(ctx))) |
-              sf_json_set(env, "client_port",
-                          json_integer(postern_client_port(ctx))) |
-              sf_json_set(env, "helo", sf_json_string(postern_helo_name(ctx))) |
-              sf_json_set(env, "esmtp", json_boolean(postern_is_esmtp(ctx))) |
-              sf_json_set(env, "tls", json_boolean(postern_tls_active(ctx))) |
-              sf_json_set(env, "auth_user",
-                          sf_json_string(postern_auth_user(ctx))) |
-              sf_json_set(env, "mail_from",
-                          sf_json_string(postern_mail_from(ctx))) |
-              sf_json_set(env, "mail_params", json_incref(mail_params)) |
-              sf_json_set(env, "rcpt_to", json_incref(rcpt_to)) |
-              sf_json_set(env, "size",
-                          json_integer((json_int_t)postern_message_size(ctx))) |
-              sf_json_set(env, "quarantine",
-                          sf_json_string(postern_message_quarantined(ctx))) |
-              sf_json_set(env, "received_at", json_string(received_at));
-    char *text = rc == 0 ? json_dumps(env, JSON_COMPACT) : NULL;
-    json_decref(env);
-    json_decref(mail_params);
-    json_decref(rcpt_to);
-    if (text == NULL)
-        return NULL;
-    /* A final newline, as text files have. */
-    size_t len = strlen(text);
-    char *line = realloc(text, len + 2);
-    if (line == NULL) {
-        free(text);
-        return NULL;
-    }
-    line[len] = '\n';
-    line[len + 1] = '\0';
-    return line;
 }
 
 /* The per-recipient directory name: lowercased, anything outside

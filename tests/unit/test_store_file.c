@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "mock_core.h"
+#include "../../modules/store_file/store_file.h"
 
 #define ID "a1b2c3d4e5f60718"
 
@@ -489,6 +490,126 @@ test_envelope(void **state)
     assert_int_equal(access(path_of(other, "envelope"), F_OK), -1);
     assert_int_equal(count_entries(path_of(other, "tmp"), NULL, 0), 0);
     destroy(sf);
+}
+
+/* --- the envelope line against jansson ------------------------------------
+ *
+ * store_file writes the envelope without jansson; until it did, the line
+ * was json_dumps(JSON_COMPACT) of this object. Readers may compare bytes,
+ * so the two must agree on every string, valid UTF-8 or not. */
+
+static json_t *
+oracle_string(const char *s)
+{
+    if (s == NULL)
+        return json_null();
+    json_t *j = json_string(s);
+    if (j != NULL)
+        return j;
+    char *copy = strdup(s);
+    for (char *p = copy; *p != '\0'; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
+static char *
+oracle_envelope(const char *s, const char *received_at)
+{
+    json_t *env = json_object(), *params = json_object(), *rcpts = json_array();
+
+    json_object_set_new(params, "SIZE", oracle_string("12"));
+    json_object_set_new(params, "ENVID", oracle_string(s));
+    json_array_append_new(rcpts, oracle_string(s));
+    json_array_append_new(rcpts, oracle_string("b@example.com"));
+    json_object_set_new(env, "id", oracle_string(ID));
+    json_object_set_new(env, "session", oracle_string("00112233445566ff"));
+    json_object_set_new(env, "client_ip", oracle_string("192.0.2.7"));
+    json_object_set_new(env, "client_port", json_integer(2525));
+    json_object_set_new(env, "helo", oracle_string(s));
+    json_object_set_new(env, "esmtp", json_true());
+    json_object_set_new(env, "tls", json_false());
+    json_object_set_new(env, "auth_user", oracle_string(s));
+    json_object_set_new(env, "mail_from", oracle_string(s));
+    json_object_set_new(env, "mail_params", params);
+    json_object_set_new(env, "rcpt_to", rcpts);
+    json_object_set_new(env, "size", json_integer(5));
+    json_object_set_new(env, "quarantine", oracle_string(s));
+    json_object_set_new(env, "received_at", oracle_string(received_at));
+    char *text = json_dumps(env, JSON_COMPACT);
+    json_decref(env);
+    size_t len = strlen(text);
+    text = realloc(text, len + 2);
+    memcpy(text + len, "\n", 2);
+    return text;
+}
+
+/* s in every string of the envelope; 0 when both writers agree. */
+static int
+envelope_differs(const char *s)
+{
+    static const size_t rcpts[] = {0, 1};
+    const char *received_at = "2023-11-14T22:13:20Z";
+
+    mock_reset();
+    mock_set_transaction_id(ID);
+    mock_set_session_id("00112233445566ff");
+    mock_set_client("192.0.2.7", 2525);
+    mock_set_helo(s, 1);
+    mock_set_auth_user(s);
+    mock_set_mail_from(s);
+    mock_add_mail_param("SIZE", "12");
+    mock_add_mail_param("ENVID", s);
+    mock_add_rcpt(s);
+    mock_add_rcpt("b@example.com");
+    mock_set_message("hello", 5);
+    postern_message_quarantine(mock_ctx(), s);
+    char *ours = sf_envelope_text(mock_ctx(), rcpts, 2, received_at);
+    char *theirs = oracle_envelope(s, received_at);
+    int differs = ours == NULL || strcmp(ours, theirs) != 0;
+    if (differs)
+        print_message("string %s\n ours:   %s theirs: %s", s,
+                      ours ? ours : "(null)\n", theirs);
+    free(ours);
+    free(theirs);
+    return differs;
+}
+
+static void
+test_envelope_bytes_as_jansson(void **state)
+{
+    (void)state;
+    static const char *const strings[] = {
+        "",
+        "plain@example.org",
+        "quote\" back\\slash /slash",
+        "\x01\x02\b\f\n\r\t\x1f\x7f end",
+        "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", /* UTF-8 */
+        "caf\xe9@example.com",                       /* Latin-1 */
+        "\xc0\xaf overlong",                         /* overlong '/' */
+        "\xed\xa0\x80 surrogate",                    /* U+D800 */
+        "\xf4\x90\x80\x80 above U+10FFFF",
+        "\xe2\x82 cut short",
+        "\xc3\xa9 then \xff", /* valid, then not */
+    };
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
+        assert_int_equal(envelope_differs(strings[i]), 0);
+
+    /* Random bytes, mostly the ones that need care. */
+    static const unsigned char pool[] = {'a',  '"',  '\\', '/',  0x01, 0x1f,
+                                         0x7f, 0x80, 0xbf, 0xc2, 0xc3, 0xe2,
+                                         0xed, 0xf0, 0xf4, 0xff};
+    unsigned seed = 12345;
+    for (int round = 0; round < 3000; round++) {
+        char s[16];
+        size_t len = (size_t)(rand_r(&seed) % 15);
+        for (size_t k = 0; k < len; k++)
+            s[k] = (char)pool[rand_r(&seed) % sizeof pool];
+        s[len] = '\0';
+        assert_int_equal(envelope_differs(s), 0);
+    }
 }
 
 static void
@@ -1153,6 +1274,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_stores_exact_bytes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_envelope, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_envelope_bytes_as_jansson, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_per_recipient, setup, teardown),
         cmocka_unit_test_setup_teardown(test_per_recipient_failure, setup,
                                         teardown),
