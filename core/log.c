@@ -138,18 +138,47 @@ log_emit(log_level level, char *line, size_t n)
         write_stderr(line, n); /* no syslog daemon: the line is not lost */
 }
 
-/* "2026-11-22T10:00:00.123Z" */
+/* "2026-11-22T10:00:00.123Z" (len >= 25). The date and time to the second
+ * are formatted once per second and thread: most lines share them. */
 static size_t
 log_time(char *buf, size_t len)
 {
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char cached[24];
+    static _Thread_local size_t cached_len;
     struct timeval tv;
-    struct tm tm;
 
     gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    n += (size_t)snprintf(buf + n, len - n, ".%03dZ", (int)(tv.tv_usec / 1000));
-    return n;
+    if (tv.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&tv.tv_sec, &tm);
+        cached_len = strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_sec = tv.tv_sec;
+    }
+    if (len < cached_len + 6)
+        return 0;
+    unsigned ms = (unsigned)(tv.tv_usec / 1000);
+    memcpy(buf, cached, cached_len);
+    char *p = buf + cached_len;
+    *p++ = '.';
+    *p++ = (char)('0' + ms / 100);
+    *p++ = (char)('0' + ms / 10 % 10);
+    *p++ = (char)('0' + ms % 10);
+    *p++ = 'Z';
+    *p = '\0';
+    return cached_len + 5;
+}
+
+/* Append s to line[n..cap), as much as fits; the new length. */
+static size_t
+log_append(char *line, size_t n, size_t cap, const char *s)
+{
+    size_t k = strlen(s);
+
+    if (k > cap - n)
+        k = cap - n;
+    memcpy(line + n, s, k);
+    return n + k;
 }
 
 static void
@@ -163,8 +192,11 @@ log_write_text(log_level level, const char *sid, const char *event,
         n = log_time(line, sizeof(line));
         line[n++] = ' ';
     }
-    n += (size_t)snprintf(line + n, sizeof(line) - n, "%s %s %s",
-                          log_level_names[level], sid ? sid : "-", event);
+    n = log_append(line, n, sizeof(line) - 1, log_level_names[level]);
+    n = log_append(line, n, sizeof(line) - 1, " ");
+    n = log_append(line, n, sizeof(line) - 1, sid ? sid : "-");
+    n = log_append(line, n, sizeof(line) - 1, " ");
+    n = log_append(line, n, sizeof(line) - 1, event);
     if (fmt && *fmt && n < sizeof(line) - 1) {
         line[n++] = ' ';
         int k = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
