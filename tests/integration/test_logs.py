@@ -17,6 +17,7 @@ every transaction.
 - reload: SIGHUP applies a changed log_format to the new workers.
 """
 
+import datetime
 import json
 import os
 import re
@@ -347,6 +348,38 @@ class JsonLogTest(PosternTestCase):
                 self.assertEqual(fields["reason"], "-")
                 self.assertEqual(fields["store"], "90-store")
                 self.assertEqual(fields["worker"], "0")
+
+
+    def test_line_times_follow_the_clock(self):
+        # The date and time to the second are cached per second: a line a
+        # second later must say so, and every line's time lies between the
+        # test's own readings before and after (to the second).
+        with Server(plugins=plugins(), config={"workers": 1}) as srv:
+            before = int(time.time())
+            with srv.smtplib() as s:
+                s.noop()
+            self.assertTrue(srv.wait_log(r" disconnect "), srv.log_tail())
+            time.sleep(1.2)
+            with srv.smtplib() as s:
+                s.noop()
+            after = int(time.time()) + 1
+            self.assertTrue(wait_until(
+                lambda: srv.count_log(r" disconnect ") >= 2, IO_TIMEOUT),
+                srv.log_tail())
+            text = stopped_log(self, srv)
+        stamps = []
+        for line in postern_lines(text):
+            if " disconnect " not in line:
+                continue
+            stamp = line.split(" ", 1)[0]
+            parsed = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+            stamps.append(parsed.replace(
+                tzinfo=datetime.timezone.utc).timestamp())
+        self.assertEqual(len(stamps), 2, text)
+        self.assertGreaterEqual(stamps[1] - stamps[0], 1.0, stamps)
+        for t in stamps:
+            self.assertGreaterEqual(t, before)
+            self.assertLessEqual(t, after)
 
 
 class SyslogTest(PosternTestCase):
