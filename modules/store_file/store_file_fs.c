@@ -27,11 +27,22 @@ sf_fail(struct sf_error *e, const char *op, const char *path, int err)
 char *
 sf_path(const char *a, const char *b, const char *c)
 {
-    char *path = NULL;
+    const char *parts[3] = {a, b, c};
+    size_t lens[3] = {strlen(a), b ? strlen(b) : 0, c ? strlen(c) : 0};
+    char *path = malloc(lens[0] + lens[1] + lens[2] + 3);
+    size_t n = 0;
 
-    if (asprintf(&path, "%s%s%s%s%s", a, b ? "/" : "", b ? b : "", c ? "/" : "",
-                 c ? c : "") < 0)
-        return NULL;
+    /* Copied, not printed: paths are made for every delivery. */
+    for (size_t i = 0; path != NULL && i < 3; i++) {
+        if (parts[i] == NULL)
+            continue;
+        if (i > 0)
+            path[n++] = '/';
+        memcpy(path + n, parts[i], lens[i]);
+        n += lens[i];
+    }
+    if (path != NULL)
+        path[n] = '\0';
     return path;
 }
 
