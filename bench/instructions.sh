@@ -3,7 +3,8 @@
 # bench/instructions.sh - instructions per message, counted by callgrind:
 # the event loop's (the worker's main thread, which every session shares)
 # and the pool threads', for postern + discard and postern + store_file,
-# one worker, the same smtp-source load. Instruction counts do not move
+# one worker, the same smtp-source load, counted from the moment the
+# worker serves (start-up left out). Instruction counts do not move
 # with the machine's load, so this is the figure to compare two builds by
 # on a noisy machine, where msg/s cannot tell a few percent apart. It
 # counts user-space instructions only: the kernel's work (syscalls, the
@@ -38,7 +39,8 @@ build_postern
 # The instructions a callgrind file counted (its "summary:" line).
 counted() { awk '/^summary:/ { print $2; exit }' "$1"; }
 
-# run_setup NAME: prints "loop pool" instructions per message.
+# run_setup NAME: sets loop and pool, the instructions per message. Not
+# run in a subshell, so die() ends the script and pids reaches cleanup.
 run_setup() {
     local name=$1 dir=$work/$1 port
     mkdir -p "$dir/plugins.d" "$dir/spool" "$dir/callgrind"
@@ -67,20 +69,30 @@ JSON
         "$postern_bin" -c "$dir/postern.json" >/dev/null 2>"$dir/postern.log" &
     local pg_pid=$!
     pids+=("$pg_pid")
-    local i
+    local i ready=
     for i in $(seq 1 600); do
-        grep -q supervisor_ready "$dir/postern.log" 2>/dev/null && break
+        grep -q supervisor_ready "$dir/postern.log" 2>/dev/null && { ready=1; break; }
         kill -0 "$pg_pid" 2>/dev/null || die "postern did not start: $(tail -5 "$dir/postern.log")"
         sleep 0.1
     done
+    [ -n "$ready" ] || die "postern's worker did not start within 60 s: $(tail -5 "$dir/postern.log")"
+    # Count the load only, not the start-up (loading modules, TLS).
+    local procs
+    procs=$(pgrep -P "$pg_pid" | tr '\n' ' ')
+    callgrind_control -z "$pg_pid" $procs >/dev/null 2>&1 ||
+        die "callgrind_control -z failed"
     timeout "$run_timeout" smtp-source -d -s "$sessions" -m "$messages" -l "$size" \
         -M bench.client -f a@example.org -t b@example.com "127.0.0.1:$port" \
         >"$dir/source.out" 2>&1 || { cat "$dir/source.out" >&2; die "smtp-source failed ($name)"; }
     stop "$pg_pid"
-    # The worker: the process whose files are the most instructions.
-    local worker loop=0 pool=0 f n
-    worker=$(for f in "$dir"/callgrind/out.*-01; do echo "$(counted "$f") $f"; done |
-        sort -n -r | awk 'NR == 1 { sub(/-01$/, "", $2); print $2 }')
+    # The worker: the process other than the supervisor (valgrind runs
+    # the supervisor as $pg_pid) whose loop counted the most.
+    local worker f n
+    worker=$(for f in "$dir"/callgrind/out.*-01; do
+        [ "$f" = "$dir/callgrind/out.$pg_pid-01" ] || echo "$(counted "$f") $f"
+    done | sort -n -r | awk 'NR == 1 { sub(/-01$/, "", $2); print $2 }')
+    [ -n "$worker" ] || die "no callgrind file of a worker in $dir/callgrind"
+    loop=0 pool=0
     for f in "$worker"-*; do
         n=$(counted "$f")
         case $f in
@@ -88,12 +100,12 @@ JSON
         *) pool=$((pool + n)) ;;
         esac
     done
-    echo "$((loop / messages)) $((pool / messages))"
+    loop=$((loop / messages)) pool=$((pool / messages))
 }
 
 declare -A loops pools
 for name in $setups; do
-    read -r loop pool <<<"$(run_setup "$name")"
+    run_setup "$name"
     loops[$name]=$loop
     pools[$name]=$pool
     log "$name: $loop instructions per message on the loop, $pool on pool threads"

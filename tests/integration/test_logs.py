@@ -362,10 +362,10 @@ class JsonLogTest(PosternTestCase):
             time.sleep(1.2)
             with srv.smtplib() as s:
                 s.noop()
-            after = int(time.time()) + 1
             self.assertTrue(wait_until(
                 lambda: srv.count_log(r" disconnect ") >= 2, IO_TIMEOUT),
                 srv.log_tail())
+            after = int(time.time()) + 1  # once both lines are written
             text = stopped_log(self, srv)
         stamps = []
         for line in postern_lines(text):

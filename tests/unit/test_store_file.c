@@ -593,21 +593,45 @@ test_envelope_bytes_as_jansson(void **state)
         "\xf4\x90\x80\x80 above U+10FFFF",
         "\xe2\x82 cut short",
         "\xc3\xa9 then \xff", /* valid, then not */
+        "\xe0\x80\xaf 3-byte overlong",
+        "\xf0\x80\x80\xaf 4-byte overlong",
+        "\xc1\xbf 2-byte overlong",
+        "\xf5\x80\x80\x80 no such lead byte",
     };
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         assert_int_equal(envelope_differs(strings[i]), 0);
 
-    /* Random bytes, mostly the ones that need care. */
-    static const unsigned char pool[] = {'a',  '"',  '\\', '/',  0x01, 0x1f,
-                                         0x7f, 0x80, 0xbf, 0xc2, 0xc3, 0xe2,
-                                         0xed, 0xf0, 0xf4, 0xff};
+    /* Random strings of whole sequences, valid and near-valid UTF-8
+     * (overlong, surrogate, too high, cut short) and bytes that need
+     * escaping. */
+    static const char *const pieces[] = {"a",
+                                         "\"",
+                                         "\\",
+                                         "/",
+                                         "\x01",
+                                         "\x1f",
+                                         "\x7f",
+                                         "\xc3\xa9",
+                                         "\xe2\x82\xac",
+                                         "\xf0\x9f\x98\x80",
+                                         "\xf4\x8f\xbf\xbf",
+                                         "\xc2\x80",
+                                         "\xe0\xa0\x80",
+                                         "\xf0\x90\x80\x80",
+                                         "\xc1\xbf",
+                                         "\xe0\x80\xaf",
+                                         "\xf0\x80\x80\xaf",
+                                         "\xed\xa0\x80",
+                                         "\xf4\x90\x80\x80",
+                                         "\xe2\x82",
+                                         "\x80",
+                                         "\xff"};
     unsigned seed = 12345;
     for (int round = 0; round < 3000; round++) {
-        char s[16];
-        size_t len = (size_t)(rand_r(&seed) % 15);
-        for (size_t k = 0; k < len; k++)
-            s[k] = (char)pool[rand_r(&seed) % sizeof pool];
-        s[len] = '\0';
+        char s[64] = "";
+        size_t n = (size_t)(rand_r(&seed) % 8);
+        for (size_t k = 0; k < n; k++)
+            strcat(s, pieces[rand_r(&seed) % (sizeof pieces / sizeof *pieces)]);
         assert_int_equal(envelope_differs(s), 0);
     }
 }
