@@ -82,8 +82,9 @@ trap cleanup EXIT
 # CPU time of all CPUs so far, in clock ticks (not idle, not iowait).
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
-# run_setup NAME: one postern, one load; prints msg/s and the CPU
-# microseconds (all CPUs) per message.
+# run_setup NAME: one postern, one load; sets rate (msg/s) and cpu (CPU
+# microseconds per message, all CPUs). Not run in a subshell, so die()
+# ends the script and cleanup() sees pg_pid.
 run_setup() {
     local name=$1 dir=$work/$1 port start end stored maildir extra= modules=$build/modules
     [ "$name" = baseline ] && modules=$baseline
@@ -139,8 +140,8 @@ JSON
         # commits (the next setup's) slow.
         mv "$maildir" "$maildir_base/done-$name-$RANDOM$RANDOM"
     fi
-    awk -v n="$messages" -v a="$start" -v b="$end" -v t="$((busy1 - busy0))" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { printf "%.0f %.0f\n", n / (b - a), t * 1e6 / hz / n }'
+    read -r rate cpu < <(awk -v n="$messages" -v a="$start" -v b="$end" -v t="$((busy1 - busy0))" \
+        -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f %.0f\n", n / (b - a), t * 1e6 / hz / n }')
 }
 
 # run_floor: fs_floor with the sizes and the batch of the last fsync run;
@@ -167,8 +168,7 @@ for r in $(seq 1 "$rounds"); do
     # that stores.
     log "round $r: $(python3 "$here/create_cost.py" "$maildir_base" 200) µs per file created in $maildir_base"
     for name in $setups; do
-        out=$(run_setup "$name")
-        read -r rate cpu <<<"$out"
+        run_setup "$name"
         rates[$name]="${rates[$name]:-} $rate"
         cpus[$name]="${cpus[$name]:-} $cpu"
         log "round $r $name: $rate msg/s, $cpu µs CPU per message"
