@@ -149,7 +149,13 @@ class Sink:
         messages (smtp-sink writes lines with LF, then an empty line)."""
         out = []
         for path in sorted(files_under(self.dump)):
-            text = read_bytes(path).decode("utf-8", "replace")
+            try:
+                text = read_bytes(path).decode("utf-8", "replace")
+            except FileNotFoundError:
+                # smtp-sink removes the dump it began at MAIL when the
+                # transaction ends without data: it may go between the
+                # listing and the read.
+                continue
             lines = text.split("\n")
             mail = [l[len("X-Mail-Args: "):] for l in lines
                     if l.startswith("X-Mail-Args: ")]
