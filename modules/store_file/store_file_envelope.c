@@ -5,12 +5,12 @@
  * Byte for byte what jansson's json_dumps(JSON_COMPACT) made of the same
  * object (keys in insertion order, '/' and non-ASCII as they are, other
  * escapes as jansson writes them; tests/unit/test_store_file.c checks it
- * against jansson), at a tenth of the instructions: building a jansson
+ * against jansson), at a fifth of the instructions: building a jansson
  * object and dumping it was a quarter of the loop's work per stored
  * message (callgrind, 10 KB messages).
  */
-#include <inttypes.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
